@@ -1,0 +1,267 @@
+"""The ``xdetox`` command: parse arguments, call the stages, print. No logic lives here.
+
+Exit codes: 0 success, 2 bad input (one line on stderr), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from xdetox.errors import XdetoxInputError
+
+RUN_MARKER = "xdetox.sqlite"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401
+        raise XdetoxInputError(message)
+
+
+def _langs(value: str) -> tuple[str, ...]:
+    from xdetox.data import LANGS
+
+    if value == "all":
+        return LANGS
+    langs = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not langs:
+        raise XdetoxInputError("--targets needs at least one language code")
+    return langs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="xdetox", description="Cross-lingual detoxification by supervised fine-tuning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="ZS vs X-FT toxicity on every target language")
+    run.add_argument("--model", default="embedded", help="'embedded' (default), an HF model id or a local directory")
+    run.add_argument("--data", default=None, help="JSONL/CSV with lang,toxic,neutral[,id,split] (default: bundled corpus)")
+    run.add_argument("--source", default="en", help="language the adapter is trained on (default en)")
+    run.add_argument("--targets", default="all", help="comma-separated target languages, or 'all' (default)")
+    run.add_argument("--split", default="test_toxic", help="train_toxic, test_toxic (default) or test_neutral")
+    run.add_argument("--limit", type=int, default=None, help="use only the first N prompts per target")
+    run.add_argument("--epochs", type=int, default=3)
+    run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
+    run.add_argument("--lora-r", type=int, default=16)
+    run.add_argument("--lora-alpha", type=int, default=32)
+    run.add_argument("--lora-dropout", type=float, default=0.05)
+    run.add_argument("--train-batch-size", type=int, default=8)
+    run.add_argument("--batch-size", type=int, default=16, help="generation batch size")
+    run.add_argument("--max-new-tokens", type=int, default=50)
+    run.add_argument("--temperature", type=float, default=0.7)
+    run.add_argument("--top-p", type=float, default=0.9)
+    run.add_argument("--samples", type=int, default=1, help="completions per prompt")
+    run.add_argument("--dtype", default="auto", help="auto (default), bfloat16, float32 or float16")
+    run.add_argument("--trust-remote-code", action="store_true")
+    run.add_argument("--scorer", default="offline")
+    run.add_argument("--no-zs", action="store_true", help="skip the zero-shot baseline")
+    run.add_argument("--out", default=None, help="run directory (default runs/<timestamp>); an existing run resumes")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    report = sub.add_parser("report", help="rebuild a run's report from its store")
+    report.add_argument("run_dir")
+
+    scorer = sub.add_parser("scorer", help="toxicity scorer tools")
+    scorer_sub = scorer.add_subparsers(dest="scorer_command", required=True, parser_class=_Parser)
+    ev = scorer_sub.add_parser("eval", help="ROC-AUC per language on held-out data")
+    ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        _quiet_libraries()
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "scorer":
+            return cmd_scorer_eval(args)
+    except XdetoxInputError as err:
+        print(f"xdetox: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xdetox: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    try:
+        import datasets
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def _config_from_args(args) -> "RunConfig":  # noqa: F821
+    from xdetox.generate import DecodeSpec
+    from xdetox.grid import RunConfig
+    from xdetox.models import DTYPES, ModelSpec
+    from xdetox.train import LoraSpec, TrainSpec
+
+    if args.limit is not None and args.limit < 1:
+        raise XdetoxInputError(f"--limit must be at least 1, got {args.limit}")
+    for name in ("epochs", "batch_size", "train_batch_size", "max_new_tokens", "samples", "lora_r"):
+        if getattr(args, name) < 1:
+            raise XdetoxInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not 0 < args.top_p <= 1:
+        raise XdetoxInputError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.temperature <= 0:
+        raise XdetoxInputError(f"--temperature must be positive, got {args.temperature}")
+    if args.dtype not in DTYPES:
+        raise XdetoxInputError(f"unknown --dtype {args.dtype!r}; choose one of {', '.join(DTYPES)}")
+    train = TrainSpec(
+        paradigm="x-ft", source=args.source, epochs=args.epochs, seed=args.seed,
+        learning_rate=args.lr, batch_size=args.train_batch_size,
+        lora=LoraSpec(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout),
+    )
+    decode = DecodeSpec(
+        temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+        samples_per_prompt=args.samples, batch_size=args.batch_size,
+    )
+    return RunConfig(
+        model=ModelSpec(name=args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code),
+        source=args.source, targets=_langs(args.targets), split=args.split, limit=args.limit,
+        seed=args.seed, include_zs=not args.no_zs, train=train, decode=decode,
+        scorer=args.scorer, data_path=str(Path(args.data).resolve()) if args.data else None,
+    )
+
+
+def _prepare_out(out: str | None, config_dict: dict) -> Path:
+    """Check --out before anything is written; an existing run resumes only if its config matches."""
+    from xdetox.grid import STORE_FILE
+    from xdetox.store import Store
+
+    if out is None:
+        return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise XdetoxInputError(f"--out {out} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if not (path / STORE_FILE).is_file():
+            raise XdetoxInputError(f"--out {out} is a non-empty directory that is not an xdetox run")
+        with Store(path / STORE_FILE) as store:
+            previous = store.get_meta("config")
+        if previous is not None and previous != config_dict:
+            raise XdetoxInputError(f"--out {out} holds a run with a different configuration; choose another --out")
+    return path
+
+
+def cmd_run(args) -> int:
+    from xdetox import data, grid, models, report
+    from xdetox.score import get_scorer_class
+
+    config = _config_from_args(args)
+    corpus = data.load(config.data_path)
+    data.check_langs([config.source], corpus.langs)
+    plan = grid.make_plan(config, corpus)
+    get_scorer_class(config.scorer)
+    models.locate(config.model)
+    config_dict = json.loads(json.dumps(config.to_dict()))
+    run_dir = _prepare_out(args.out, config_dict)
+
+    progress = not args.quiet
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    from xdetox.store import Store
+
+    print(f"xdetox run -> {run_dir}  ({len(plan.settings)} settings x {len(config.targets)} targets,"
+          f" {len(plan.evaluations)} evaluations)", file=sys.stderr)
+    with Store(run_dir / grid.STORE_FILE) as store:
+        store.set_meta("config", config_dict)
+        try:
+            grid.execute(plan, corpus, run_dir, store, progress=progress)
+        except BaseException:
+            print(f"xdetox: run stopped before it finished; the same command resumes it from {run_dir}",
+                  file=sys.stderr)
+            raise
+        elapsed = time.perf_counter() - t0
+        store.set_meta("wall_time_s", round(elapsed, 1))
+        store.set_meta("started", started)
+        store.set_meta("environment", grid.environment())
+        summary = _write_outputs(run_dir, store)
+    print(report.print_table(summary))
+    print(f"\nwrote {run_dir}/summary.json, {report.REPORT_MD}, {report.MATRIX_CSV}, "
+          f"{report.HEATMAP_PNG}, {grid.COMPLETIONS_FILE}  ({elapsed:.0f} s)")
+    return 0
+
+
+def _write_outputs(run_dir: Path, store) -> dict:
+    """Completions file + report from the store alone (so `xdetox report` gives the same)."""
+    from xdetox import grid, report
+    from xdetox.models import ModelSpec
+
+    config = store.get_meta("config")
+    env = store.get_meta("environment", {})
+    frame = store.completions_frame(config["scorer"])
+    if frame["toxicity"].isna().any():
+        raise XdetoxInputError(f"{run_dir} is not finished (unscored completions); re-run it to resume")
+    tmp = run_dir / (grid.COMPLETIONS_FILE + ".tmp")
+    frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+    os.replace(tmp, run_dir / grid.COMPLETIONS_FILE)
+    train = config["train"]
+    info = report.RunInfo(
+        model=ModelSpec(**config["model"]).display_name,
+        scorer=config["scorer"],
+        seed=config["seed"],
+        epochs=train["epochs"],
+        limit=config["limit"],
+        decode=config["decode"],
+        lora={**train["lora"], "learning_rate": train["learning_rate"], "batch_size": train["batch_size"],
+              "objective": train["objective"]},
+        versions=env.get("versions", {}),
+        device=env.get("device", "unknown"),
+        wall_time_s=store.get_meta("wall_time_s"),
+        started=store.get_meta("started", ""),
+    )
+    return report.write_report(run_dir, frame.drop(columns=["n_tokens"]), info)
+
+
+def cmd_report(args) -> int:
+    from xdetox import grid, report
+    from xdetox.store import Store
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / grid.STORE_FILE).is_file():
+        raise XdetoxInputError(f"{run_dir} is not an xdetox run directory (no {grid.STORE_FILE})")
+    with Store(run_dir / grid.STORE_FILE) as store:
+        summary = _write_outputs(run_dir, store)
+    print(report.print_table(summary))
+    return 0
+
+
+def cmd_scorer_eval(args) -> int:
+    from xdetox import score
+
+    scorer = score.get_scorer("offline")
+    results = score.evaluate_offline(scorer)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(score.format_auc_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

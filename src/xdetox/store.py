@@ -1,0 +1,170 @@
+"""The run database: one SQLite file (WAL) per run directory.
+
+Every write is idempotent (primary keys + INSERT OR IGNORE) and a batch of
+completions is committed in one transaction together with its ``batches`` row,
+so a run killed at any moment and started again neither loses nor duplicates
+rows. The store computes nothing; it records and reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from xdetox.generate import Completion
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS train_settings (
+    key TEXT PRIMARY KEY, label TEXT NOT NULL, spec TEXT NOT NULL,
+    adapter_path TEXT, adapter_sha256 TEXT, status TEXT NOT NULL DEFAULT 'pending');
+CREATE TABLE IF NOT EXISTS evaluations (
+    key TEXT PRIMARY KEY, train_key TEXT NOT NULL, paradigm TEXT NOT NULL, source TEXT,
+    target TEXT NOT NULL, split TEXT NOT NULL, decode TEXT NOT NULL, n_batches INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    eval_key TEXT NOT NULL, batch INTEGER NOT NULL, PRIMARY KEY (eval_key, batch));
+CREATE TABLE IF NOT EXISTS completions (
+    eval_key TEXT NOT NULL, prompt_id TEXT NOT NULL, sample INTEGER NOT NULL,
+    prompt TEXT NOT NULL, text TEXT NOT NULL, n_tokens INTEGER NOT NULL,
+    PRIMARY KEY (eval_key, prompt_id, sample));
+CREATE TABLE IF NOT EXISTS scores (
+    eval_key TEXT NOT NULL, prompt_id TEXT NOT NULL, sample INTEGER NOT NULL,
+    scorer TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (eval_key, prompt_id, sample, scorer));
+"""
+
+
+class Store:
+    """A run's SQLite database."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- metadata ---------------------------------------------------------------
+    def set_meta(self, key: str, value: object) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: object = None) -> object:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # -- training settings ------------------------------------------------------
+    def add_train_setting(self, key: str, label: str, spec: dict) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO train_settings (key, label, spec) VALUES (?, ?, ?)",
+                (key, label, json.dumps(spec, sort_keys=True)),
+            )
+
+    def finish_train_setting(self, key: str, adapter_path: str | None, sha256: str | None) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE train_settings SET adapter_path = ?, adapter_sha256 = ?, status = 'done'"
+                " WHERE key = ?",
+                (adapter_path, sha256, key),
+            )
+
+    def train_setting(self, key: str) -> dict | None:
+        row = self.conn.execute(
+            "SELECT key, label, spec, adapter_path, adapter_sha256, status FROM train_settings"
+            " WHERE key = ?", (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("key", "label", "spec", "adapter_path", "adapter_sha256", "status"), row))
+
+    # -- evaluations and their batches -----------------------------------------
+    def add_evaluation(
+        self, key: str, train_key: str, paradigm: str, source: str | None, target: str,
+        split: str, decode: dict, n_batches: int,
+    ) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, train_key, paradigm, source, target, split,
+                 json.dumps(decode, sort_keys=True), n_batches),
+            )
+
+    def done_batches(self, eval_key: str) -> set[int]:
+        rows = self.conn.execute("SELECT batch FROM batches WHERE eval_key = ?", (eval_key,))
+        return {r[0] for r in rows}
+
+    def add_batch(self, eval_key: str, batch: int, completions: Iterable[Completion]) -> None:
+        """Commit one batch's completions and its done-mark together, or nothing."""
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO completions VALUES (?, ?, ?, ?, ?, ?)",
+                [(eval_key, x.prompt_id, x.sample, x.prompt, x.text, x.n_tokens) for x in completions],
+            )
+            c.execute("INSERT OR IGNORE INTO batches VALUES (?, ?)", (eval_key, batch))
+
+    # -- scores -----------------------------------------------------------------
+    def unscored(self, scorer: str) -> pd.DataFrame:
+        """Completions (with their evaluation's target language) that ``scorer`` has not scored."""
+        return pd.read_sql_query(
+            "SELECT c.eval_key, c.prompt_id, c.sample, c.text, e.target FROM completions c"
+            " JOIN evaluations e ON e.key = c.eval_key"
+            " WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.eval_key = c.eval_key"
+            "   AND s.prompt_id = c.prompt_id AND s.sample = c.sample AND s.scorer = ?)"
+            " ORDER BY c.eval_key, c.prompt_id, c.sample",
+            self.conn, params=(scorer,),
+        )
+
+    def add_scores(self, scorer: str, rows: Iterable[tuple[str, str, int, float]]) -> None:
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?, ?)",
+                [(e, p, s, scorer, float(v)) for e, p, s, v in rows],
+            )
+
+    # -- reads for reports ------------------------------------------------------
+    def completions_frame(self, scorer: str) -> pd.DataFrame:
+        """One row per completion with its setting, target, split and ``scorer``'s toxicity."""
+        frame = pd.read_sql_query(
+            "SELECT t.label AS setting, e.paradigm, e.source, e.target, e.split,"
+            " c.prompt_id, c.sample, c.prompt, c.text AS completion, c.n_tokens,"
+            " s.value AS toxicity"
+            " FROM completions c JOIN evaluations e ON e.key = c.eval_key"
+            " JOIN train_settings t ON t.key = e.train_key"
+            " LEFT JOIN scores s ON s.eval_key = c.eval_key AND s.prompt_id = c.prompt_id"
+            "   AND s.sample = c.sample AND s.scorer = ?"
+            " ORDER BY e.paradigm, e.source, e.target, e.split, c.prompt_id, c.sample",
+            self.conn, params=(scorer,),
+        )
+        frame["source"] = frame["source"].astype(object).where(frame["source"].notna(), None)
+        return frame
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A whole table, sorted by its primary key columns (for comparisons)."""
+        frame = pd.read_sql_query(f"SELECT * FROM {name}", self.conn)  # noqa: S608 - fixed names
+        return frame.sort_values(list(frame.columns)).reset_index(drop=True)
