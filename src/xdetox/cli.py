@@ -169,13 +169,14 @@ def _prepare_out(out: str | None, config_dict: dict) -> Path:
 
 def cmd_run(args) -> int:
     from xdetox import data, grid, models, report
-    from xdetox.score import get_scorer_class
+    from xdetox.score import SCORERS
 
     config = _config_from_args(args)
     corpus = data.load(config.data_path)
     data.check_langs([config.source], corpus.langs)
     plan = grid.make_plan(config, corpus)
-    get_scorer_class(config.scorer)
+    if config.scorer not in SCORERS:
+        raise XdetoxInputError(f"unknown scorer {config.scorer!r}; known: {', '.join(sorted(SCORERS))}")
     models.locate(config.model)
     config_dict = json.loads(json.dumps(config.to_dict()))
     run_dir = _prepare_out(args.out, config_dict)

@@ -1,0 +1,82 @@
+"""The ``xdetox`` command end to end on a tiny random model (the offline scorer is real)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from xdetox.cli import main
+
+
+def _run(tmp_path, tiny_model_dir, *extra, out="run"):
+    return main([
+        "run", "--model", str(tiny_model_dir), "--targets", "en,de", "--limit", "3",
+        "--epochs", "1", "--max-new-tokens", "5", "--quiet", "--out", str(tmp_path / out), *extra,
+    ])
+
+
+def test_run_writes_summary_with_zs_and_xft(tmp_path, tiny_model_dir):
+    assert _run(tmp_path, tiny_model_dir) == 0
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    settings = summary["settings"]
+    assert [(s["paradigm"], s["source"], s["target"]) for s in settings] == [
+        ("zs", None, "en"), ("zs", None, "de"), ("x-ft", "en", "en"), ("x-ft", "en", "de")]
+    for s in settings:
+        assert s["split"] == "test_toxic" and s["n"] == 3
+        assert 0 <= s["mean_toxicity"] <= 1
+    zs = {s["target"]: s["mean_toxicity"] for s in settings if s["paradigm"] == "zs"}
+    for s in settings:
+        if s["paradigm"] == "x-ft":
+            assert s["reduction_abs"] == pytest.approx(zs[s["target"]] - s["mean_toxicity"], abs=1e-5)
+        else:
+            assert s["reduction_abs"] is None
+    rows = [json.loads(line) for line in (run / "completions.jsonl").read_text().splitlines()]
+    assert len(rows) == 12
+    assert {"setting", "target", "prompt_id", "prompt", "completion", "toxicity"} <= set(rows[0])
+    for name in ("matrix_reduction.csv", "heatmap_reduction.png", "report.md"):
+        assert (run / name).is_file()
+    assert list((run / "adapters").iterdir())
+
+    # Re-running the same command resumes: nothing is recomputed, the results are identical.
+    before = (run / "completions.jsonl").read_text()
+    assert _run(tmp_path, tiny_model_dir) == 0
+    assert (run / "completions.jsonl").read_text() == before
+    # A fresh run with the same seed reproduces the same completions.
+    assert _run(tmp_path, tiny_model_dir, out="again") == 0
+    assert (tmp_path / "again" / "completions.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--targets", "xx"], "'xx'"),
+        (["--limit", "0"], "--limit"),
+        (["--source", "qq"], "'qq'"),
+        (["--model", "./no/such/model"], "model path not found"),
+        (["--data", "missing.jsonl"], "data file not found"),
+        (["--scorer", "nope"], "unknown scorer"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
+    out = tmp_path / "out"
+    assert main(["run", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err and "Traceback" not in err
+    assert not out.exists(), "bad input must not create a run directory"
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    path = tmp_path / "file"
+    path.write_text("x")
+    assert main(["run", "--out", str(path), "--limit", "1"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_console_script_reports_unknown_language():
+    exe = [sys.executable, "-m", "xdetox.cli", "run", "--targets", "xx"]
+    done = subprocess.run(exe, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "xx" in lines[0]

@@ -1,0 +1,266 @@
+"""Tests of xdetox.score: normalisation, data splits, the offline scorer, the registry.
+
+Most tests train a small scorer (300 corpus rows per language, char 1-3-grams) into a
+temporary cache; one test loads the real default scorer from the default cache (it
+trains it, about a minute, when that cache is empty).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from xdetox import score
+from xdetox.data import LANGS, load_bundled
+from xdetox.errors import XdetoxInputError
+from xdetox.score import (
+    OfflineScorer,
+    OfflineScorerConfig,
+    Scorer,
+    evaluate_offline,
+    format_auc_table,
+    get_scorer,
+    normalize,
+)
+
+SMALL = OfflineScorerConfig(ngram_range=(1, 3), max_rows_per_lang=300)
+
+
+@pytest.fixture(scope="module")
+def small_cache_dir(tmp_path_factory):
+    """A temporary cache folder shared by the tests that use the small scorer."""
+    return tmp_path_factory.mktemp("score-cache")
+
+
+@pytest.fixture
+def small_cache(small_cache_dir, monkeypatch):
+    """XDETOX_CACHE pointed at ``small_cache_dir`` for one test."""
+    monkeypatch.setenv("XDETOX_CACHE", str(small_cache_dir))
+    return small_cache_dir
+
+
+@pytest.fixture(scope="module")
+def small_scorer(small_cache_dir) -> OfflineScorer:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDETOX_CACHE", str(small_cache_dir))
+        return OfflineScorer.load(SMALL, progress=False)
+
+
+# ------------------------------------------------------------------ normalize
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("that 's some pretty shit logic .", "thats some pretty shit logic."),
+        ("That's some pretty shit logic.", "thats some pretty shit logic."),
+        ("I do n't care , it 's  ( really ) fine !", "i dont care, its (really) fine!"),
+        ("we ca n't", "we cant"),
+        ("don 't", "dont"),
+        ("It\u2019s   OK\t\n", "its ok"),
+        ("SOOOOOO   GOOD!!!!!!", "sooo good!!!"),
+        ("Ты  дурак ?", "ты дурак?"),
+        ("你好 ！", "你好!"),
+        ("id\u00adiot\u200b", "idiot"),
+        ("", ""),
+        ("   ", ""),
+    ],
+)
+def test_normalize(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+def test_normalize_is_idempotent_and_removes_the_en_artefact() -> None:
+    corpus = load_bundled()
+    for pair in corpus.select("en", "train")[:100] + corpus.select("ru", "train")[:100]:
+        for text in (pair.toxic, pair.neutral):
+            once = normalize(text)
+            assert normalize(once) == once
+            assert once == once.lower()
+            assert " ." not in once and " ," not in once and " !" not in once
+
+
+# ------------------------------------------------------------------ config and data
+
+
+def test_config_validation_and_key() -> None:
+    with pytest.raises(XdetoxInputError):
+        OfflineScorerConfig(heldout_fraction=1.0)
+    with pytest.raises(XdetoxInputError):
+        OfflineScorerConfig(drop_sources="modelfront/")  # type: ignore[arg-type]
+    assert OfflineScorerConfig().key() == OfflineScorerConfig().key()
+    assert OfflineScorerConfig().key() != OfflineScorerConfig(heldout_fraction=0.3).key()
+    assert OfflineScorerConfig().key() != OfflineScorerConfig(drop_sources=("x/",)).key()
+    assert len(OfflineScorerConfig().key()) == 16
+
+
+def test_heldout_is_disjoint_from_training_and_per_language() -> None:
+    config = OfflineScorerConfig()
+    train = score.training_set(config)
+    train_texts = set(train.texts)
+    corpus = score.toxicity_corpus(max_chars=config.max_chars)
+    _, heldout = score.split_heldout(corpus, config.heldout_fraction)
+    assert heldout
+    assert not train_texts & {row.text for row in heldout}
+    # every language holds out roughly the requested share
+    for lang in score.TOXICITY_LANGS:
+        total = sum(r.lang == lang for r in corpus)
+        held = sum(r.lang == lang for r in heldout)
+        assert 0.15 < held / total < 0.25, lang
+    # the paradetox test split never reaches training
+    test_texts = {r.text for r in score.paradetox_rows("test", config.max_chars)}
+    assert not test_texts & train_texts
+    # paradetox train is in, once per sentence, with both labels in every language
+    for lang in LANGS:
+        labels = {y for y, l in zip(train.labels, train.langs) if l == lang}
+        assert labels == {0, 1}, lang
+
+
+def test_duplicate_texts_stay_on_one_side() -> None:
+    rows = [
+        score.LabelledText("same text", 1, "en", "a"),
+        score.LabelledText("same text", 1, "de", "b"),
+    ] + [score.LabelledText(f"text {i}", i % 2, "en", "a") for i in range(200)]
+    train, heldout = score.split_heldout(rows, 0.5)
+    sides = {("train" if r in train else "heldout") for r in rows[:2]}
+    assert len(sides) == 1
+    assert 50 < len(heldout) < 150
+
+
+def test_drop_sources_removes_rows() -> None:
+    full = score.toxicity_corpus()
+    dropped = score.toxicity_corpus(("modelfront/",))
+    n_modelfront = sum(r.source.startswith("modelfront/") for r in full)
+    assert n_modelfront > 1000
+    assert not any(r.source.startswith("modelfront/") for r in dropped)
+    assert len(dropped) == len(full) - n_modelfront
+    train = score.training_set(OfflineScorerConfig(drop_sources=("modelfront/",)))
+    assert not any(s.startswith("modelfront/") for s in train.sources)
+    assert any(s.startswith("cicl2018/") for s in train.sources)  # other es source kept
+
+
+def test_corpus_has_no_conflicting_or_repeated_texts() -> None:
+    corpus = score.toxicity_corpus()
+    keys = [(r.lang, r.text) for r in corpus]
+    assert len(keys) == len(set(keys))
+    assert all(r.text and r.text == normalize(r.text) for r in corpus[:2000])
+
+
+# ------------------------------------------------------------------ the small scorer
+
+
+def test_scores_are_probabilities(small_scorer: OfflineScorer) -> None:
+    assert isinstance(small_scorer, Scorer)
+    assert small_scorer.supported_languages == frozenset(LANGS)
+    texts = ["You are a stupid idiot", "Thank you for the lovely dinner", "", "   ", "!!!",
+             "x" * 5000]
+    values = small_scorer.score(texts, "en")
+    assert len(values) == len(texts)
+    assert all(isinstance(v, float) and 0.0 <= v <= 1.0 and not math.isnan(v) for v in values)
+    assert small_scorer.score([], "en") == []
+    assert values[0] > values[1]
+
+
+def test_unsupported_language_is_input_error(small_scorer: OfflineScorer) -> None:
+    with pytest.raises(XdetoxInputError, match="fr"):
+        small_scorer.score(["bonjour"], "fr")
+
+
+def test_cache_is_reused(small_scorer: OfflineScorer, small_cache, monkeypatch) -> None:
+    path = OfflineScorer.cache_path(SMALL)
+    assert path.parent == small_cache / "scorers"
+    assert path.is_file()
+    assert not list(path.parent.glob("*.tmp"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again instead of reading the cache")
+
+    monkeypatch.setattr(OfflineScorer, "train", no_training)
+    again = OfflineScorer.load(SMALL, progress=False)
+    texts = ["du bist ein idiot", "schönes Wetter heute"]
+    assert again.score(texts, "de") == small_scorer.score(texts, "de")
+    # a different config is a different file, so it would train
+    with pytest.raises(AssertionError, match="trained again"):
+        OfflineScorer.load(OfflineScorerConfig(ngram_range=(1, 2), max_rows_per_lang=300),
+                           progress=False)
+
+
+def test_damaged_cache_is_rebuilt(small_cache) -> None:
+    config = OfflineScorerConfig(ngram_range=(1, 2), max_rows_per_lang=50)
+    path = OfflineScorer.cache_path(config)
+    path.write_bytes(b"not a joblib file")
+    scorer = OfflineScorer.load(config, progress=False)
+    assert 0.0 <= scorer.score(["hello"], "en")[0] <= 1.0
+    assert path.stat().st_size > 1000
+
+
+def test_evaluate_and_table(small_scorer: OfflineScorer) -> None:
+    results = evaluate_offline(small_scorer)
+    assert set(results) == {"paradetox_test", "heldout"}
+    assert set(results["paradetox_test"]) == set(LANGS)
+    assert set(results["heldout"]) == set(LANGS) - {"uk"}
+    for column in results.values():
+        assert all(0.0 <= v <= 1.0 for v in column.values())
+    # even the small model is far better than chance
+    assert sum(results["paradetox_test"].values()) / len(LANGS) > 0.8
+    table = format_auc_table(results)
+    lines = table.splitlines()
+    assert lines[0].split() == ["lang", "paradetox_test", "heldout"]
+    assert [line.split()[0] for line in lines[1:]] == list(LANGS) + ["mean"]
+    uk = next(line for line in lines if line.startswith("uk"))
+    assert uk.split()[2] == "–"
+    assert f"{results['paradetox_test']['en']:.3f}" in lines[1]
+
+
+def test_format_auc_table_missing_values() -> None:
+    table = format_auc_table({"a": {"en": 0.5, "de": 1.0}, "b": {}})
+    lines = table.splitlines()
+    assert lines[1].split() == ["en", "0.500", "–"]
+    assert lines[-1].split() == ["mean", "0.750", "–"]
+
+
+# ------------------------------------------------------------------ registry
+
+
+def test_get_scorer_unknown_name() -> None:
+    with pytest.raises(XdetoxInputError, match="nope") as info:
+        get_scorer("nope")
+    assert "offline" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_get_scorer_uses_registry(monkeypatch) -> None:
+    class Constant:
+        name = "constant"
+        supported_languages = frozenset({"en"})
+
+        def score(self, texts: list[str], lang: str) -> list[float]:
+            return [0.5] * len(texts)
+
+    monkeypatch.setitem(score.SCORERS, "constant", Constant)
+    assert get_scorer("constant").score(["a", "b"], "en") == [0.5, 0.5]
+
+
+# ------------------------------------------------------------------ the real scorer
+
+
+def test_default_offline_scorer_quality() -> None:
+    """The real model (default cache; trained there on first use, about a minute)."""
+    scorer = get_scorer("offline")
+    assert isinstance(scorer, OfflineScorer)
+    results = evaluate_offline(scorer)
+    assert results["paradetox_test"]["en"] > 0.9
+    assert results["paradetox_test"]["de"] > 0.9
+    pairs = {
+        "en": ("You are a fucking idiot.", "Thank you, that was very helpful."),
+        "de": ("Halt die Fresse, du Arschloch!", "Vielen Dank für die schnelle Antwort."),
+        "es": ("Eres un puto imbécil.", "Gracias por tu ayuda."),
+        "ru": ("Заткнись, тупой урод!", "Спасибо за помощь."),
+        "uk": ("Ти тупий дебіл.", "Дякую за допомогу."),
+        "zh": ("你这个傻逼，滚开！", "谢谢你的帮助。"),
+    }
+    for lang, (toxic, neutral) in pairs.items():
+        tox, neu = scorer.score([toxic, neutral], lang)
+        assert tox > neu, lang
+        assert tox > 0.5 > neu, (lang, tox, neu)
