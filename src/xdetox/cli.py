@@ -119,8 +119,6 @@ def _config_from_args(args) -> "RunConfig":  # noqa: F821
     from xdetox.models import DTYPES, ModelSpec
     from xdetox.train import LoraSpec, TrainSpec
 
-    if args.limit is not None and args.limit < 1:
-        raise XdetoxInputError(f"--limit must be at least 1, got {args.limit}")
     for name in ("epochs", "batch_size", "train_batch_size", "max_new_tokens", "samples", "lora_r"):
         if getattr(args, name) < 1:
             raise XdetoxInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
