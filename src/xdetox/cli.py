@@ -167,14 +167,13 @@ def _prepare_out(out: str | None, config_dict: dict) -> Path:
 
 def cmd_run(args) -> int:
     from xdetox import data, grid, models, report
-    from xdetox.score import SCORERS
+    from xdetox.score import check_scorer
 
     config = _config_from_args(args)
     corpus = data.load(config.data_path)
     data.check_langs([config.source], corpus.langs)
     plan = grid.make_plan(config, corpus)
-    if config.scorer not in SCORERS:
-        raise XdetoxInputError(f"unknown scorer {config.scorer!r}; known: {', '.join(sorted(SCORERS))}")
+    check_scorer(config.scorer)
     models.locate(config.model)
     config_dict = json.loads(json.dumps(config.to_dict()))
     run_dir = _prepare_out(args.out, config_dict)

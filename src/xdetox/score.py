@@ -553,11 +553,16 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
 """Scorer name -> zero-argument factory.  Register new scorers here."""
 
 
-def get_scorer(name: str) -> Scorer:
-    """The scorer registered under ``name``; ``XdetoxInputError`` if there is none."""
+def check_scorer(name: str) -> Callable[[], Scorer]:
+    """The factory registered under ``name`` (nothing is loaded); ``XdetoxInputError`` if none."""
     factory = SCORERS.get(name)
     if factory is None:
         raise XdetoxInputError(
             f"unknown scorer {name!r}; known scorers: {', '.join(sorted(SCORERS))}"
         )
-    return factory()
+    return factory
+
+
+def get_scorer(name: str) -> Scorer:
+    """The scorer registered under ``name``; ``XdetoxInputError`` if there is none."""
+    return check_scorer(name)()
