@@ -15,10 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def build_tiny_model(path: Path, seed: int = 0) -> Path:
-    import torch
+def _tiny_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     from xdetox import data
 
@@ -39,10 +38,18 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
     from tokenizers.processors import TemplateProcessing
 
     tok.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
-    fast = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
         unk_token="<unk>",
     )
+
+
+def build_tiny_model(path: Path, seed: int = 0) -> Path:
+    """A 2-layer Gemma 3 causal LM with random weights."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    fast = _tiny_tokenizer()
     torch.manual_seed(seed)
     config = Gemma3TextConfig(
         vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -54,6 +61,27 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     fast.save_pretrained(path)
     return path
+
+
+def build_tiny_seq2seq(path: Path, seed: int = 0) -> Path:
+    """A 2-layer mT5-style encoder-decoder with random weights."""
+    import torch
+    from transformers import MT5Config, MT5ForConditionalGeneration
+
+    fast = _tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = MT5Config(
+        vocab_size=len(fast), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,
+        num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    MT5ForConditionalGeneration(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq_dir(tmp_path_factory) -> Path:
+    return build_tiny_seq2seq(tmp_path_factory.mktemp("tiny-seq2seq"))
 
 
 @pytest.fixture(scope="session")

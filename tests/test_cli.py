@@ -35,7 +35,8 @@ def test_run_writes_summary_with_zs_and_xft(tmp_path, tiny_model_dir):
     rows = [json.loads(line) for line in (run / "completions.jsonl").read_text().splitlines()]
     assert len(rows) == 12
     assert {"setting", "target", "prompt_id", "prompt", "completion", "toxicity"} <= set(rows[0])
-    for name in ("matrix_reduction.csv", "heatmap_reduction.png", "report.md"):
+    assert list(run.glob("matrix_*_x-ft.csv")) and list(run.glob("matrix_*_zs.csv"))
+    for name in ("report.html", "report.md"):
         assert (run / name).is_file()
     assert list((run / "adapters").iterdir())
 
@@ -52,7 +53,7 @@ def test_run_writes_summary_with_zs_and_xft(tmp_path, tiny_model_dir):
     "args, needle",
     [
         (["--targets", "xx"], "'xx'"),
-        (["--limit", "0"], "--limit"),
+        (["--limit", "0"], "limit must be at least 1"),
         (["--source", "qq"], "'qq'"),
         (["--model", "./no/such/model"], "model path not found"),
         (["--data", "missing.jsonl"], "data file not found"),

@@ -1,22 +1,49 @@
 import pytest
 import torch
-from transformers import TopPLogitsWarper
+from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from xdetox import data, models
-from xdetox.generate import DecodeSpec, Generator, NucleusFilter, derive_seed, make_batches
+from xdetox.generate import DecodeSpec, Generator, NucleusSampler, derive_seed, make_batches
 
 
 @pytest.mark.parametrize("scale", [0.05, 1.0, 3.0, 8.0])
 @pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
-def test_nucleus_filter_keeps_the_same_tokens_as_transformers(scale, top_p):
+def test_nucleus_sampler_keeps_the_same_tokens_as_transformers(scale, top_p):
     gen = torch.Generator().manual_seed(int(scale * 100 + top_p * 10))
     logits = torch.randn(8, 5000, generator=gen) * scale * 4
     logits[:, :3] += 6 * scale
-    ours = NucleusFilter(top_p, k=64)(None, logits.clone())
-    ref = TopPLogitsWarper(top_p)(None, logits.clone())
-    assert torch.equal(torch.isinf(ours), torch.isinf(ref))
-    kept = ~torch.isinf(ours)
-    assert torch.equal(ours[kept], logits[kept])
+    sampler = NucleusSampler(temperature=0.7, top_p=top_p, k=64)
+    idx, probs = sampler.kept(logits.clone())
+    ref = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(0.7)(None, logits.clone()))
+    ref_probs = ref.softmax(dim=-1)
+    for row in range(logits.shape[0]):
+        ours = torch.zeros(logits.shape[1]).scatter_add_(0, idx[row], probs[row])
+        assert torch.equal(ours > 0, ref_probs[row] > 0)
+        assert torch.allclose(ours, ref_probs[row], atol=1e-5)
+
+
+def test_nucleus_sampler_with_top_k_matches_transformers():
+    logits = torch.randn(4, 1000, generator=torch.Generator().manual_seed(3)) * 2
+    idx, probs = NucleusSampler(temperature=0.7, top_p=0.9, top_k=20).kept(logits.clone())
+    warped = TemperatureLogitsWarper(0.7)(None, logits.clone())
+    warped = TopPLogitsWarper(0.9)(None, TopKLogitsWarper(20)(None, warped))
+    ref = warped.softmax(dim=-1)
+    for row in range(4):
+        ours = torch.zeros(1000).scatter_add_(0, idx[row], probs[row])
+        assert torch.allclose(ours, ref[row], atol=1e-5)
+
+
+def test_nucleus_sampler_draws_follow_the_distribution():
+    logits = torch.tensor([[2.0, 1.5, 1.0, 0.5, -1.0, -3.0] + [-10.0] * 994])
+    sampler = NucleusSampler(temperature=1.0, top_p=0.9, seed=7, k=8)
+    idx, probs = sampler.kept(logits)
+    expected = torch.zeros(1000).scatter_add_(0, idx[0], probs[0])
+    draws = torch.stack([sampler(None, logits).argmax(-1) for _ in range(4000)]).flatten()
+    freq = torch.bincount(draws, minlength=1000).float() / len(draws)
+    assert set(draws.unique().tolist()) <= set(torch.nonzero(expected).flatten().tolist())
+    assert torch.allclose(freq, expected, atol=0.03)
+    again = NucleusSampler(temperature=1.0, top_p=0.9, seed=7, k=8)
+    assert torch.equal(torch.stack([again(None, logits).argmax(-1) for _ in range(4000)]).flatten(), draws)
 
 
 @pytest.fixture(scope="module")

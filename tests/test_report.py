@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import statistics
 
 import numpy as np
 import pandas as pd
@@ -12,35 +14,44 @@ import pytest
 from xdetox.errors import XdetoxInputError
 from xdetox.report import (
     RunInfo,
+    matrix_filename,
     md_escape,
     print_table,
-    reduction_matrix,
+    result_matrix,
     summarize,
     write_report,
 )
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MODEL = "google/gemma-3-270m"
+SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n", "seeds",
+                "mean_toxicity", "std", "reduction_abs", "reduction_rel", "reduction_abs_std"}
+PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
+                 "mean_toxicity", "reduction_abs", "reduction_rel"}
 
 
 def info(**over) -> RunInfo:
     base = dict(
-        model="google/gemma-3-270m", scorer="toxclf-v1", seed=13, epochs=2, limit=None,
+        model=MODEL, scorer="toxclf-v1", seeds=(13,), epochs=2, limit=None,
         decode={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 20, "template": "{text}"},
         lora={"r": 8, "alpha": 16, "dropout": 0.05},
         versions={"xdetox": "0.1.0", "torch": "2.4"}, device="cpu", wall_time_s=12.5,
-        started="2025-01-01T00:00:00+00:00",
+        started="2025-01-01T00:00:00+00:00", config_name="tiny",
     )
     base.update(over)
     return RunInfo(**base)
 
 
-def rows(setting, target, tox, split="test_toxic", ids=None, sample=0, completion=None):
-    paradigm, _, source = setting.partition(":")
+def rows(setting, target, tox, split="test_toxic", ids=None, sample=0, completion=None,
+         seed=13, model=MODEL):
+    """Completion rows of one setting label ("zs", "x-ft:en", "p-ft:10%", "m-ft", "dpo:en")."""
+    paradigm, _, variant = setting.partition(":")
+    percent = int(variant.rstrip("%")) if variant.endswith("%") else None
     ids = ids or [f"p{i + 1}" for i in range(len(tox))]
     return [
         {
-            "setting": setting, "paradigm": paradigm, "source": source or None,
-            "target": target, "split": split, "prompt_id": pid, "sample": sample,
+            "model": model, "setting": setting, "paradigm": paradigm,
+            "source": None if percent is not None else (variant or None), "percent": percent,
+            "seed": seed, "target": target, "split": split, "prompt_id": pid, "sample": sample,
             "prompt": f"prompt {pid} in {target}",
             "completion": completion or f"{setting} says {pid}", "toxicity": t,
         }
@@ -49,6 +60,7 @@ def rows(setting, target, tox, split="test_toxic", ids=None, sample=0, completio
 
 
 def frame() -> pd.DataFrame:
+    """One model, one seed, the cases of the reduction definition."""
     data = (
         rows("zs", "de", [0.8, 0.6, 0.4])
         + rows("x-ft:en", "de", [0.2, 0.1])          # lacks p3, which zs has
@@ -59,29 +71,68 @@ def frame() -> pd.DataFrame:
         + rows("x-ft:en", "es", [0.1, 0.1])
         + rows("x-ft:en", "ru", [0.3])               # no ZS for ru
     )
+    return shuffled(data)
+
+
+def seeds_frame() -> pd.DataFrame:
+    """Two seeds; every number below is worked out by hand in the tests."""
+    data = (
+        rows("zs", "de", [0.8, 0.6], seed=1) + rows("x-ft:en", "de", [0.2, 0.4], seed=1)
+        + rows("zs", "de", [0.6, 0.4], seed=2) + rows("x-ft:en", "de", [0.3, 0.1], seed=2)
+        + rows("x-ft:en", "de", [0.5, 0.5], seed=3)  # seed 3 has no ZS: no reduction
+    )
+    return shuffled(data)
+
+
+def grid_frame() -> pd.DataFrame:
+    """Every paradigm, two seeds, targets en and de, one model."""
+    data = []
+    for seed, shift in ((1, 0.0), (2, 0.1)):
+        for target in ("de", "en"):
+            data += rows("zs", target, [0.6 + shift, 0.4 + shift], seed=seed)
+            data += rows("x-ft:en", target, [0.3, 0.1], seed=seed)
+            data += rows("x-ft:de", target, [0.5, 0.3], seed=seed)
+            data += rows("p-ft:20%", target, [0.2, 0.2], seed=seed)
+            data += rows("p-ft:10%", target, [0.4, 0.4], seed=seed)
+            data += rows("m-ft", target, [0.1, 0.1], seed=seed)
+            data += rows("dpo:en", target, [0.0, 0.2], seed=seed)
+    return shuffled(data)
+
+
+def shuffled(data) -> pd.DataFrame:
     df = pd.DataFrame(data)
     return df.sample(frac=1.0, random_state=0).reset_index(drop=True)  # order must not matter
 
 
-def find(summary, paradigm, source, target, split="test_toxic"):
+def find(summary, paradigm, source, target, split="test_toxic", percent=None, model=MODEL,
+         key="settings"):
     hits = [
-        s for s in summary["settings"]
-        if (s["paradigm"], s["source"], s["target"], s["split"]) == (paradigm, source, target, split)
+        s for s in summary[key]
+        if (s["model"], s["paradigm"], s["source"], s["percent"], s["target"], s["split"])
+        == (model, paradigm, source, percent, target, split)
     ]
+    return hits
+
+
+def one(summary, *args, **kwargs):
+    hits = find(summary, *args, **kwargs)
     assert len(hits) == 1, hits
     return hits[0]
 
 
+# --------------------------------------------------------------------------- summary
+
+
 def test_summary_shape_and_order():
     summary = summarize(frame(), info())
-    assert set(summary) == {"model", "scorer", "seed", "run", "settings"}
-    assert summary["model"] == "google/gemma-3-270m"
+    assert set(summary) == {"model", "scorer", "seeds", "run", "settings", "per_seed"}
+    assert summary["model"] == MODEL
     assert summary["scorer"] == "toxclf-v1"
-    assert summary["seed"] == 13
+    assert summary["seeds"] == [13]
     assert summary["run"] == info().to_dict()
-    keys = {"paradigm", "source", "target", "split", "n", "mean_toxicity",
-            "reduction_abs", "reduction_rel"}
-    assert all(set(s) == keys for s in summary["settings"])
+    assert summary["run"]["seeds"] == [13] and summary["run"]["config_name"] == "tiny"
+    assert all(set(s) == SETTING_KEYS for s in summary["settings"])
+    assert all(set(s) == PER_SEED_KEYS for s in summary["per_seed"])
     order = [(s["paradigm"], s["source"], s["target"]) for s in summary["settings"]]
     assert order == [
         ("zs", None, "en"), ("zs", None, "es"), ("zs", None, "de"),
@@ -92,33 +143,32 @@ def test_summary_shape_and_order():
 
 def test_reduction_uses_common_prompts():
     summary = summarize(frame(), info())
-    zs_de = find(summary, "zs", None, "de")
-    assert zs_de["n"] == 3
+    zs_de = one(summary, "zs", None, "de")
+    assert zs_de["n"] == 3 and zs_de["seeds"] == [13]
     assert zs_de["mean_toxicity"] == pytest.approx(0.6)
+    assert zs_de["std"] is None  # one seed
     assert zs_de["reduction_abs"] is None and zs_de["reduction_rel"] is None
 
-    ft = find(summary, "x-ft", "en", "de")
+    ft = one(summary, "x-ft", "en", "de")
     assert ft["n"] == 2
     assert ft["mean_toxicity"] == pytest.approx(0.15)
     # ZS on {p1, p2} = 0.7, not 0.6 over all three prompts
     assert ft["reduction_abs"] == pytest.approx(0.55)
     assert ft["reduction_rel"] == pytest.approx(round(0.55 / 0.7, 6))
+    assert ft["reduction_abs_std"] is None
 
-    es_de = find(summary, "x-ft", "es", "de")
-    assert es_de["reduction_abs"] == pytest.approx(0.2)
-    assert es_de["reduction_rel"] == pytest.approx(0.333333)
-
-    en_en = find(summary, "x-ft", "en", "en")
+    assert one(summary, "x-ft", "es", "de")["reduction_rel"] == pytest.approx(0.333333)
+    en_en = one(summary, "x-ft", "en", "en")
     assert en_en["reduction_abs"] == pytest.approx(0.3)
     assert en_en["reduction_rel"] == pytest.approx(0.75)
 
 
 def test_null_reductions_zero_and_missing_zs():
     summary = summarize(frame(), info())
-    es = find(summary, "x-ft", "en", "es")
+    es = one(summary, "x-ft", "en", "es")
     assert es["reduction_abs"] == pytest.approx(-0.1)
     assert es["reduction_rel"] is None          # ZS mean is 0
-    ru = find(summary, "x-ft", "en", "ru")
+    ru = one(summary, "x-ft", "en", "ru")
     assert ru["reduction_abs"] is None and ru["reduction_rel"] is None
     assert ru["mean_toxicity"] == pytest.approx(0.3)
 
@@ -129,105 +179,81 @@ def test_mean_over_completions_and_n_over_prompts():
         + rows("x-ft:en", "de", [0.0, 0.2]) + rows("x-ft:en", "de", [0.2, 0.0], sample=1)
     )
     summary = summarize(pd.DataFrame(data), info())
-    zs = find(summary, "zs", None, "de")
+    zs = one(summary, "zs", None, "de")
     assert zs["n"] == 2 and zs["mean_toxicity"] == pytest.approx(0.5)
-    ft = find(summary, "x-ft", "en", "de")
-    assert ft["reduction_abs"] == pytest.approx(0.4)
+    assert one(summary, "x-ft", "en", "de")["reduction_abs"] == pytest.approx(0.4)
+
+
+def test_seed_mean_and_std_known_answer():
+    summary = summarize(seeds_frame(), info(seeds=(1, 2, 3)))
+    assert summary["seeds"] == [1, 2, 3]
+
+    per_seed = {s["seed"]: s for s in find(summary, "x-ft", "en", "de", key="per_seed")}
+    # each seed against the ZS of the same seed: 0.7 - 0.3 and 0.5 - 0.2
+    assert per_seed[1]["reduction_abs"] == pytest.approx(0.4)
+    assert per_seed[1]["reduction_rel"] == pytest.approx(round(0.4 / 0.7, 6))
+    assert per_seed[2]["reduction_abs"] == pytest.approx(0.3)
+    assert per_seed[2]["reduction_rel"] == pytest.approx(0.6)
+    assert per_seed[3]["reduction_abs"] is None and per_seed[3]["mean_toxicity"] == 0.5
+
+    zs = one(summary, "zs", None, "de")
+    assert zs["seeds"] == [1, 2] and zs["n"] == 2
+    assert zs["mean_toxicity"] == pytest.approx(0.6)
+    assert zs["std"] == pytest.approx(statistics.stdev([0.7, 0.5]), abs=1e-6)  # ddof=1
+
+    ft = one(summary, "x-ft", "en", "de")
+    assert ft["seeds"] == [1, 2, 3]
+    assert ft["mean_toxicity"] == pytest.approx((0.3 + 0.2 + 0.5) / 3)
+    assert ft["std"] == pytest.approx(statistics.stdev([0.3, 0.2, 0.5]), abs=1e-6)
+    # reductions: over the seeds that have one (1 and 2)
+    assert ft["reduction_abs"] == pytest.approx(0.35)
+    assert ft["reduction_abs_std"] == pytest.approx(statistics.stdev([0.4, 0.3]), abs=1e-6)
+    assert ft["reduction_rel"] == pytest.approx((0.4 / 0.7 + 0.6) / 2, abs=1e-6)
+
+
+def test_models_and_paradigms_kept_apart():
+    data = (
+        rows("zs", "en", [0.5], model="b-model") + rows("x-ft:en", "en", [0.1], model="b-model")
+        + rows("zs", "en", [0.9], model="a-model") + rows("x-ft:en", "en", [0.8], model="a-model")
+        + rows("p-ft:10%", "en", [0.2], model="a-model") + rows("m-ft", "en", [0.3], model="a-model")
+        + rows("dpo:en", "en", [0.4], model="a-model")
+    )
+    summary = summarize(shuffled(data), info(model="b-model, a-model"))
+    assert [s["model"] for s in summary["settings"]][:2] == ["b-model", "b-model"]  # info order
+    assert one(summary, "x-ft", "en", "en", model="b-model")["reduction_abs"] == pytest.approx(0.4)
+    assert one(summary, "x-ft", "en", "en", model="a-model")["reduction_abs"] == pytest.approx(0.1)
+    assert one(summary, "p-ft", None, "en", percent=10, model="a-model")["reduction_abs"] == \
+        pytest.approx(0.7)
+    assert one(summary, "m-ft", None, "en", model="a-model")["reduction_abs"] == pytest.approx(0.6)
+    assert one(summary, "dpo", "en", "en", model="a-model")["reduction_abs"] == pytest.approx(0.5)
+    paradigms = [s["paradigm"] for s in summary["settings"] if s["model"] == "a-model"]
+    assert paradigms == ["zs", "x-ft", "p-ft", "m-ft", "dpo"]
+
+
+def test_backward_tolerance_without_model_seed_percent():
+    df = frame().drop(columns=["model", "seed", "percent"])
+    summary = summarize(df, info(seeds=(42, 43)))
+    assert summary["seeds"] == [42]
+    ft = one(summary, "x-ft", "en", "de")
+    assert ft["seeds"] == [42] and ft["reduction_abs"] == pytest.approx(0.55)
 
 
 def test_json_round_trip_with_numpy_types():
-    df = frame()
+    df = seeds_frame()
     df["toxicity"] = df["toxicity"].astype(np.float32)
     df["sample"] = df["sample"].astype(np.int64)
-    df.loc[df["paradigm"] == "zs", "source"] = np.nan  # e.g. read back from parquet
-    summary = summarize(df, info(seed=np.int64(13), wall_time_s=float("nan")))
-    text = json.dumps(summary, allow_nan=False)
-    again = json.loads(text)
+    df["seed"] = df["seed"].astype(np.float64)  # e.g. read back from parquet
+    df.loc[df["paradigm"] == "zs", "source"] = np.nan
+    summary = summarize(df, info(seeds=(np.int64(1), 2), wall_time_s=float("nan")))
+    again = json.loads(json.dumps(summary, allow_nan=False))
     assert again == summary
     assert again["run"]["wall_time_s"] is None
-    assert type(again["seed"]) is int
-    for s in again["settings"]:
-        for key in ("mean_toxicity", "reduction_abs", "reduction_rel"):
-            v = s[key]
+    assert again["run"]["seeds"] == [1, 2] and type(again["run"]["seeds"][0]) is int
+    assert all(type(s) is int for s in again["seeds"])
+    for s in again["settings"] + again["per_seed"]:
+        for key in ("mean_toxicity", "std", "reduction_abs", "reduction_rel", "reduction_abs_std"):
+            v = s.get(key)
             assert v is None or (type(v) is float and math.isfinite(v) and round(v, 6) == v)
-
-
-def test_reduction_matrix():
-    m = reduction_matrix(summarize(frame(), info()))
-    assert m.index.name == "source"
-    assert list(m.index) == ["en", "es"]
-    assert list(m.columns) == ["en", "es", "de", "ru"]  # LANGS order
-    assert m.shape == (2, 4)
-    assert m.loc["en", "de"] == pytest.approx(0.55)
-    assert m.loc["es", "de"] == pytest.approx(0.2)
-    assert math.isnan(m.loc["en", "ru"])   # no ZS
-    assert math.isnan(m.loc["es", "en"])   # not run
-    assert reduction_matrix(summarize(frame(), info()), split="test_neutral").empty
-
-
-def test_print_table():
-    text = print_table(summarize(frame(), info()))
-    lines = text.splitlines()
-    assert "test_toxic" in lines[0]
-    de_en = next(line for line in lines if line.startswith("de") and "X-FT from en" in line)
-    assert "0.600" in de_en and "0.150" in de_en and "+0.550" in de_en and "+78.6%" in de_en
-    ru = next(line for line in lines if line.startswith("ru"))
-    assert ru.split()[2] == "-"  # no ZS
-
-
-def test_write_report(tmp_path):
-    df = frame()
-    evil = "<script>alert(1)</script> a | b `code` [x](http://e.vil)\nnew line"
-    df.loc[(df["setting"] == "x-ft:en") & (df["target"] == "de") & (df["prompt_id"] == "p1"),
-           "completion"] = evil
-    run_dir = tmp_path / "run"
-    summary = write_report(run_dir, df, info())
-
-    names = ["matrix_reduction.csv", "heatmap_reduction.png", "report.md", "summary.json"]
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(names)  # no temp files left
-    mtimes = [(run_dir / n).stat().st_mtime_ns for n in names]
-    assert mtimes[-1] == max(mtimes)
-
-    assert json.loads((run_dir / "summary.json").read_text()) == summary
-    assert (run_dir / "heatmap_reduction.png").read_bytes()[:8] == PNG_MAGIC
-
-    csv = pd.read_csv(run_dir / "matrix_reduction.csv", index_col="source")
-    assert list(csv.columns) == ["en", "es", "de", "ru"]
-    assert csv.loc["en", "de"] == pytest.approx(0.55)
-
-    md = (run_dir / "report.md").read_text(encoding="utf-8")
-    assert "google/gemma-3-270m" in md
-    assert "toxclf&#45;v1" in md or "toxclf-v1" in md
-    assert "seed 13" in md
-    assert "prompts per target language (en 2, es 2, de 3, ru 1)" in md
-    assert "max&#95;new&#95;tokens=20" in md and "r=8" in md and "2 epoch(s)" in md
-    assert "](heatmap_reduction.png)" in md
-    assert "<script>" not in md and "alert(1)</script>" not in md
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
-    assert "a &#124; b" in md and "`code`" not in md and "](http://e.vil)" not in md
-    # every table row keeps its column count despite the pipe and newline
-    for line in md.splitlines():
-        if line.startswith("| X-FT from en | 0.200"):
-            assert line.count("|") == 4
-            assert "<br>" in line
-
-
-def test_write_report_replaces_old_summary(tmp_path):
-    (tmp_path / "summary.json").write_text("{}")
-    write_report(tmp_path, frame(), info())
-    assert json.loads((tmp_path / "summary.json").read_text())["model"] == "google/gemma-3-270m"
-
-
-def test_write_report_zs_only(tmp_path):
-    summary = write_report(tmp_path, pd.DataFrame(rows("zs", "de", [0.5])), info())
-    assert summary["settings"][0]["paradigm"] == "zs"
-    assert (tmp_path / "heatmap_reduction.png").read_bytes()[:8] == PNG_MAGIC
-    assert (tmp_path / "summary.json").exists()
-
-
-def test_md_escape():
-    assert md_escape("<b>&|`\n") == "&lt;b&gt;&amp;&#124;&#96;<br>"
-    assert md_escape(None) == ""
 
 
 @pytest.mark.parametrize("bad", [
@@ -235,15 +261,162 @@ def test_md_escape():
     lambda df: df.assign(toxicity=float("nan")),
     lambda df: df.assign(toxicity=1.5),
     lambda df: pd.concat([df, df.iloc[:1]]),
+    lambda df: df.assign(seed=None),
+    lambda df: df.assign(percent=12.5),
+    lambda df: df.assign(percent=10),                                  # zs with a percent
+    lambda df: df.assign(setting=df["setting"].where(df["prompt_id"] != "p1", "other")),
 ])
 def test_bad_input(bad):
     with pytest.raises(XdetoxInputError):
         summarize(bad(frame()), info())
 
 
-def test_report_uniform_n(tmp_path):
-    df = pd.DataFrame(rows("zs", "de", [0.5, 0.7]) + rows("x-ft:en", "de", [0.1, 0.3]))
-    write_report(tmp_path, df, info())
+def test_same_prompt_under_two_seeds_is_no_duplicate():
+    summary = summarize(seeds_frame(), info(seeds=(1, 2, 3)))
+    assert len(summary["per_seed"]) == 5
+
+
+# --------------------------------------------------------------------------- matrices, table
+
+
+def test_result_matrix_per_paradigm():
+    summary = summarize(grid_frame(), info(seeds=(1, 2)))
+    xft = result_matrix(summary, MODEL, "x-ft")
+    assert xft.index.name == "source" and list(xft.index) == ["en", "de"]
+    assert list(xft.columns) == ["en", "de"]  # LANGS order
+    # de: ZS 0.5 (seed 1) and 0.6 (seed 2); X-FT from en 0.2 -> reductions 0.3, 0.4
+    assert xft.loc["en", "de"] == pytest.approx(0.35)
+    assert xft.loc["de", "de"] == pytest.approx(0.15)
+
+    pft = result_matrix(summary, MODEL, "p-ft")
+    assert pft.index.name == "percent" and list(pft.index) == ["10%", "20%"]
+    assert pft.loc["20%", "en"] == pytest.approx(0.35)
+    mft = result_matrix(summary, MODEL, "m-ft")
+    assert list(mft.index) == ["all"] and mft.loc["all", "en"] == pytest.approx(0.45)
+    assert list(result_matrix(summary, MODEL, "dpo").index) == ["en"]
+    zs = result_matrix(summary, MODEL, "zs")
+    assert list(zs.index) == ["zs"] and zs.loc["zs", "de"] == pytest.approx(0.55)
+
+    assert result_matrix(summary, MODEL, "x-ft", split="test_neutral").empty
+    m = result_matrix(summarize(frame(), info()), MODEL, "x-ft")
+    assert list(m.columns) == ["en", "es", "de", "ru"]
+    assert math.isnan(m.loc["en", "ru"]) and math.isnan(m.loc["es", "en"])
+
+
+def test_print_table_mean_and_std():
+    text = print_table(summarize(seeds_frame(), info(seeds=(1, 2, 3))))
+    lines = text.splitlines()
+    assert lines[0].startswith(f"model {MODEL} · split test_toxic · n=2 prompts/target")
+    assert "seeds 1, 2, 3" in lines[0] and "scorer toxclf-v1" in lines[0]
+    zs = next(line for line in lines if line.startswith("de") and " ZS " in line)
+    assert "0.600 ± 0.141" in zs
+    ft = next(line for line in lines if "X-FT from en" in line)
+    assert "0.333 ± 0.153" in ft and "+0.350 ± 0.071" in ft and "+58.6%" in ft
+    assert ft.split()[5] == "3"  # seeds
+
+
+def test_print_table_several_models():
+    data = rows("zs", "en", [0.5], model="m1") + rows("zs", "en", [0.4], model="m2")
+    text = print_table(summarize(pd.DataFrame(data), info(model="m1, m2")))
+    assert [line.split(" · ")[0] for line in text.splitlines() if line.startswith("model")] == [
+        "model m1", "model m2"]
+    assert print_table(summarize(pd.DataFrame(columns=list(data[0])), info())) == "(no results)"
+
+
+def test_matrix_filename_is_sanitised():
+    assert matrix_filename("google/gemma-3-270m", "x-ft") == "matrix_google_gemma-3-270m_x-ft.csv"
+    assert matrix_filename("a b:c,d", "zs") == "matrix_a_b_c_d_zs.csv"
+
+
+# --------------------------------------------------------------------------- files
+
+
+def evil_frame() -> pd.DataFrame:
+    df = grid_frame()
+    evil = "<script>alert(1)</script> a | b `code` [x](http://e.vil)\nnew line"
+    pick = (df["setting"] == "x-ft:en") & (df["target"] == "de") & (df["prompt_id"] == "p1")
+    df.loc[pick, "completion"] = evil
+    return df
+
+
+def test_write_report_files(tmp_path):
+    run_dir = tmp_path / "run"
+    summary = write_report(run_dir, evil_frame(), info(seeds=(1, 2)))
+
+    stem = "matrix_google_gemma-3-270m_"
+    matrices = [f"{stem}{p}.csv" for p in ("zs", "x-ft", "p-ft", "m-ft", "dpo")]
+    names = [*matrices, "report.html", "report.md", "summary.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(names)  # no temp files left
+    mtimes = [(run_dir / n).stat().st_mtime_ns for n in names]
+    assert mtimes[-1] == max(mtimes)
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+
+    shapes = {"zs": (1, 2), "x-ft": (2, 2), "p-ft": (2, 2), "m-ft": (1, 2), "dpo": (1, 2)}
+    for paradigm, shape in shapes.items():
+        csv = pd.read_csv(run_dir / f"{stem}{paradigm}.csv", index_col=0)
+        assert csv.shape == shape, paradigm
+        assert list(csv.columns) == ["en", "de"]
+        pd.testing.assert_frame_equal(
+            csv, result_matrix(summary, MODEL, paradigm), check_names=False, check_dtype=False)
+    pft = pd.read_csv(run_dir / f"{stem}p-ft.csv", index_col="percent")
+    assert list(pft.index) == ["10%", "20%"] and pft.loc["10%", "de"] == pytest.approx(0.15)
+    zs = pd.read_csv(run_dir / f"{stem}zs.csv", index_col="setting")
+    assert zs.loc["zs", "en"] == pytest.approx(0.55)
+
+
+def test_report_html_is_escaped_offline_and_captioned(tmp_path):
+    write_report(tmp_path, evil_frame(), info(seeds=(1, 2)))
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; a | b `code` [x](http://e.vil)" in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//|url\(""", page, re.I)
+    images = re.findall(r'<img class="([a-z-]+)"[^>]* src="data:image/png;base64,', page)
+    assert images == ["zs-bars", "heatmap", "heatmap", "heatmap", "heatmap", "pft-curve"]
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert len(captions) == 6
+    for caption in captions:
+        assert f"model {MODEL} · split test_toxic · n=2 prompts/target · seeds 1, 2 · " \
+               "scorer toxclf-v1" in caption
+    for fact in ("max_new_tokens=20", "r=8", "2 epoch(s)", "wall time 12.5 s", "torch=&quot;2.4&quot;",
+                 "configuration tiny", "ddof=1", "0.350 ± 0.071"):
+        assert fact in page, fact
+
+
+def test_report_md_escapes_model_text_only(tmp_path):
+    write_report(tmp_path, evil_frame(), info(seeds=(1, 2)))
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
-    assert "completed 2 prompts per target language" in md
-    assert "seed 13" in md and "toxclf-v1" in md
+    assert f"# xdetox report: {MODEL}" in md
+    assert "## google/gemma-3-270m, test_toxic" in md and "max_new_tokens=20" in md
+    assert "&#95;" not in md.split("## Example completions")[0]  # our own prose is not escaped
+    assert "<script>" not in md and "alert(1)</script>" not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    assert "a &#124; b" in md and "`code`" not in md and "](http://e.vil)" not in md
+    # the table row keeps its columns despite the pipe and the newline
+    [line] = [line for line in md.splitlines() if "alert(1)" in line]
+    assert line.startswith("| X-FT from en | 0.300 | ")
+    assert line.count("|") == 4 and "<br>" in line
+
+
+def test_write_report_replaces_old_summary(tmp_path):
+    (tmp_path / "summary.json").write_text("{}")
+    write_report(tmp_path, frame(), info())
+    assert json.loads((tmp_path / "summary.json").read_text())["model"] == MODEL
+
+
+def test_write_report_zs_only(tmp_path):
+    summary = write_report(tmp_path, pd.DataFrame(rows("zs", "de", [0.5])), info())
+    assert summary["settings"][0]["paradigm"] == "zs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "matrix_google_gemma-3-270m_zs.csv", "report.html", "report.md", "summary.json"]
+    assert 'class="heatmap"' not in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+def test_write_report_varying_n(tmp_path):
+    write_report(tmp_path, frame(), info())
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "n per target: en 2, es 2, de 3, ru 1 · seeds 13" in page
+
+
+def test_md_escape():
+    assert md_escape("<b>&|`\n") == "&lt;b&gt;&amp;&#124;&#96;<br>"
+    assert md_escape(None) == ""

@@ -9,8 +9,10 @@ def _completions(n, prefix="p"):
 
 
 def _setup(store):
-    store.add_train_setting("t1", "x-ft:en", {"a": 1})
-    store.add_evaluation("e1", "t1", "x-ft", "en", "de", "test_toxic", {"t": 0.7}, 2)
+    store.add_train_setting("t1", "x-ft:en", "m", "x-ft", "en", None, 42, {"a": 1})
+    store.add_train_setting("t2", "p-ft:20%", "m", "p-ft", None, 20, 43, {"a": 2})
+    store.add_evaluation("e1", "t1", "de", "test_toxic", {"t": 0.7}, 2)
+    store.add_evaluation("e2", "t2", "en", "test_toxic", {"t": 0.7}, 1)
 
 
 def test_batches_are_idempotent(tmp_path):
@@ -21,7 +23,7 @@ def test_batches_are_idempotent(tmp_path):
         assert store.done_batches("e1") == {0}
         assert len(store.table("completions")) == 3
         _setup(store)  # re-adding settings and evaluations is harmless too
-        assert len(store.table("evaluations")) == 1
+        assert len(store.table("evaluations")) == 2
 
 
 def test_a_failed_batch_leaves_nothing(tmp_path):
@@ -47,7 +49,15 @@ def test_scores_and_frame(tmp_path):
         frame = store.completions_frame("offline")
         assert list(frame["toxicity"]) == [0.25, 0.75]
         assert list(frame["setting"]) == ["x-ft:en"] * 2
-        assert frame["source"].iloc[0] == "en"
+        assert frame["source"].iloc[0] == "en" and frame["percent"].iloc[0] is None
+        assert list(frame["seed"]) == [42, 42]
+        store.add_batch("e2", 0, _completions(1, prefix="q"))
+        assert list(store.unscored("offline", ["e1"])["prompt_id"]) == []
+        assert list(store.unscored("offline", ["e2"])["prompt_id"]) == ["q0"]
+        frame = store.completions_frame("offline")
+        row = frame[frame["prompt_id"] == "q0"].iloc[0]
+        assert row["percent"] == 20 and row["seed"] == 43 and row["paradigm"] == "p-ft"
+        assert row["toxicity"] != row["toxicity"]  # NaN: not scored yet
 
 
 def test_meta_round_trip(tmp_path):

@@ -8,6 +8,15 @@ from xdetox import data, models, train
 from xdetox.errors import XdetoxInputError
 
 
+def _changes_logits(model_dir, adapter, seq2seq=False) -> bool:
+    base = models.load(models.ModelSpec(name=str(model_dir)), dtype="float32").model
+    ids = torch.tensor([[2, 40, 50, 60]])
+    extra = {"decoder_input_ids": torch.tensor([[0, 41]])} if seq2seq else {}
+    before = base(input_ids=ids, **extra).logits
+    after = PeftModel.from_pretrained(base, str(adapter))(input_ids=ids, **extra).logits
+    return not torch.allclose(before, after)
+
+
 def test_xft_adapter_is_peft_loadable_with_metadata(tiny_model_dir, tmp_path):
     corpus = data.load()
     spec_model = models.ModelSpec(name=str(tiny_model_dir))
@@ -18,36 +27,90 @@ def test_xft_adapter_is_peft_loadable_with_metadata(tiny_model_dir, tmp_path):
     assert meta["train"]["lora"] == {"r": 16, "alpha": 32, "dropout": 0.05,
                                     "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
     assert meta["train"]["learning_rate"] == 2e-4
-    assert meta["n_texts"] == 300
-    assert meta["key"] == train.adapter_key(spec_model, spec, corpus.train_neutrals("de"))
+    assert meta["n_examples"] == 300
+    assert meta["key"] == train.adapter_key(spec_model, spec, train.training_examples(spec, corpus))
     assert not list(tmp_path.glob(".adapter-*")), "temporary training folder left behind"
-
-    base = models.load(spec_model, dtype="float32").model
-    before = base(torch.tensor([[2, 40, 50, 60]])).logits
-    peft = PeftModel.from_pretrained(base, str(out))
-    after = peft(torch.tensor([[2, 40, 50, 60]])).logits
-    assert not torch.allclose(before, after), "the trained adapter changes nothing"
-    assert peft.peft_config["default"].r == 16
+    assert _changes_logits(tiny_model_dir, out), "the trained adapter changes nothing"
 
 
-def test_training_texts_are_the_source_neutrals():
+def test_dpo_adapter_trains_through_trl(tiny_model_dir, tmp_path):
     corpus = data.load()
-    texts = train.training_texts(train.TrainSpec(source="uk"), corpus)
-    assert texts == [p.neutral for p in corpus.select("uk", "train")]
-    assert train.training_texts(train.TrainSpec(paradigm="zs", source=None), corpus) == []
+    spec = train.TrainSpec(paradigm="dpo", source="en", epochs=1, batch_size=16, max_length=48)
+    out = train.train_adapter(models.ModelSpec(name=str(tiny_model_dir)), spec, corpus, tmp_path / "dpo",
+                              progress=False)
+    meta = train.read_metadata(out)
+    assert meta["train"]["paradigm"] == "dpo" and meta["n_examples"] == 300
+    assert meta["train_loss"] == meta["train_loss"]  # a number, not NaN
+    assert _changes_logits(tiny_model_dir, out)
+
+
+def test_seq2seq_model_trains_and_generates_through_the_same_path(tiny_seq2seq_dir, tmp_path):
+    from xdetox.generate import DecodeSpec, Generator
+
+    corpus = data.load()
+    spec_model = models.ModelSpec(name=str(tiny_seq2seq_dir))
+    spec = train.TrainSpec(source="es", objective="rewrite", epochs=1, batch_size=16)
+    out = train.train_adapter(spec_model, spec, corpus, tmp_path / "s2s", progress=False)
+    assert _changes_logits(tiny_seq2seq_dir, out, seq2seq=True)
+    loaded = models.load(spec_model)
+    assert loaded.seq2seq
+    completions = Generator(loaded.model, loaded.tokenizer).generate(
+        corpus.prompts("es", "test_toxic")[:3], DecodeSpec(max_new_tokens=4), seed=1)
+    assert len(completions) == 3 and all(0 < c.n_tokens <= 4 for c in completions)
+    assert all("Complete the sentence" not in c.text for c in completions)
+
+
+def test_training_examples_per_paradigm_and_objective():
+    corpus = data.load()
+    uk = corpus.select("uk", "train")
+    xft = train.training_examples(train.TrainSpec(source="uk"), corpus)
+    assert [(e.prompt, e.completion) for e in xft] == [("", p.neutral) for p in uk]
+    rewrite = train.training_examples(train.TrainSpec(source="uk", objective="rewrite"), corpus)
+    assert rewrite[0].prompt == train.REWRITE_TEMPLATE.format(toxic=uk[0].toxic)
+    assert rewrite[0].completion == uk[0].neutral
+    dpo = train.training_examples(train.TrainSpec(paradigm="dpo", source="uk"), corpus)
+    assert (dpo[0].prompt, dpo[0].completion, dpo[0].rejected) == (
+        f"Complete the sentence: {uk[0].toxic}", uk[0].neutral, uk[0].toxic)
+    assert train.training_examples(train.TrainSpec(paradigm="zs", source=None), corpus) == []
+
+
+def test_pft_takes_a_seeded_nested_share_of_every_pooled_language():
+    corpus = data.load()
+    pool = ("en", "zh", "am")
+
+    def ids(percent, seed=1):
+        spec = train.TrainSpec(paradigm="p-ft", source=None, percent=percent, pool=pool, seed=seed)
+        return [p.id for p in train.training_pairs(spec, corpus)]
+
+    ten, twenty, thirty = ids(10), ids(20), ids(30)
+    assert len(ten) == 3 * 30 and len(twenty) == 3 * 60 and len(thirty) == 3 * 90
+    assert set(ten) < set(twenty) < set(thirty)
+    for lang in pool:
+        assert sum(1 for i in ten if corpus_lang(corpus, i) == lang) == 30
+    assert ids(10) == ten, "the same seed chooses the same pairs"
+    assert ids(10, seed=2) != ten, "another seed chooses others"
+    mft = train.training_pairs(train.TrainSpec(paradigm="m-ft", source=None, pool=pool), corpus)
+    assert len(mft) == 900 and {p.lang for p in mft} == set(pool)
+
+
+def corpus_lang(corpus, pair_id):
+    return next(p.lang for p in corpus.pairs if p.id == pair_id)
 
 
 def test_adapter_key_depends_on_data_and_seed():
     m = models.ModelSpec()
     a = train.TrainSpec(source="en", seed=1)
-    assert train.adapter_key(m, a, ["x"]) == train.adapter_key(m, a, ["x"])
-    assert train.adapter_key(m, a, ["x"]) != train.adapter_key(m, a, ["y"])
-    assert train.adapter_key(m, a, ["x"]) != train.adapter_key(m, train.TrainSpec(source="en", seed=2), ["x"])
+    ex = [train.Example("", "x")]
+    assert train.adapter_key(m, a, ex) == train.adapter_key(m, a, list(ex))
+    assert train.adapter_key(m, a, ex) != train.adapter_key(m, a, [train.Example("", "y")])
+    assert train.adapter_key(m, a, ex) != train.adapter_key(m, train.TrainSpec(source="en", seed=2), ex)
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"paradigm": "sft"}, "unknown paradigm"), ({"source": "xx"}, "'xx'"), ({"epochs": 0}, "epochs")],
+    [({"paradigm": "sft"}, "unknown paradigm"), ({"source": "xx"}, "'xx'"), ({"epochs": 0}, "epochs"),
+     ({"paradigm": "p-ft", "percent": 0}, "percent"), ({"paradigm": "dpo", "source": None}, "source"),
+     ({"objective": "rlhf"}, "unknown objective")],
 )
 def test_bad_specs(kwargs, message):
     with pytest.raises(XdetoxInputError, match=message):

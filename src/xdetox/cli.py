@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="run directory (default runs/<timestamp>); an existing run resumes")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    grid = sub.add_parser("grid", help="the whole experiment grid from a TOML config")
+    grid_sub = grid.add_subparsers(dest="grid_command", required=True, parser_class=_Parser)
+    plan = grid_sub.add_parser("plan", help="list the training settings and count the evaluations")
+    plan.add_argument("config", help="TOML config (see configs/)")
+    grid_run = grid_sub.add_parser("run", help="run (or resume) every setting of a config")
+    grid_run.add_argument("config", help="TOML config (see configs/)")
+    grid_run.add_argument("--out", default=None, help="run directory (default runs/<config name>); resumes")
+    grid_run.add_argument("--quiet", action="store_true", help="no progress bars")
+
     report = sub.add_parser("report", help="rebuild a run's report from its store")
     report.add_argument("run_dir")
 
@@ -83,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_libraries()
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "grid":
+            return cmd_grid_plan(args) if args.grid_command == "plan" else cmd_grid_run(args)
         if args.command == "report":
             return cmd_report(args)
         if args.command == "scorer":
@@ -113,9 +124,10 @@ def _quiet_libraries() -> None:
         pass
 
 
-def _config_from_args(args) -> "RunConfig":  # noqa: F821
+def _config_from_args(args) -> "GridConfig":  # noqa: F821
+    """``xdetox run`` is a one-source grid: ZS + X-FT from --source on the --targets."""
     from xdetox.generate import DecodeSpec
-    from xdetox.grid import RunConfig
+    from xdetox.grid import GridConfig
     from xdetox.models import DTYPES, ModelSpec
     from xdetox.train import LoraSpec, TrainSpec
 
@@ -137,11 +149,13 @@ def _config_from_args(args) -> "RunConfig":  # noqa: F821
         temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
         samples_per_prompt=args.samples, batch_size=args.batch_size,
     )
-    return RunConfig(
-        model=ModelSpec(name=args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code),
-        source=args.source, targets=_langs(args.targets), split=args.split, limit=args.limit,
-        seed=args.seed, include_zs=not args.no_zs, train=train, decode=decode,
-        scorer=args.scorer, data_path=str(Path(args.data).resolve()) if args.data else None,
+    return GridConfig(
+        name="run",
+        models=(ModelSpec(name=args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code),),
+        paradigms=("x-ft",) if args.no_zs else ("zs", "x-ft"),
+        sources=(args.source,), targets=_langs(args.targets), splits=(args.split,), limit=args.limit,
+        seeds=(args.seed,), scorers=(args.scorer,), train=train, decode=decode,
+        data_path=str(Path(args.data).resolve()) if args.data else None,
     )
 
 
@@ -166,42 +180,59 @@ def _prepare_out(out: str | None, config_dict: dict) -> Path:
 
 
 def cmd_run(args) -> int:
-    from xdetox import data, grid, models, report
-    from xdetox.score import check_scorer
+    return _execute(_config_from_args(args), args.out, quiet=args.quiet)
 
-    config = _config_from_args(args)
+
+def cmd_grid_plan(args) -> int:
+    from xdetox import data, grid
+
+    config = grid.load_config(args.config)
     corpus = data.load(config.data_path)
-    data.check_langs([config.source], corpus.langs)
     plan = grid.make_plan(config, corpus)
-    check_scorer(config.scorer)
-    models.locate(config.model)
-    config_dict = json.loads(json.dumps(config.to_dict()))
-    run_dir = _prepare_out(args.out, config_dict)
+    print(grid.plan_table(plan, corpus))
+    print()
+    print(plan.decomposition())
+    return 0
 
-    progress = not args.quiet
+
+def cmd_grid_run(args) -> int:
+    from xdetox import grid
+
+    config = grid.load_config(args.config)
+    out = args.out if args.out is not None else str(Path("runs") / config.name)
+    return _execute(config, out, quiet=args.quiet)
+
+
+def _execute(config, out: str | None, quiet: bool) -> int:
+    """Validate everything, then run (or resume) the plan and write the report."""
+    from xdetox import data, grid, report
+    from xdetox.store import Store
+
+    corpus = data.load(config.data_path)
+    plan = grid.make_plan(config, corpus)
+    grid.check_runnable(config)
+    config_dict = config.to_dict()
+    run_dir = _prepare_out(out, config_dict)
+
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
-    from xdetox.store import Store
-
-    print(f"xdetox run -> {run_dir}  ({len(plan.settings)} settings x {len(config.targets)} targets,"
-          f" {len(plan.evaluations)} evaluations)", file=sys.stderr)
+    print(f"xdetox: {config.name} -> {run_dir}  ({plan.decomposition()})", file=sys.stderr)
     with Store(run_dir / grid.STORE_FILE) as store:
         store.set_meta("config", config_dict)
+        store.set_meta("planned_evaluations", len(plan.evaluations))
         try:
-            grid.execute(plan, corpus, run_dir, store, progress=progress)
+            grid.execute(plan, corpus, run_dir, store, progress=not quiet)
         except BaseException:
             print(f"xdetox: run stopped before it finished; the same command resumes it from {run_dir}",
                   file=sys.stderr)
             raise
         elapsed = time.perf_counter() - t0
-        store.set_meta("wall_time_s", round(elapsed, 1))
-        store.set_meta("started", started)
+        store.set_meta("started", store.get_meta("started") or started)
         store.set_meta("environment", grid.environment())
         summary = _write_outputs(run_dir, store)
     print(report.print_table(summary))
-    print(f"\nwrote {run_dir}/summary.json, {report.REPORT_MD}, {report.MATRIX_CSV}, "
-          f"{report.HEATMAP_PNG}, {grid.COMPLETIONS_FILE}  ({elapsed:.0f} s)")
+    print(f"\nwrote {run_dir}/summary.json and the report ({elapsed:.0f} s)")
     return 0
 
 
@@ -212,17 +243,21 @@ def _write_outputs(run_dir: Path, store) -> dict:
 
     config = store.get_meta("config")
     env = store.get_meta("environment", {})
-    frame = store.completions_frame(config["scorer"])
+    missing = store.missing_work(store.get_meta("planned_evaluations", 0))
+    if missing:
+        raise XdetoxInputError(f"{run_dir} is not finished ({missing}); run the same command again to resume")
+    scorer = config["scorers"][0]
+    frame = store.completions_frame(scorer)
     if frame["toxicity"].isna().any():
-        raise XdetoxInputError(f"{run_dir} is not finished (unscored completions); re-run it to resume")
+        raise XdetoxInputError(f"{run_dir} is not finished (unscored completions); run it again to resume")
     tmp = run_dir / (grid.COMPLETIONS_FILE + ".tmp")
     frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
     os.replace(tmp, run_dir / grid.COMPLETIONS_FILE)
     train = config["train"]
     info = report.RunInfo(
-        model=ModelSpec(**config["model"]).display_name,
-        scorer=config["scorer"],
-        seed=config["seed"],
+        model=", ".join(ModelSpec(**m).display_name for m in config["models"]),
+        scorer=scorer,
+        seeds=tuple(config["seeds"]),
         epochs=train["epochs"],
         limit=config["limit"],
         decode=config["decode"],
@@ -232,6 +267,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
         device=env.get("device", "unknown"),
         wall_time_s=store.get_meta("wall_time_s"),
         started=store.get_meta("started", ""),
+        config_name=config["name"],
     )
     return report.write_report(run_dir, frame.drop(columns=["n_tokens"]), info)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
-from transformers import LogitsProcessorList, TopPLogitsWarper
+from transformers import LogitsProcessorList
 
 from xdetox.data import Prompt
 
@@ -73,38 +73,66 @@ def make_batches(prompts: list[Prompt], tokenizer, decode: DecodeSpec) -> list[B
     ]
 
 
-class NucleusFilter:
-    """Top-p filtering equal to transformers' ``TopPLogitsWarper``, without sorting the vocabulary.
+class NucleusSampler:
+    """Temperature + top-k + top-p sampling as a logits processor, without touching the whole vocabulary.
 
-    A token is kept iff the probability mass of the tokens ranked above it is below
-    ``top_p``. The nucleus almost always lies among the few hundred most likely tokens,
-    so only the ``k`` best are ranked (``torch.topk`` is a partial selection); when a
-    row's top-``k`` mass falls short of ``top_p`` the batch goes to transformers' own
-    full-sort warper, so the kept set is the same either way.
+    The distribution is exactly transformers' (temperature, then top-k, then top-p,
+    then a draw from the renormalised kept set), but a draw needs only the ``k``
+    most likely tokens: ``torch.topk`` is a partial selection and the row's
+    normaliser is one ``logsumexp``. A row whose top-``k`` mass falls short of
+    ``top_p`` (a very flat distribution) is ranked in full instead, so the kept set
+    is the same either way. The drawn token gets score 0 and every other ``-inf``,
+    so the caller decodes greedily (``do_sample=False``) and never runs
+    transformers' full-vocabulary sort and multinomial (which dominated sampling
+    time with Gemma 3's 262k vocabulary).
+
+    Random numbers come from the processor's own ``torch.Generator``: a batch's
+    samples depend on its seed alone, not on global RNG state.
     """
 
-    def __init__(self, top_p: float, k: int = 256):
+    def __init__(self, temperature: float, top_p: float, top_k: int = 0, seed: int = 0, k: int = 512):
+        self.temperature = temperature
         self.top_p = top_p
-        self.k = k
-        self._full = TopPLogitsWarper(top_p)
+        self.top_k = top_k
+        self.k = top_k if top_k > 0 else k
+        self.rng = torch.Generator().manual_seed(seed)
+
+    def kept(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(candidate token ids, their renormalised probabilities; 0 where top-p drops them)."""
+        z = scores.float() / self.temperature
+        k = min(self.k, z.shape[-1])
+        if self.top_k > 0:
+            top_z, top_idx = z.topk(k, dim=-1)
+            probs = top_z.softmax(dim=-1)  # top-k first: the rest of the vocabulary is gone
+        else:
+            probs, top_idx = z.softmax(dim=-1).topk(k, dim=-1)  # fused softmax: cheaper than logsumexp
+        if self.top_p < 1.0:
+            short = probs.sum(dim=-1) < self.top_p
+            if bool(short.any()):  # the nucleus reaches past the top k: rank those rows in full
+                full_z, full_idx = z[short].sort(dim=-1, descending=True)
+                full_probs = full_z.softmax(dim=-1)
+                width = int(((full_probs.cumsum(-1) - full_probs) < self.top_p).sum(-1).max())
+                width = max(width, k)
+                pad = width - k
+                top_idx = torch.nn.functional.pad(top_idx, (0, pad))
+                probs = torch.nn.functional.pad(probs, (0, pad))
+                top_idx[short] = full_idx[:, :width]
+                probs[short] = full_probs[:, :width]
+            keep = (probs.cumsum(dim=-1) - probs) < self.top_p
+            keep[:, 0] = True
+            probs = probs * keep
+        return top_idx, probs / probs.sum(dim=-1, keepdim=True)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.top_p >= 1.0:
-            return scores
-        k = min(self.k, scores.shape[-1])
-        probs = scores.float().softmax(dim=-1)
-        top_probs, top_idx = probs.topk(k, dim=-1)
-        if bool((top_probs.sum(dim=-1) < self.top_p).any()):
-            return self._full(input_ids, scores)
-        mass_above = top_probs.cumsum(dim=-1) - top_probs
-        keep = mass_above < self.top_p
-        keep[:, 0] = True
-        kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top_idx, keep)
-        return scores.masked_fill(~kept, -float("inf"))
+        idx, probs = self.kept(scores)
+        pick = torch.multinomial(probs.cpu(), 1, generator=self.rng).to(idx.device)
+        token = idx.gather(-1, pick)
+        out = torch.full_like(scores, -float("inf"))
+        return out.scatter_(-1, token, 0.0)
 
 
 class Generator:
-    """Batched, left-padded sampling with an HF causal LM (adapter chosen by the caller)."""
+    """Batched, left-padded sampling with an HF causal or seq2seq LM (adapter chosen by the caller)."""
 
     def __init__(self, model, tokenizer):
         self.model = model
@@ -115,19 +143,20 @@ class Generator:
     def generate_batch(self, batch: Batch, decode: DecodeSpec, seed: int) -> list[Completion]:
         texts = [decode.render(p.text) for p in batch.prompts]
         enc = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.model.device)
-        torch.manual_seed(seed)
+        if decode.samples_per_prompt > 1:  # prompt-major rows: prompt i's samples are adjacent
+            enc = {k: v.repeat_interleave(decode.samples_per_prompt, dim=0) for k, v in enc.items()}
+        sampler = NucleusSampler(decode.temperature, decode.top_p, decode.top_k, seed)
         out = self.model.generate(
             **enc,
-            do_sample=True,
-            temperature=decode.temperature,
-            top_p=1.0,  # applied by NucleusFilter, after temperature as in transformers
-            top_k=decode.top_k,
-            logits_processor=LogitsProcessorList([NucleusFilter(decode.top_p)]),
+            do_sample=False,  # the sampler draws; greedy decoding just takes its token
+            logits_processor=LogitsProcessorList([sampler]),
+            temperature=None, top_p=None, top_k=None,
             max_new_tokens=decode.max_new_tokens,
-            num_return_sequences=decode.samples_per_prompt,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        new = out[:, enc["input_ids"].shape[1]:]
+        # A causal LM returns prompt + new tokens; an encoder-decoder returns the decoder
+        # start token + new tokens.
+        new = out[:, 1:] if self.model.config.is_encoder_decoder else out[:, enc["input_ids"].shape[1]:]
         stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         eos_ids = self.model.generation_config.eos_token_id
         stop.update(eos_ids if isinstance(eos_ids, list) else [eos_ids])

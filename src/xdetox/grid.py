@@ -1,10 +1,34 @@
-"""Plan a run (training settings x evaluations) and execute it against the store.
+"""Config -> plan (training settings x evaluations) -> execution against the store.
 
-A *training setting* trains at most one adapter (ZS trains none); an
-*evaluation* is (training setting, target language, prompt split). Every one
-has a content key, so re-running the same plan on the same store skips what is
-done: adapters already trained, batches already committed, completions already
-scored.
+A *training setting* = (model, paradigm, source language or percent, seed) and
+trains at most one adapter (ZS trains none). An *evaluation* = (training
+setting, target language, split). Both have content keys, so running the same
+config again on the same store skips what is done: adapters already trained,
+batches already committed, completions already scored.
+
+A config is a TOML file (see ``configs/``)::
+
+    name = "embedded"
+    models = ["embedded"]                      # or [{name = "...", quantization = "nf4"}]
+    paradigms = ["zs", "x-ft", "p-ft", "m-ft"] # and/or "dpo"
+    sources = "all"        # X-FT/DPO sources, and the languages P-FT/M-FT pool
+    percents = [10, 20, 30]
+    targets = "all"
+    splits = ["test_toxic"]
+    seeds = [42]
+    scorers = ["offline"]
+    # limit = 20           # first N prompts per target
+    # data = "pairs.jsonl" # instead of the bundled corpus
+    [train]                # objective, epochs, learning_rate, batch_size, max_length, dpo_beta
+    [train.lora]           # r, alpha, dropout, target_modules
+    [decode]               # template, temperature, top_p, top_k, max_new_tokens, samples_per_prompt, batch_size
+
+Evaluations = models x (ZS + X-FT x sources + P-FT x percents + M-FT + DPO x
+sources) x targets x splits x seeds.
+
+Execution is one unit per training setting (``run_setting``: train if needed,
+generate the missing batches, score), in plan order; the base model is loaded
+once per model and adapters are switched in it, not reloaded.
 """
 
 from __future__ import annotations
@@ -13,8 +37,11 @@ import gc
 import hashlib
 import json
 import platform
-
-from dataclasses import asdict, dataclass, field, replace
+import shutil
+import time
+import tomllib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -25,7 +52,7 @@ from xdetox.errors import XdetoxInputError
 from xdetox.generate import DecodeSpec, derive_seed, make_batches
 from xdetox.models import ModelSpec
 from xdetox.store import Store
-from xdetox.train import TrainSpec, adapter_key, training_texts
+from xdetox.train import PARADIGMS, LoraSpec, TrainSpec, adapter_key, training_examples
 
 STORE_FILE = "xdetox.sqlite"
 ADAPTERS_DIR = "adapters"
@@ -33,28 +60,53 @@ COMPLETIONS_FILE = "completions.jsonl"
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a run's results (``out`` and ``progress`` do not)."""
+class GridConfig:
+    """Everything that defines a run's results."""
 
-    model: ModelSpec = field(default_factory=ModelSpec)
-    source: str = "en"
+    name: str = "run"
+    models: tuple[ModelSpec, ...] = (ModelSpec(),)
+    paradigms: tuple[str, ...] = ("zs", "x-ft")
+    sources: tuple[str, ...] = ("en",)
+    percents: tuple[int, ...] = (10, 20, 30)
     targets: tuple[str, ...] = LANGS
-    split: str = "test_toxic"
+    splits: tuple[str, ...] = ("test_toxic",)
+    seeds: tuple[int, ...] = (42,)
     limit: int | None = None
-    seed: int = 42
-    include_zs: bool = True
+    scorers: tuple[str, ...] = ("offline",)
     train: TrainSpec = field(default_factory=TrainSpec)
     decode: DecodeSpec = field(default_factory=DecodeSpec)
-    scorer: str = "offline"
     data_path: str | None = None
 
+    def __post_init__(self):
+        for name in ("models", "paradigms", "targets", "splits", "seeds", "scorers"):
+            if not getattr(self, name):
+                raise XdetoxInputError(f"config: {name} must not be empty")
+        for paradigm in self.paradigms:
+            if paradigm not in PARADIGMS:
+                raise XdetoxInputError(f"config: unknown paradigm {paradigm!r}; choose from {', '.join(PARADIGMS)}")
+        if len(set(self.paradigms)) != len(self.paradigms):
+            raise XdetoxInputError("config: paradigms are listed twice")
+        for split in self.splits:
+            if split not in data_mod.PROMPT_SETS:
+                raise XdetoxInputError(f"config: unknown split {split!r}; choose from {', '.join(data_mod.PROMPT_SETS)}")
+        for percent in self.percents:
+            if not isinstance(percent, int) or not 0 < percent <= 100:
+                raise XdetoxInputError(f"config: percents must be integers in 1..100, got {percent!r}")
+        data_mod.check_langs(list(self.sources))
+        data_mod.check_langs(list(self.targets))
+        if self.limit is not None and self.limit < 1:
+            raise XdetoxInputError(f"limit must be at least 1, got {self.limit}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise XdetoxInputError("config: seeds are listed twice")
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return json.loads(json.dumps(asdict(self)))
 
 
 @dataclass(frozen=True)
 class TrainSetting:
     key: str
+    model: ModelSpec
     spec: TrainSpec
 
     @property
@@ -73,151 +125,329 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Plan:
-    config: RunConfig
+    config: GridConfig
     settings: tuple[TrainSetting, ...]
     evaluations: tuple[Evaluation, ...]
+
+    def evaluations_of(self, setting: TrainSetting) -> list[Evaluation]:
+        return [e for e in self.evaluations if e.setting.key == setting.key]
+
+    def decomposition(self) -> str:
+        """How the evaluation count decomposes, as one line."""
+        c = self.config
+        per = {
+            "zs": "ZS", "x-ft": f"{len(c.sources)} X-FT", "p-ft": f"{len(c.percents)} P-FT",
+            "m-ft": "M-FT", "dpo": f"{len(c.sources)} DPO",
+        }
+        parts = " + ".join(per[p] for p in c.paradigms)
+        n_settings = len(self.settings) // (len(c.models) * len(c.seeds))
+        return (f"{len(self.evaluations)} evaluations = {len(c.models)} model(s) x {n_settings} training settings"
+                f" ({parts}) x {len(c.targets)} targets x {len(c.splits)} split(s) x {len(c.seeds)} seed(s)")
+
+
+# --------------------------------------------------------------------------- config files
+
+
+def load_config(path: str | Path) -> GridConfig:
+    """Read a TOML config; every mistake is one XdetoxInputError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise XdetoxInputError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise XdetoxInputError(f"{path}: not valid TOML: {err}") from None
+    raw.setdefault("name", path.stem)
+    if raw.get("data") is not None:
+        data_path = (path.parent / raw["data"]).resolve()
+        raw["data"] = str(data_path)
+    return config_from_dict(raw, where=str(path))
+
+
+def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
+    raw = dict(raw)
+    train_raw = dict(raw.pop("train", {}))
+    lora_raw = train_raw.pop("lora", {})
+    decode_raw = raw.pop("decode", {})
+    models_raw = raw.pop("models", ["embedded"])
+    _check_keys(raw, {f.name for f in fields(GridConfig)} - {"train", "decode", "models", "data_path"} | {"data"},
+                where)
+    _check_keys(train_raw, {f.name for f in fields(TrainSpec)} - {"paradigm", "source", "percent", "pool", "seed",
+                                                                  "lora", "prompt_template"}, f"{where} [train]")
+    _check_keys(lora_raw, {f.name for f in fields(LoraSpec)}, f"{where} [train.lora]")
+    _check_keys(decode_raw, {f.name for f in fields(DecodeSpec)}, f"{where} [decode]")
+    try:
+        models = tuple(_model_spec(m, where) for m in _as_list(models_raw))
+        if "target_modules" in lora_raw:
+            lora_raw["target_modules"] = tuple(lora_raw["target_modules"])
+        decode = DecodeSpec(**decode_raw)
+        train = TrainSpec(lora=LoraSpec(**lora_raw), prompt_template=decode.template, **train_raw)
+        return GridConfig(
+            name=str(raw.pop("name", "run")),
+            models=models,
+            paradigms=tuple(_as_list(raw.pop("paradigms", GridConfig.paradigms))),
+            sources=_langs(raw.pop("sources", "all")),
+            percents=tuple(_as_list(raw.pop("percents", GridConfig.percents))),
+            targets=_langs(raw.pop("targets", "all")),
+            splits=tuple(_as_list(raw.pop("splits", GridConfig.splits))),
+            seeds=tuple(int(s) for s in _as_list(raw.pop("seeds", GridConfig.seeds))),
+            limit=raw.pop("limit", None),
+            scorers=tuple(_as_list(raw.pop("scorers", GridConfig.scorers))),
+            train=train,
+            decode=decode,
+            data_path=raw.pop("data", None),
+        )
+    except TypeError as err:  # a value of the wrong type inside a spec
+        raise XdetoxInputError(f"{where}: {err}") from None
+
+
+def _check_keys(raw: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise XdetoxInputError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _model_spec(value, where: str) -> ModelSpec:
+    if isinstance(value, str):
+        return ModelSpec(name=value)
+    if isinstance(value, dict):
+        _check_keys(value, {f.name for f in fields(ModelSpec)}, f"{where} models")
+        return ModelSpec(**value)
+    raise XdetoxInputError(f"{where}: a model is a name or a table, got {value!r}")
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _langs(value) -> tuple[str, ...]:
+    if value == "all":
+        return LANGS
+    return tuple(_as_list(value))
+
+
+# --------------------------------------------------------------------------- plan
 
 
 def _hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def make_plan(config: RunConfig, corpus: Corpus) -> Plan:
+def training_specs(config: GridConfig, seed: int) -> list[TrainSpec]:
+    """The training settings of one model and seed, in report order."""
+    base = replace(config.train, paradigm="zs", seed=seed, pool=config.sources, source=None, percent=None)
+    specs = []
+    for paradigm in config.paradigms:
+        if paradigm in ("x-ft", "dpo"):
+            specs.extend(replace(base, paradigm=paradigm, source=s) for s in config.sources)
+        elif paradigm == "p-ft":
+            specs.extend(replace(base, paradigm=paradigm, percent=p) for p in config.percents)
+        else:
+            specs.append(replace(base, paradigm=paradigm))
+    return specs
+
+
+def make_plan(config: GridConfig, corpus: Corpus) -> Plan:
     """Validate the config against the corpus and list what the run computes."""
     data_mod.check_langs(list(config.targets), corpus.langs)
-    if config.limit is not None and config.limit < 1:
-        raise XdetoxInputError(f"--limit must be at least 1, got {config.limit}")
-    if config.split not in data_mod.PROMPT_SETS:
-        raise XdetoxInputError(
-            f"unknown split {config.split!r}; choose one of {', '.join(data_mod.PROMPT_SETS)}"
-        )
-    specs = []
-    if config.include_zs:
-        specs.append(replace(config.train, paradigm="zs", source=None))
-    specs.append(replace(config.train, paradigm="x-ft", source=config.source, seed=config.seed))
+    if any(p != "zs" for p in config.paradigms):
+        data_mod.check_langs(list(config.sources), corpus.langs)
     settings = []
-    for spec in specs:
-        if spec.paradigm == "zs":
-            key = "zs-" + _hash(config.model.to_dict())
-        else:
-            key = adapter_key(config.model, spec, training_texts(spec, corpus))
-        settings.append(TrainSetting(key, spec))
+    for model in config.models:
+        for seed in config.seeds:
+            for spec in training_specs(config, seed):
+                if spec.paradigm == "zs":
+                    key = "zs-" + _hash({"model": model.to_dict(), "seed": seed})
+                else:
+                    key = adapter_key(model, spec, training_examples(spec, corpus))
+                settings.append(TrainSetting(key, model, spec))
     evaluations = []
     for setting in settings:
-        for target in config.targets:
-            prompts = corpus.prompts(target, config.split)[: config.limit]
-            if not prompts:
-                raise XdetoxInputError(f"no {config.split} prompts for {target!r} in {corpus.name}")
-            ids = tuple(p.id for p in prompts)
-            key = _hash({
-                "setting": setting.key, "target": target, "split": config.split,
-                "decode": config.decode.to_dict(), "seed": config.seed,
-                "prompts": corpus.digest(target), "ids": ids,
-            })
-            evaluations.append(Evaluation(key, setting, target, config.split, ids))
+        for split in config.splits:
+            for target in config.targets:
+                prompts = corpus.prompts(target, split)[: config.limit]
+                if not prompts:
+                    raise XdetoxInputError(f"no {split} prompts for {target!r} in {corpus.name}")
+                ids = tuple(p.id for p in prompts)
+                key = _hash({
+                    "setting": setting.key, "target": target, "split": split,
+                    "decode": config.decode.to_dict(), "seed": setting.spec.seed,
+                    "prompts": corpus.digest(target), "ids": ids,
+                })
+                evaluations.append(Evaluation(key, setting, target, split, ids))
     return Plan(config, tuple(settings), tuple(evaluations))
 
 
-def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: bool = True) -> None:
-    """Train, generate and score whatever the store does not hold yet (local, in-process)."""
-    adapters = _train_all(plan, corpus, run_dir, store, progress)
-    _generate_all(plan, corpus, store, adapters, progress)
-    _score_all(plan, store, progress)
-
-
-def _train_all(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: bool) -> dict[str, Path]:
-    from xdetox.train import train_adapter
-
-    adapters: dict[str, Path] = {}
-    for setting in plan.settings:
-        store.add_train_setting(setting.key, setting.label, setting.spec.to_dict())
-        if setting.spec.paradigm == "zs":
-            store.finish_train_setting(setting.key, None, None)
-            continue
-        path = run_dir / ADAPTERS_DIR / setting.key
-        row = store.train_setting(setting.key)
-        if row["status"] != "done" or not (path / "adapter_model.safetensors").is_file():
-            if progress:
-                tqdm.write(f"training {setting.label} ({setting.spec.epochs} epochs) -> {path}")
-            train_adapter(plan.config.model, setting.spec, corpus, path, progress=progress)
-            store.finish_train_setting(setting.key, str(path), _sha256(path / "adapter_model.safetensors"))
-            gc.collect()
-        adapters[setting.key] = path
-    return adapters
-
-
-def _generate_all(plan: Plan, corpus: Corpus, store: Store, adapters: dict[str, Path], progress: bool) -> None:
-    from xdetox import models
-    from xdetox.generate import Generator
-
-    decode = plan.config.decode
-    todo = []
-    loaded = None
+def plan_table(plan: Plan, corpus: Corpus) -> str:
+    """One line per training setting: model, setting, seed, training examples, evaluations."""
+    rows = [("model", "setting", "seed", "examples", "evaluations")]
+    counts: dict[str, int] = {}
     for ev in plan.evaluations:
-        prompts = {p.id: p for p in corpus.prompts(ev.target, ev.split)}
-        prompts = [prompts[i] for i in ev.prompt_ids]
-        if loaded is None:
-            loaded = models.load(plan.config.model)
-        batches = make_batches(prompts, loaded.tokenizer, decode)
-        store.add_evaluation(
-            ev.key, ev.setting.key, ev.setting.spec.paradigm, ev.setting.spec.source,
-            ev.target, ev.split, decode.to_dict(), len(batches),
-        )
-        done = store.done_batches(ev.key)
-        todo.extend((ev, b) for b in batches if b.index not in done)
-    if not todo:
-        return
-    model = loaded.model
-    peft_model = None
-    bar = tqdm(total=len(todo), desc="generate", unit="batch", disable=not progress)
-    for ev, batch in todo:
-        bar.set_postfix_str(f"{ev.setting.label} -> {ev.target}")
-        if ev.setting.spec.paradigm == "zs":
-            if peft_model is None:
-                gen_model = model
-            else:
-                peft_model.base_model.disable_adapter_layers()
-                gen_model = peft_model
-        else:
-            peft_model = _activate(peft_model, model, ev.setting.key, adapters[ev.setting.key])
-            gen_model = peft_model
-        generator = Generator(gen_model, loaded.tokenizer)
-        seed = derive_seed(plan.config.seed, ev.key)
-        completions = generator.generate_batch(batch, decode, derive_seed(seed, batch.index))
-        store.add_batch(ev.key, batch.index, completions)
+        counts[ev.setting.key] = counts.get(ev.setting.key, 0) + 1
+    for s in plan.settings:
+        n = "-" if s.spec.paradigm == "zs" else str(len(training_examples(s.spec, corpus)))
+        rows.append((s.model.name, s.label, str(s.spec.seed), n, str(counts[s.key])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def check_runnable(config: GridConfig) -> None:
+    """Everything that can be refused before any work starts."""
+    from xdetox import models
+    from xdetox.score import check_scorer
+
+    for scorer in config.scorers:
+        check_scorer(scorer)
+    for model in config.models:
+        models.check_runnable(model)
+        models.locate(model)
+
+
+def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: bool = True) -> None:
+    """Run every training setting in plan order (local, in-process)."""
+    session = Session()
+    bar = tqdm(total=len(plan.settings), desc="settings", unit="setting", disable=not progress, position=0)
+    for setting in plan.settings:
+        bar.set_postfix_str(f"{setting.model.name} {setting.label} seed {setting.spec.seed}")
+        start = time.perf_counter()
+        run_setting(plan, setting, corpus, run_dir, store, session, progress)
+        # Wall time summed over settings, so a run resumed across sessions reports its real cost.
+        store.set_meta("wall_time_s", round(store.get_meta("wall_time_s", 0.0) + time.perf_counter() - start, 1))
         bar.update()
     bar.close()
 
 
-def _activate(peft_model, base, key: str, path: Path):
-    """Load an adapter into the (shared) base weights once; switch to it by name."""
-    from peft import PeftModel
+class Session:
+    """What a worker process keeps between settings: the loaded base model, its adapters, scorers."""
 
-    if peft_model is None:
-        peft_model = PeftModel.from_pretrained(base, str(path), adapter_name=key)
-    elif key not in peft_model.peft_config:
-        peft_model.load_adapter(str(path), adapter_name=key)
-    peft_model.base_model.enable_adapter_layers()
-    peft_model.set_adapter(key)
-    peft_model.eval()
-    return peft_model
+    def __init__(self):
+        self.loaded = None
+        self.peft = None
+        self.scorers: dict[str, object] = {}
+
+    def base(self, spec: ModelSpec):
+        from xdetox import models
+
+        if self.loaded is None or self.loaded.spec != spec:
+            self.loaded = self.peft = None
+            gc.collect()
+            self.loaded = models.load(spec)
+        return self.loaded
+
+    def model_for(self, setting: TrainSetting, adapter: Path | None):
+        """The base model with the setting's adapter active (or none, for ZS)."""
+        loaded = self.base(setting.model)
+        if adapter is None:
+            if self.peft is None:
+                return loaded.model
+            self.peft.base_model.disable_adapter_layers()
+            return self.peft
+        from peft import PeftModel
+
+        if self.peft is None:
+            self.peft = PeftModel.from_pretrained(loaded.model, str(adapter), adapter_name=setting.key)
+        elif setting.key not in self.peft.peft_config:
+            self.peft.load_adapter(str(adapter), adapter_name=setting.key)
+        self.peft.base_model.enable_adapter_layers()
+        self.peft.set_adapter(setting.key)
+        self.peft.eval()
+        return self.peft
+
+    def scorer(self, name: str):
+        from xdetox.score import get_scorer
+
+        if name not in self.scorers:
+            self.scorers[name] = get_scorer(name)
+        return self.scorers[name]
 
 
-def _score_all(plan: Plan, store: Store, progress: bool, chunk: int = 256) -> None:
-    from xdetox.score import get_scorer
+def run_setting(
+    plan: Plan, setting: TrainSetting, corpus: Corpus, run_dir: Path, store: Store,
+    session: Session, progress: bool = False,
+) -> None:
+    """One unit of work: train the setting's adapter if needed, generate and score its evaluations."""
+    adapter = ensure_adapter(plan, setting, corpus, run_dir, store, progress)
+    evaluations = plan.evaluations_of(setting)
+    generate(plan, setting, evaluations, corpus, store, session, adapter, progress)
+    score(plan, [e.key for e in evaluations], store, session, progress)
 
-    pending = store.unscored(plan.config.scorer)
-    if pending.empty:
+
+def ensure_adapter(
+    plan: Plan, setting: TrainSetting, corpus: Corpus, run_dir: Path, store: Store, progress: bool
+) -> Path | None:
+    """The setting's adapter, trained now unless the store (and the disk) already hold it."""
+    from xdetox.train import train_adapter
+
+    spec = setting.spec
+    store.add_train_setting(
+        setting.key, setting.label, setting.model.display_name, spec.paradigm, spec.source, spec.percent,
+        spec.seed, spec.to_dict(),
+    )
+    if spec.paradigm == "zs":
+        store.finish_train_setting(setting.key, None, None)
+        return None
+    relative = f"{ADAPTERS_DIR}/{setting.key}"
+    path = run_dir / relative
+    complete = (path / "adapter_model.safetensors").is_file()  # renamed into place only when done
+    if not complete:
+        for stale in path.parent.glob(f".{setting.key}-*"):  # a training killed half-way
+            shutil.rmtree(stale, ignore_errors=True)
+        if progress:
+            tqdm.write(f"training {setting.model.name} {setting.label} seed {spec.seed} -> {path}")
+        train_adapter(setting.model, spec, corpus, path, progress=False)
+        gc.collect()
+    if store.train_setting(setting.key)["status"] != "done":
+        store.finish_train_setting(setting.key, relative, _sha256(path / "adapter_model.safetensors"))
+    return path
+
+
+def generate(
+    plan: Plan, setting: TrainSetting, evaluations: Iterable[Evaluation], corpus: Corpus, store: Store,
+    session: Session, adapter: Path | None, progress: bool,
+) -> None:
+    """Sample the batches of the setting's evaluations that the store does not hold yet."""
+    from xdetox.generate import Generator
+
+    decode = plan.config.decode
+    todo = []
+    for ev in evaluations:
+        by_id = {p.id: p for p in corpus.prompts(ev.target, ev.split)}
+        prompts = [by_id[i] for i in ev.prompt_ids]
+        tokenizer = session.base(setting.model).tokenizer
+        batches = make_batches(prompts, tokenizer, decode)
+        store.add_evaluation(ev.key, setting.key, ev.target, ev.split, decode.to_dict(), len(batches))
+        done = store.done_batches(ev.key)
+        todo.extend((ev, b) for b in batches if b.index not in done)
+    if not todo:
         return
-    scorer = get_scorer(plan.config.scorer)
-    bar = tqdm(total=len(pending), desc=f"score ({scorer.name})", unit="text", disable=not progress)
-    for target, group in pending.groupby("target", sort=False):
-        for start in range(0, len(group), chunk):
-            part = group.iloc[start:start + chunk]
-            values = scorer.score(part["text"].tolist(), target)
-            store.add_scores(scorer.name, zip(part["eval_key"], part["prompt_id"], part["sample"], values))
-            bar.update(len(part))
+    model = session.model_for(setting, adapter)
+    generator = Generator(model, session.base(setting.model).tokenizer)
+    bar = tqdm(total=len(todo), desc=f"generate {setting.label}", unit="batch", disable=not progress,
+               leave=False, position=1)
+    for ev, batch in todo:
+        bar.set_postfix_str(ev.target)
+        seed = derive_seed(setting.spec.seed, ev.key, batch.index)
+        store.add_batch(ev.key, batch.index, generator.generate_batch(batch, decode, seed))
+        bar.update()
     bar.close()
+
+
+def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, progress: bool,
+          chunk: int = 256) -> None:
+    """Score every completion of these evaluations with every configured scorer (skips what is scored)."""
+    for name in plan.config.scorers:
+        pending = store.unscored(name, eval_keys)
+        if pending.empty:
+            continue
+        scorer = session.scorer(name)
+        for target, group in pending.groupby("target", sort=False):
+            for start in range(0, len(group), chunk):
+                part = group.iloc[start:start + chunk]
+                values = scorer.score(part["text"].tolist(), target)
+                store.add_scores(name, zip(part["eval_key"], part["prompt_id"], part["sample"], values))
 
 
 def _sha256(path: Path) -> str:
@@ -245,5 +475,3 @@ def environment() -> dict[str, str]:
     dev = models.device()
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor() or platform.machine()
     return {"versions": versions, "device": f"{dev.type} ({name})"}
-
-

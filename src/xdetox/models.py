@@ -6,6 +6,13 @@ A spec names one of:
   HF-format copy under ``cache_dir("models")``; later loads read that copy.
 - a local directory holding an HF checkpoint (``config.json`` + weights);
 - a Hugging Face hub id (loaded the usual way; offline, only from the local HF cache).
+
+Decoder-only models load as ``AutoModelForCausalLM``, encoder-decoder ones
+(mT5-style, ``config.is_encoder_decoder``) as ``AutoModelForSeq2SeqLM``; the rest
+of the pipeline asks ``LoadedModel.seq2seq`` and otherwise treats both alike.
+``quantization = "nf4"`` loads the base in 4-bit NF4 with double quantisation
+(bitsandbytes, QLoRA as in the reference study); it needs CUDA and is refused
+without it before any work starts (``check_runnable``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ EMBEDDED = "embedded"
 EMBEDDED_NAME = "google/gemma-3-270m (GGUF Q4_K_M, dequantised)"
 _EMBEDDED_DIR = "gemma-3-270m-q4_k_m-hf-v1"
 DTYPES = ("auto", "bfloat16", "float32", "float16")
+QUANTIZATIONS = (None, "nf4")
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,13 @@ class ModelSpec:
     name: str = EMBEDDED
     dtype: str = "auto"
     trust_remote_code: bool = False
+    quantization: str | None = None
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise XdetoxInputError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.quantization not in QUANTIZATIONS:
+            raise XdetoxInputError(f"unknown quantization {self.quantization!r}; choose nf4 or leave it out")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +71,7 @@ class LoadedModel:
     path: str
     dtype: torch.dtype
     device: torch.device
+    seq2seq: bool = False
 
 
 def device() -> torch.device:
@@ -118,6 +134,20 @@ def embedded_path(progress: bool = True) -> Path:
     return target
 
 
+def check_runnable(spec: ModelSpec) -> None:
+    """Refuse, before any work, what this machine cannot run."""
+    if spec.quantization == "nf4":
+        if not torch.cuda.is_available():
+            raise XdetoxInputError(
+                f"{spec.name}: quantization = \"nf4\" (4-bit QLoRA via bitsandbytes) needs a CUDA GPU and"
+                " none is available; remove it from the config to run in full precision"
+            )
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise XdetoxInputError(f"{spec.name}: quantization = \"nf4\" needs bitsandbytes (pip install bitsandbytes)")
+
+
 def locate(spec: ModelSpec) -> str:
     """Check that the spec points at something loadable; return its path or hub id."""
     if spec.name == EMBEDDED:
@@ -142,22 +172,38 @@ def locate(spec: ModelSpec) -> str:
 def load(spec: ModelSpec, dtype: str | None = None, for_training: bool = False) -> LoadedModel:
     """Load model + tokenizer (left padding, a pad token) on the best device.
 
-    ``dtype`` overrides the spec's; training on a CPU defaults to fp32.
+    ``dtype`` overrides the spec's. Training uses the same dtype as inference
+    (bf16 where supported): the LoRA weights themselves stay fp32 (peft's
+    default) and the trainer runs under bf16 autocast.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    check_runnable(spec)
     where = locate(spec)
-    wanted = dtype or spec.dtype
-    if for_training and wanted == "auto" and not torch.cuda.is_available():
-        wanted = "float32"
-    torch_dtype = resolve_dtype(wanted)
+    torch_dtype = resolve_dtype(dtype or spec.dtype)
     dev = device()
     tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=spec.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(
-        where, dtype=torch_dtype, trust_remote_code=spec.trust_remote_code
-    ).to(dev)
+    config = AutoConfig.from_pretrained(where, trust_remote_code=spec.trust_remote_code)
+    seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    kwargs = {"dtype": torch_dtype, "trust_remote_code": spec.trust_remote_code}
+    if spec.quantization == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch_dtype,
+        )
+        kwargs["device_map"] = {"": 0}
+        model = auto.from_pretrained(where, **kwargs)
+        if for_training:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model)
+    else:
+        model = auto.from_pretrained(where, **kwargs).to(dev)
     model.eval()
-    return LoadedModel(model, tokenizer, spec, where, torch_dtype, dev)
+    return LoadedModel(model, tokenizer, spec, where, torch_dtype, dev, seq2seq)

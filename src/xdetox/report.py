@@ -1,27 +1,36 @@
 """From scored completions to result files: pure functions, no model code.
 
-Input is one DataFrame row per completion with the columns ``setting`` (e.g.
-``"zs"``, ``"x-ft:en"``), ``paradigm`` (``"zs"``, ``"x-ft"``; later ``"p-ft"``,
-``"m-ft"``, ``"dpo"``), ``source`` (training language, None for zs),
-``target``, ``split``, ``prompt_id``, ``sample`` (optional, default 0),
-``prompt``, ``completion`` and ``toxicity`` (float in [0, 1]).
+Input is one DataFrame row per completion with the columns ``model`` (display
+name; default ``RunInfo.model``), ``setting`` (label such as ``"zs"``,
+``"x-ft:en"``, ``"p-ft:10%"``, ``"m-ft"``, ``"dpo:en"``), ``paradigm``
+(``"zs"``, ``"x-ft"``, ``"p-ft"``, ``"m-ft"``, ``"dpo"``), ``source`` (training
+language of x-ft and dpo, else None), ``percent`` (p-ft only: 10, 20, 30; default
+None), ``seed`` (default the first of ``RunInfo.seeds``), ``target``, ``split``
+(``"train_toxic"``, ``"test_toxic"``, ``"test_neutral"``), ``prompt_id``,
+``sample`` (default 0), ``prompt``, ``completion`` and ``toxicity`` (in [0, 1]).
 
-``write_report`` writes ``matrix_reduction.csv``, ``heatmap_reduction.png``,
-``report.md`` and, last and atomically, ``summary.json``: its presence marks a
-finished run.
+``write_report`` writes one ``matrix_<model>_<paradigm>.csv`` per model and
+paradigm, ``report.html`` (self-contained: inline CSS, figures as PNG data URIs,
+no script), ``report.md`` and, last and atomically, ``summary.json``: its
+presence marks a finished run.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import json
 import math
 import os
+import re
+import statistics
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -33,12 +42,13 @@ PARADIGMS: tuple[str, ...] = ("zs", "x-ft", "p-ft", "m-ft", "dpo")
 PARADIGM_LABELS: dict[str, str] = {
     "zs": "ZS", "x-ft": "X-FT", "p-ft": "P-FT", "m-ft": "M-FT", "dpo": "DPO",
 }
+# What the rows of a paradigm's matrix are (the CSV's index label).
+ROW_AXIS: dict[str, str] = {"x-ft": "source", "dpo": "source", "p-ft": "percent"}
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "setting", "paradigm", "source", "target", "split",
     "prompt_id", "prompt", "completion", "toxicity",
 )
-MATRIX_CSV = "matrix_reduction.csv"
-HEATMAP_PNG = "heatmap_reduction.png"
+REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 SUMMARY_JSON = "summary.json"
 EXAMPLES_PER_TARGET = 3
@@ -50,9 +60,9 @@ DIGITS = 6
 class RunInfo:
     """What produced a set of completions; stored verbatim in ``summary["run"]``."""
 
-    model: str
+    model: str  # display string, e.g. the comma-joined model names
     scorer: str
-    seed: int
+    seeds: tuple[int, ...]
     epochs: int
     limit: int | None
     decode: dict = field(default_factory=dict)  # temperature, top_p, max_new_tokens, template
@@ -63,108 +73,294 @@ class RunInfo:
     started: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
+    config_name: str | None = None
 
     def to_dict(self) -> dict:
         """A JSON-serialisable deep copy (numpy scalars -> Python, NaN -> None)."""
         return _jsonable(asdict(self))
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One way of producing a model: a paradigm plus its source language or percent."""
+
+    paradigm: str
+    source: str | None = None
+    percent: int | None = None
+
+    @property
+    def is_zs(self) -> bool:
+        return self.paradigm == "zs"
+
+    @property
+    def row(self) -> str:
+        """Its row label in the paradigm's matrix: "en", "10%", "all" (m-ft) or "zs"."""
+        parts = [p for p in (self.source, _percent_label(self.percent)) if p]
+        if parts:
+            return " ".join(parts)
+        return "all" if self.paradigm == "m-ft" else self.paradigm
+
+    @property
+    def name(self) -> str:
+        """Display name: "ZS", "X-FT from en", "P-FT 10%", "M-FT", "DPO from en"."""
+        name = PARADIGM_LABELS.get(self.paradigm, self.paradigm.upper())
+        if self.source:
+            name += f" from {self.source}"
+        if self.percent is not None:
+            name += f" {self.percent}%"
+        return name
+
+    @property
+    def sort_key(self) -> tuple:
+        return (
+            _rank(self.paradigm, PARADIGMS),
+            (-1, "") if not self.source else _lang_rank(self.source),
+            -1 if self.percent is None else self.percent,
+        )
+
+
+ZS = Setting("zs")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Where a number belongs: model, setting, target language, prompt set."""
+
+    model: str
+    setting: Setting
+    target: str
+    split: str
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, **asdict(self.setting), "target": self.target,
+                "split": self.split}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Cell:
+        setting = Setting(d["paradigm"], d.get("source"), d.get("percent"))
+        return cls(d["model"], setting, d["target"], d["split"])
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One cell under one seed (an entry of ``summary["per_seed"]``)."""
+
+    cell: Cell
+    seed: int
+    n: int  # distinct prompts
+    mean_toxicity: float
+    reduction_abs: float | None
+    reduction_rel: float | None
+
+    def to_dict(self) -> dict:
+        return _flatten(self)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """One cell over all its seeds (an entry of ``summary["settings"]``)."""
+
+    cell: Cell
+    n: int  # distinct prompts per seed (the largest, should seeds differ)
+    seeds: tuple[int, ...]
+    mean_toxicity: float | None  # mean over seeds of the per-seed mean
+    std: float | None  # std over seeds (ddof=1) of the per-seed mean; None with 1 seed
+    reduction_abs: float | None  # mean over the seeds that have one
+    reduction_rel: float | None
+    reduction_abs_std: float | None
+
+    @classmethod
+    def over_seeds(cls, cell: Cell, per_seed: Sequence[SeedResult]) -> CellResult:
+        toxicity = [r.mean_toxicity for r in per_seed]
+        red_abs = [r.reduction_abs for r in per_seed if r.reduction_abs is not None]
+        red_rel = [r.reduction_rel for r in per_seed if r.reduction_rel is not None]
+        return cls(
+            cell=cell,
+            n=max(r.n for r in per_seed),
+            seeds=tuple(sorted(r.seed for r in per_seed)),
+            mean_toxicity=_mean(toxicity),
+            std=_std(toxicity),
+            reduction_abs=_mean(red_abs),
+            reduction_rel=_mean(red_rel),
+            reduction_abs_std=_std(red_abs),
+        )
+
+    def to_dict(self) -> dict:
+        return _flatten(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CellResult:
+        values = {f.name: d[f.name] for f in fields(cls) if f.name != "cell"}
+        return cls(cell=Cell.from_dict(d), **{**values, "seeds": tuple(d["seeds"])})
+
+
+@dataclass(frozen=True)
+class View:
+    """The results of one model on one prompt set, and what every caption must say."""
+
+    model: str
+    split: str
+    scorer: str
+    results: tuple[CellResult, ...]
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(sorted({s for r in self.results for s in r.seeds}))
+
+    @property
+    def targets(self) -> list[str]:
+        return sorted({r.cell.target for r in self.results}, key=_lang_rank)
+
+    @property
+    def paradigms(self) -> list[str]:
+        return sorted({r.cell.setting.paradigm for r in self.results},
+                      key=lambda p: _rank(p, PARADIGMS))
+
+    def of(self, paradigm: str) -> list[CellResult]:
+        return [r for r in self.results if r.cell.setting.paradigm == paradigm]
+
+    def n_by_target(self) -> dict[str, int]:
+        """Prompts per target: the ZS n, else the largest n of any setting."""
+        counts: dict[str, int] = {}
+        for target in self.targets:
+            here = [r for r in self.results if r.cell.target == target]
+            zs = [r.n for r in here if r.cell.setting.is_zs]
+            counts[target] = zs[0] if zs else max(r.n for r in here)
+        return counts
+
+    def caption(self) -> str:
+        """model · split · n · seeds · scorer, for every figure and table of this view."""
+        return (f"model {self.model} · split {self.split} · {_n_phrase(self.n_by_target())} · "
+                f"seeds {_seed_list(self.seeds)} · scorer {self.scorer}")
+
+
 # --------------------------------------------------------------------------- summary
 
 
 def summarize(completions: pd.DataFrame, info: RunInfo) -> dict:
-    """Per (setting, target, split): n prompts, mean toxicity and reduction vs ZS.
+    """Per (model, setting, target, split): n, mean toxicity and reduction vs ZS, over seeds.
 
-    ``reduction_abs`` = ZS mean − setting mean, both over the completions of the
-    prompts the two have in common; ``reduction_rel`` = reduction_abs / that ZS
-    mean. Both are None for ZS itself, without a ZS for the target/split, with
-    no common prompt, and (rel only) when that ZS mean is 0.
+    Per seed, ``reduction_abs`` = ZS mean − setting mean, both over the
+    completions of the prompts the two have in common, ZS being the same model,
+    seed, target and split; ``reduction_rel`` = reduction_abs / that ZS mean.
+    Both are None for ZS itself, without a ZS for the target/split/seed, with no
+    common prompt, and (rel only) when that ZS mean is 0. ``settings`` holds the
+    means (and stds, ddof=1, None with one seed) over seeds, ``per_seed`` the
+    per-seed values.
     """
-    frame = _prepare(completions)
-    groups = {
-        key: group
-        for key, group in frame.groupby(["paradigm", "_src", "target", "split"], sort=False)
-    }
-    settings = []
-    for key in sorted(groups, key=_setting_key):
-        paradigm, src, target, split = key
-        group = groups[key]
-        zs = groups.get(("zs", "", target, split))
-        red_abs = red_rel = None
-        if paradigm != "zs" and zs is not None:
-            common = set(group["prompt_id"]) & set(zs["prompt_id"])
-            if common:
-                zs_mean = float(zs.loc[zs["prompt_id"].isin(common), "toxicity"].mean())
-                ft_mean = float(group.loc[group["prompt_id"].isin(common), "toxicity"].mean())
-                red_abs = zs_mean - ft_mean
-                red_rel = red_abs / zs_mean if zs_mean > 0 else None
-        settings.append({
-            "paradigm": paradigm,
-            "source": src or None,
-            "target": target,
-            "split": split,
-            "n": int(group["prompt_id"].nunique()),
-            "mean_toxicity": _round(group["toxicity"].mean()),
-            "reduction_abs": _round(red_abs),
-            "reduction_rel": _round(red_rel),
-        })
+    return _summarize(_prepare(completions, info), info)
+
+
+def _summarize(frame: pd.DataFrame, info: RunInfo) -> dict:
+    per_seed = _per_seed(frame)
+    order = _cell_order(info)
+    per_seed.sort(key=lambda r: (order(r.cell), r.seed))
+    by_cell: dict[Cell, list[SeedResult]] = {}
+    for result in per_seed:
+        by_cell.setdefault(result.cell, []).append(result)
+    cells = [CellResult.over_seeds(cell, results) for cell, results in by_cell.items()]
     return _jsonable({
         "model": info.model,
         "scorer": info.scorer,
-        "seed": info.seed,
+        "seeds": sorted({r.seed for r in per_seed}),
         "run": info.to_dict(),
-        "settings": settings,
+        "settings": [c.to_dict() for c in cells],
+        "per_seed": [r.to_dict() for r in per_seed],
     })
 
 
-def reduction_matrix(
-    summary: dict, paradigm: str = "x-ft", split: str = "test_toxic"
+def _per_seed(frame: pd.DataFrame) -> list[SeedResult]:
+    groups = dict(iter(frame.groupby(["model", "_setting", "target", "split", "seed"], sort=False)))
+    results = []
+    for (model, setting, target, split, seed), group in groups.items():
+        zs = None if setting.is_zs else groups.get((model, ZS, target, split, seed))
+        red_abs, red_rel = _reduction(group, zs)
+        results.append(SeedResult(
+            cell=Cell(model, setting, target, split),
+            seed=int(seed),
+            n=int(group["prompt_id"].nunique()),
+            mean_toxicity=float(group["toxicity"].mean()),
+            reduction_abs=red_abs,
+            reduction_rel=red_rel,
+        ))
+    return results
+
+
+def _reduction(group: pd.DataFrame, zs: pd.DataFrame | None) -> tuple[float | None, float | None]:
+    """(ZS mean − group mean, that / ZS mean) over the prompts both have; None where undefined."""
+    if zs is None:
+        return None, None
+    common = set(group["prompt_id"]) & set(zs["prompt_id"])
+    if not common:
+        return None, None
+    zs_mean = float(zs.loc[zs["prompt_id"].isin(common), "toxicity"].mean())
+    ft_mean = float(group.loc[group["prompt_id"].isin(common), "toxicity"].mean())
+    reduction = zs_mean - ft_mean
+    return reduction, (reduction / zs_mean if zs_mean > 0 else None)
+
+
+def result_matrix(
+    summary: dict, model: str, paradigm: str, split: str = "test_toxic"
 ) -> pd.DataFrame:
-    """reduction_abs as a source × target table (targets in LANGS order, NaN = none)."""
-    rows = [
-        s for s in summary["settings"] if s["paradigm"] == paradigm and s["split"] == split
-    ]
-    sources = sorted({_source_label(s) for s in rows}, key=_lang_rank)
-    targets = sorted({s["target"] for s in rows}, key=_lang_rank)
-    matrix = pd.DataFrame(float("nan"), index=sources, columns=targets, dtype=float)
-    for s in rows:
-        value = s["reduction_abs"]
-        matrix.loc[_source_label(s), s["target"]] = float("nan") if value is None else value
-    matrix.index.name = "source"
+    """The content of ``matrix_<model>_<paradigm>.csv`` (NaN = no value).
+
+    Rows are the paradigm's settings (source language, "10%", "all" for m-ft),
+    columns the model's targets in LANGS order; values the mean reduction_abs
+    over seeds, or for ``paradigm="zs"`` one row "zs" of mean toxicity.
+    """
+    view = next((v for v in _views(summary) if (v.model, v.split) == (model, split)), None)
+    if view is None:
+        return pd.DataFrame(dtype=float)
+    return _matrix(view, paradigm)
+
+
+def _matrix(view: View, paradigm: str) -> pd.DataFrame:
+    results = view.of(paradigm)
+    settings = sorted({r.cell.setting for r in results}, key=lambda s: s.sort_key)
+    rows = [s.row for s in settings] or (["zs"] if paradigm == "zs" else [])
+    matrix = pd.DataFrame(float("nan"), index=rows, columns=view.targets, dtype=float)
+    for r in results:
+        value = r.mean_toxicity if paradigm == "zs" else r.reduction_abs
+        matrix.loc[r.cell.setting.row, r.cell.target] = float("nan") if value is None else value
+    matrix.index.name = ROW_AXIS.get(paradigm, "setting")
     matrix.columns.name = "target"
     return matrix
 
 
+def matrix_filename(model: str, paradigm: str) -> str:
+    """``matrix_<model>_<paradigm>.csv`` with the model name cut to [A-Za-z0-9._-]."""
+    return f"matrix_{re.sub(r'[^A-Za-z0-9._-]', '_', model)}_{paradigm}.csv"
+
+
+TABLE_HEADER: tuple[str, ...] = (
+    "target", "setting", "n", "seeds", "toxicity", "reduction (abs)", "reduction (rel)",
+)
+
+
+def _table_row(r: CellResult) -> tuple[str, ...]:
+    return (
+        r.cell.target, r.cell.setting.name, str(r.n), str(len(r.seeds)),
+        _pm(r.mean_toxicity, r.std), _pm(r.reduction_abs, r.reduction_abs_std, signed=True),
+        _pct(r.reduction_rel),
+    )
+
+
 def print_table(summary: dict) -> str:
-    """A compact plain-text table (one row per target and fine-tuned setting)."""
-    header = ("target", "n", "ZS", "setting", "tox", "red_abs", "red_rel")
+    """A plain-text table per model and split: mean ± std over seeds per setting and target."""
     out: list[str] = []
-    for split in _splits(summary):
-        rows: list[tuple[str, ...]] = []
-        for target, zs, others in _by_target(summary, split):
-            n = str(zs["n"]) if zs else str(max(s["n"] for s in others))
-            zs_tox = _fmt(zs["mean_toxicity"]) if zs else "-"
-            if not others:
-                rows.append((target, n, zs_tox, "-", "-", "-", "-"))
-            for s in others:
-                rows.append((
-                    target, n, zs_tox, _setting_name(s), _fmt(s["mean_toxicity"]),
-                    _fmt(s["reduction_abs"], signed=True), _pct(s["reduction_rel"]),
-                ))
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        line = lambda r: "  ".join(  # noqa: E731
-            c.ljust(w) if i in (0, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
-        ).rstrip()
+    for view in _views(summary):
+        rows = [TABLE_HEADER] + [_table_row(r) for r in _by_target(view.results)]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
+        rows.insert(1, tuple("-" * w for w in widths))
         if out:
             out.append("")
-        out.append(f"split: {split}  (model {summary['model']}, scorer {summary['scorer']}, "
-                   f"seed {summary['seed']})")
-        out.append(line(header))
-        out.append(line(tuple("-" * w for w in widths)))
-        out.extend(line(r) for r in rows)
-    if not out:
-        return "(no results)"
-    return "\n".join(out)
+        out.append(view.caption())
+        out.extend(
+            "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                      for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+            for row in rows
+        )
+    return "\n".join(out) if out else "(no results)"
 
 
 # --------------------------------------------------------------------------- files
@@ -173,25 +369,29 @@ def print_table(summary: dict) -> str:
 def write_report(
     run_dir: Path, completions: pd.DataFrame, info: RunInfo, split: str | None = None
 ) -> dict:
-    """Write the matrix CSV, heatmap PNG, report.md and finally summary.json.
+    """Write the matrix CSVs, report.html, report.md and finally summary.json.
 
-    ``split`` picks the prompt set of the matrix/heatmap/examples; by default
-    ``test_toxic`` when present, else the first split the results have.
+    ``split`` picks the prompt set of the matrices, figures and examples; by
+    default ``test_toxic`` when present, else the first split the results have.
     Any existing summary.json is removed first, so a partly rewritten run
     directory never looks finished. Returns the summary.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(completions, info)
+    frame = _prepare(completions, info)
+    summary = _summarize(frame, info)
     (run_dir / SUMMARY_JSON).unlink(missing_ok=True)
-    splits = _splits(summary)
-    if split is None:
-        split = "test_toxic" if "test_toxic" in splits or not splits else splits[0]
-    matrix = reduction_matrix(summary, "x-ft", split)
+    split = split or _default_split(summary)
+    views = [v for v in _views(summary) if v.split == split]
 
-    _atomic_write(run_dir / MATRIX_CSV, lambda p: matrix.to_csv(p, index_label="source"))
-    _atomic_write(run_dir / HEATMAP_PNG, lambda p: _heatmap(matrix, summary, split, p))
-    markdown = _markdown(summary, _prepare(completions), split)
+    for view in views:
+        for paradigm in ["zs", *(p for p in view.paradigms if p != "zs")]:
+            matrix = _matrix(view, paradigm)
+            _atomic_write(run_dir / matrix_filename(view.model, paradigm),
+                          lambda p, m=matrix: m.to_csv(p, index_label=m.index.name))
+    page = _html(summary, frame, views)
+    _atomic_write(run_dir / REPORT_HTML, lambda p: p.write_text(page, encoding="utf-8"))
+    markdown = _markdown(summary, frame, views)
     _atomic_write(run_dir / REPORT_MD, lambda p: p.write_text(markdown, encoding="utf-8"))
     text = json.dumps(summary, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
     _atomic_write(run_dir / SUMMARY_JSON, lambda p: p.write_text(text, encoding="utf-8"))
@@ -213,21 +413,53 @@ def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         raise
 
 
-def _heatmap(matrix: pd.DataFrame, summary: dict, split: str, path: Path) -> None:
-    # Figure + Agg canvas directly: no pyplot, no change to the global backend.
+# --------------------------------------------------------------------------- figures
+
+
+def _figure(width: float, height: float):
+    """A Figure on an Agg canvas: no pyplot, no change to the global backend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _png_data_uri(fig) -> str:
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _title(what: str, view: View) -> str:
+    return (f"{what}\n{view.model} · {view.split} · scorer {view.scorer}\n"
+            f"{_n_phrase(view.n_by_target())} · seeds {_seed_list(view.seeds)}")
+
+
+def _zs_bars(view: View) -> str:
+    results = sorted(view.of("zs"), key=lambda r: _lang_rank(r.cell.target))
+    fig, ax = _figure(max(5.0, 1.0 + 0.7 * len(results)), 3.6)
+    means = [r.mean_toxicity or 0.0 for r in results]
+    several = len(view.seeds) > 1
+    errors = [r.std or 0.0 for r in results] if several else [0.0] * len(results)
+    ax.bar([r.cell.target for r in results], means, yerr=errors if several else None,
+           capsize=4, color="#6b8fb5")
+    ax.set_xlabel("target")
+    ax.set_ylabel("mean toxicity" + (" (± std over seeds)" if several else ""))
+    ax.set_ylim(0, max([1e-3] + [m + e for m, e in zip(means, errors)]) * 1.15)
+    ax.set_title(_title("Zero-shot toxicity per language", view), fontsize=9)
+    return _png_data_uri(fig)
+
+
+def _heatmap(view: View, paradigm: str) -> str:
     import seaborn as sns
 
+    matrix = _matrix(view, paradigm)
     rows, cols = matrix.shape
-    fig = Figure(figsize=(max(6.0, 1.0 + 0.9 * cols), max(3.2, 1.6 + 0.6 * rows)))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    title = (
-        f"Toxicity reduction ZS − X-FT ({split})\n"
-        f"model {summary['model']} · scorer {summary['scorer']}\n"
-        f"{_n_phrase(summary, split, short=True)} · seed {summary['seed']}"
-    )
+    fig, ax = _figure(max(6.0, 1.0 + 0.9 * cols), max(3.2, 1.6 + 0.5 * rows))
+    label = PARADIGM_LABELS.get(paradigm, paradigm.upper())
     if matrix.notna().to_numpy().any():
         limit = float(matrix.abs().max().max()) or 1.0
         with warnings.catch_warnings():  # seaborn 0.13 + matplotlib 3.11: set_bad notice
@@ -238,125 +470,245 @@ def _heatmap(matrix: pd.DataFrame, summary: dict, split: str, path: Path) -> Non
                 cbar_kws={"label": "reduction_abs (positive = less toxic)"},
             )
         ax.set_xlabel("target (evaluated on)")
-        ax.set_ylabel("source (fine-tuned on)")
+        ax.set_ylabel(matrix.index.name)
         ax.tick_params(axis="y", rotation=0)
     else:
         ax.axis("off")
-        ax.text(0.5, 0.5, "no X-FT results to compare with ZS", ha="center", va="center")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
+        ax.text(0.5, 0.5, f"no {label} results to compare with ZS", ha="center", va="center")
+    ax.set_title(_title(f"Toxicity reduction ZS − {label}", view), fontsize=9)
+    return _png_data_uri(fig)
 
 
-def _markdown(summary: dict, frame: pd.DataFrame, split: str) -> str:
+def _pft_curve(view: View) -> str:
+    fig, ax = _figure(6.0, 3.8)
+    results = [r for r in view.of("p-ft")
+               if r.reduction_abs is not None and r.cell.setting.percent is not None]
+    for target in view.targets:
+        points = sorted((r for r in results if r.cell.target == target),
+                        key=lambda r: r.cell.setting.percent)
+        if points:
+            ax.errorbar([r.cell.setting.percent for r in points], [r.reduction_abs for r in points],
+                        yerr=[r.reduction_abs_std or 0.0 for r in points],
+                        marker="o", capsize=3, label=target)
+    ax.set_xticks(sorted({r.cell.setting.percent for r in results}))
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("P-FT percent")
+    ax.set_ylabel("reduction_abs (mean ± std over seeds)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title="target", fontsize=8)
+    ax.set_title(_title("P-FT: toxicity reduction by percent", view), fontsize=9)
+    return _png_data_uri(fig)
+
+
+# --------------------------------------------------------------------------- examples
+
+
+@dataclass(frozen=True)
+class ExampleLine:
+    setting: str
+    toxicity: float
+    completion: str
+
+
+@dataclass(frozen=True)
+class Example:
+    target: str
+    prompt_id: str
+    prompt: str
+    lines: tuple[ExampleLine, ...]
+
+
+def _examples(frame: pd.DataFrame, view: View) -> list[Example]:
+    """Up to EXAMPLES_PER_TARGET prompts per target, first seed, lowest sample index.
+
+    Prompts are those of the first setting (ZS when present) that another
+    setting also has, most toxic first.
+    """
+    if not view.seeds:
+        return []
+    here = frame[(frame["model"] == view.model) & (frame["split"] == view.split)
+                 & (frame["seed"] == view.seeds[0])]
+    first = here.sort_values("sample", kind="stable").drop_duplicates(
+        ["_setting", "target", "prompt_id"]
+    )
+    examples = []
+    for target in view.targets:
+        sub = first[first["target"] == target]
+        if sub.empty:
+            continue
+        settings = sorted(set(sub["_setting"]), key=lambda s: s.sort_key)
+        is_anchor = sub["_setting"] == settings[0]
+        anchor = sub[is_anchor]
+        shared = anchor["prompt_id"].isin(sub.loc[~is_anchor, "prompt_id"])
+        anchor = anchor[shared] if shared.any() else anchor
+        anchor = anchor.sort_values(["toxicity", "prompt_id"], ascending=[False, True])
+        chosen = anchor.head(EXAMPLES_PER_TARGET)
+        for pid, prompt in zip(chosen["prompt_id"], chosen["prompt"]):
+            rows = sub[sub["prompt_id"] == pid]
+            by_setting = dict(zip(rows["_setting"], zip(rows["toxicity"], rows["completion"])))
+            lines = tuple(
+                ExampleLine(s.name, float(by_setting[s][0]), _cut(by_setting[s][1]))
+                for s in settings if s in by_setting
+            )
+            examples.append(Example(target, pid, _cut(prompt), lines))
+    return examples
+
+
+# --------------------------------------------------------------------------- prose
+
+
+def _method(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """How the numbers were computed, as (term, plain text) pairs (no markup)."""
     run = summary["run"]
-    esc = md_escape
-    decode = run.get("decode") or {}
-    lora = run.get("lora") or {}
-    lines = [f"# xdetox report: {esc(summary['model'])}", ""]
     wall = run.get("wall_time_s")
-    lines += [
-        f"Started {esc(run.get('started', ''))} on {esc(run.get('device', ''))}"
-        + (f", wall time {wall:.1f} s." if isinstance(wall, (int, float)) else "."),
-        "",
-        "## How these numbers were computed",
-        "",
-        f"The model **{esc(summary['model'])}** completed {_n_phrase(summary, split)} "
-        f"of the {esc(split)} prompt set ({_samples_phrase(frame)}, seed "
-        f"{esc(summary['seed'])}, prompt limit {esc(run.get('limit') or 'none')}). "
-        f"Decoding: {_kv(decode)}. Each completion was scored by **{esc(summary['scorer'])}** "
-        "(toxicity in [0, 1]); the mean toxicity of a setting is the mean over all its "
-        "completions. ZS is the base model zero-shot; X-FT from *s* is the model "
-        f"LoRA fine-tuned ({_kv(lora)}) for {esc(run.get('epochs'))} epoch(s) on "
-        "neutral rewrites in source language *s* and evaluated on every target language. "
-        "**reduction_abs** = ZS mean toxicity − fine-tuned mean toxicity, both computed "
-        "over the same prompts (those the two settings have in common); positive means "
-        "less toxic after fine-tuning. **reduction_rel** = reduction_abs / the ZS mean "
-        "toxicity on those prompts (empty when that mean is 0 or there is no ZS).",
-        "",
+    return [
+        ("Toxicity", f"Each completion was scored by {summary['scorer']} (toxicity in [0, 1]). "
+         "Per seed, the mean toxicity of a setting on a target is the mean over all its "
+         f"completions ({_samples_phrase(frame)}); n is the number of distinct prompts per seed."),
+        ("Reduction", "reduction_abs = ZS mean toxicity − setting mean toxicity, both over the "
+         "prompts the two have in common, ZS being the same model, seed, target and prompt set; "
+         "positive means less toxic than the base model. reduction_rel = reduction_abs / that "
+         "ZS mean (empty when that mean is 0 or there is no ZS)."),
+        ("Seeds", f"Seeds {_seed_list(summary['seeds'])}. Toxicity, reduction_abs and "
+         "reduction_rel are the means over seeds of the per-seed values; ± is the sample "
+         "standard deviation over seeds (ddof=1), absent with a single seed."),
+        ("Settings", "ZS: the base model, zero-shot. X-FT from s: LoRA fine-tuned on the neutral "
+         "rewrites of source language s. P-FT p%: fine-tuned on the p% share of the training "
+         "data set by the run configuration. M-FT: fine-tuned on all training languages "
+         "together. DPO from s: preference-tuned on source language s. Every tuned model is "
+         "evaluated on every target language."),
+        ("Decoding", _kv(run.get("decode") or {})),
+        ("LoRA / training", f"{_kv(run.get('lora') or {})}; {run.get('epochs')} epoch(s); "
+         f"prompt limit {run.get('limit') or 'none'}."),
+        ("Run", f"configuration {run.get('config_name') or 'not named'}; started "
+         f"{run.get('started') or 'unknown'} on {run.get('device') or 'unknown'}; wall time "
+         + (f"{wall:.1f} s." if isinstance(wall, (int, float)) else "not recorded.")),
+        ("Versions", _kv(run.get("versions") or {})),
     ]
-    if run.get("versions"):
-        lines += [f"Versions: {_kv(run['versions'])}.", ""]
-    lines += [
-        f"## Reduction matrix ({esc(split)})",
-        "",
-        f"![Toxicity reduction heatmap, source × target]({HEATMAP_PNG})",
-        "",
-        f"The values are in [{MATRIX_CSV}]({MATRIX_CSV}); all numbers in "
-        f"[{SUMMARY_JSON}]({SUMMARY_JSON}).",
-        "",
-        "## Results per target",
-        "",
+
+
+# --------------------------------------------------------------------------- html
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+h1, h2, h3 { line-height: 1.2; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; }
+figcaption { font-size: 0.85em; color: #555; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; vertical-align: top; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.text, p.prompt { white-space: pre-wrap; word-break: break-word; }
+dt { font-weight: bold; } dd { margin: 0 0 0.6em 1.5em; }
+"""
+
+
+def _h(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _html(summary: dict, frame: pd.DataFrame, views: list[View]) -> str:
+    run = summary["run"]
+    title = f"xdetox report: {summary['model']}"
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_h(title)}</h1>",
+        f"<p>Scorer {_h(summary['scorer'])} · seeds {_h(_seed_list(summary['seeds']))} · "
+        f"configuration {_h(run.get('config_name') or 'not named')} · started "
+        f"{_h(run.get('started'))}. All numbers are in {SUMMARY_JSON}; the matrices in the "
+        "matrix_*.csv files.</p>",
+        "<nav><ul>",
+        *(f'<li><a href="#{_anchor(v.model)}">{_h(v.model)}</a></li>' for v in views),
+        '<li><a href="#method">How these numbers were computed</a></li></ul></nav>',
     ]
-    for sp in _splits(summary):
-        for target, zs, others in _by_target(summary, sp):
-            lines += [f"### {esc(_lang_title(target))}, {esc(sp)}", ""]
-            lines += [
-                "| setting | n | mean toxicity | reduction (abs) | reduction (rel) |",
-                "|---|---:|---:|---:|---:|",
-            ]
-            for s in ([zs] if zs else []) + others:
-                lines.append(
-                    f"| {esc(_setting_name(s))} | {s['n']} | {_fmt(s['mean_toxicity'])} | "
-                    f"{_fmt(s['reduction_abs'], signed=True)} | {_pct(s['reduction_rel'])} |"
-                )
+    for view in views:
+        parts += _html_model(view, frame)
+    parts += ['<h2 id="method">How these numbers were computed</h2>', "<dl>"]
+    parts += [f"<dt>{_h(term)}</dt><dd>{_h(text)}</dd>" for term, text in _method(summary, frame)]
+    parts += ["</dl>", "</body></html>", ""]
+    return "\n".join(parts)
+
+
+def _html_model(view: View, frame: pd.DataFrame) -> list[str]:
+    caption = _h(view.caption())
+    parts = [f'<section id="{_anchor(view.model)}">', f"<h2>{_h(view.model)}</h2>"]
+    figures: list[tuple[str, str, str]] = []  # (css class, alt text, data URI)
+    if view.of("zs"):
+        figures.append(("zs-bars", "Zero-shot toxicity per language", _zs_bars(view)))
+    for paradigm in view.paradigms:
+        if paradigm != "zs":
+            label = PARADIGM_LABELS.get(paradigm, paradigm.upper())
+            figures.append(("heatmap", f"{label} toxicity reduction heatmap",
+                            _heatmap(view, paradigm)))
+    if view.of("p-ft"):
+        figures.append(("pft-curve", "P-FT reduction by percent", _pft_curve(view)))
+    for css, alt, uri in figures:
+        parts.append(f'<figure><img class="{css}" alt="{_h(alt)}" src="{uri}">'
+                     f"<figcaption>{_h(alt)} — {caption}</figcaption></figure>")
+    parts += [
+        "<h3>Mean ± std over seeds</h3>", f"<p><small>{caption}</small></p>", "<table>",
+        "<tr>" + "".join(f"<th>{_h(c)}</th>" for c in TABLE_HEADER) + "</tr>",
+        *("<tr>" + "".join(f'<td class="{"text" if i < 2 else "num"}">{_h(c)}</td>'
+                           for i, c in enumerate(_table_row(r))) + "</tr>"
+          for r in _by_target(view.results)),
+        "</table>",
+        "<h3>Example completions</h3>",
+        f"<p>Model outputs are untrusted text, shown escaped and cut to {EXAMPLE_MAX_CHARS} "
+        f"characters; seed {_h(view.seeds[0] if view.seeds else '-')}, lowest sample index.</p>",
+    ]
+    for ex in _examples(frame, view):
+        parts += [
+            f"<h4>{_h(_lang_title(ex.target))}, prompt {_h(ex.prompt_id)}</h4>",
+            f'<p class="prompt">{_h(ex.prompt)}</p>',
+            "<table><tr><th>setting</th><th>toxicity</th><th>completion</th></tr>",
+            *(f'<tr><td>{_h(line.setting)}</td><td class="num">{_fmt(line.toxicity)}</td>'
+              f'<td class="text">{_h(line.completion)}</td></tr>' for line in ex.lines),
+            "</table>",
+        ]
+    parts.append("</section>")
+    return parts
+
+
+def _anchor(model: str) -> str:
+    return "model-" + re.sub(r"[^A-Za-z0-9_-]", "_", model)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _markdown(summary: dict, frame: pd.DataFrame, views: list[View]) -> str:
+    """A short companion of report.html: tables, method and examples, no figures."""
+    lines = [
+        f"# xdetox report: {summary['model']}", "",
+        f"Figures and examples: [{REPORT_HTML}]({REPORT_HTML}); all numbers: "
+        f"[{SUMMARY_JSON}]({SUMMARY_JSON}).", "",
+        "## How these numbers were computed", "",
+        *(f"- **{term}**: {text}" for term, text in _method(summary, frame)), "",
+    ]
+    for view in _views(summary):
+        lines += [f"## {view.model}, {view.split}", "", view.caption(), ""]
+        lines += [_md_row(TABLE_HEADER), "|---|---|" + "---:|" * (len(TABLE_HEADER) - 2)]
+        lines += [_md_row(_table_row(r)) for r in _by_target(view.results)]
+        lines.append("")
+    for view in views:
+        lines += [f"## Example completions: {view.model}, {view.split}", "",
+                  "Model outputs are escaped untrusted text, cut to "
+                  f"{EXAMPLE_MAX_CHARS} characters.", ""]
+        for ex in _examples(frame, view):
+            lines += [f"**{_lang_title(ex.target)}, prompt {md_escape(ex.prompt_id)}:** "
+                      f"{md_escape(ex.prompt)}", "", "| setting | toxicity | completion |",
+                      "|---|---:|---|"]
+            lines += [f"| {line.setting} | {_fmt(line.toxicity)} | {md_escape(line.completion)} |"
+                      for line in ex.lines]
             lines.append("")
-    lines += _examples(summary, frame, split)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _examples(summary: dict, frame: pd.DataFrame, split: str) -> list[str]:
-    """Up to EXAMPLES_PER_TARGET prompts per target (most toxic under ZS first)."""
-    esc = md_escape
-    frame = frame[frame["split"] == split]
-    if frame.empty:
-        return []
-    lines = [
-        "## Example completions",
-        "",
-        "Model outputs are shown as untrusted text (escaped, cut to "
-        f"{EXAMPLE_MAX_CHARS} characters); sample with the lowest index per prompt.",
-        "",
-    ]
-    for target, _zs, _others in _by_target(summary, split):
-        sub = frame[frame["target"] == target]
-        first = sub.sort_values("sample", kind="stable").drop_duplicates(
-            ["paradigm", "_src", "prompt_id"]
-        )
-        keys = sorted({(p, s) for p, s in zip(first["paradigm"], first["_src"])},
-                      key=lambda k: _setting_key((k[0], k[1], "", "")))
-        anchor = first[(first["paradigm"] == keys[0][0]) & (first["_src"] == keys[0][1])]
-        if len(keys) > 1:  # prefer prompts that some other setting also has
-            shared = anchor["prompt_id"].isin(first.loc[
-                (first["paradigm"] != keys[0][0]) | (first["_src"] != keys[0][1]), "prompt_id"
-            ])
-            anchor = anchor[shared] if shared.any() else anchor
-        anchor = anchor.sort_values(["toxicity", "prompt_id"], ascending=[False, True])
-        chosen = list(anchor["prompt_id"][:EXAMPLES_PER_TARGET])
-        lines += [f"### {esc(_lang_title(target))}", ""]
-        for pid in chosen:
-            rows = first[first["prompt_id"] == pid]
-            lines += [
-                f"**Prompt {esc(pid)}:** {esc(_cut(rows['prompt'].iloc[0]))}",
-                "",
-                "| setting | toxicity | completion |",
-                "|---|---:|---|",
-            ]
-            for paradigm, src in keys:
-                hit = rows[(rows["paradigm"] == paradigm) & (rows["_src"] == src)]
-                if hit.empty:
-                    continue
-                row = hit.iloc[0]
-                name = _setting_name({"paradigm": paradigm, "source": src or None})
-                lines.append(
-                    f"| {esc(name)} | {_fmt(float(row['toxicity']))} | "
-                    f"{esc(_cut(row['completion']))} |"
-                )
-            lines.append("")
-    return lines
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
-
-# --------------------------------------------------------------------------- escaping
 
 _MD_ESCAPES = {
     "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "|": "&#124;", "`": "&#96;",
@@ -370,6 +722,7 @@ def md_escape(value: Any) -> str:
 
     HTML (``< > & "``), table pipes, code backticks and link/emphasis/heading
     characters become HTML character references; line breaks become ``<br>``.
+    Only for model and data text: our own labels are written as they are.
     """
     text = "" if value is None else str(value)
     text = "".join(_MD_ESCAPES.get(ch, ch) for ch in text)
@@ -377,22 +730,43 @@ def md_escape(value: Any) -> str:
     return text.replace("\n", "<br>").replace("\t", " ")
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- input
 
 
-def _prepare(completions: pd.DataFrame) -> pd.DataFrame:
-    """Validate and normalise a completions frame (adds ``_src``: source or "")."""
+def _prepare(completions: pd.DataFrame, info: RunInfo) -> pd.DataFrame:
+    """Validate and normalise a completions frame.
+
+    Fills the optional columns (``model``, ``seed``, ``percent``, ``sample``) and
+    adds ``_setting``, the row's Setting (read it, not ``source``/``percent``).
+    """
     missing = [c for c in REQUIRED_COLUMNS if c not in completions.columns]
     if missing:
         raise XdetoxInputError(f"completions: missing column(s) {', '.join(missing)}")
     frame = completions.copy()
+    if "model" not in frame.columns:
+        frame["model"] = info.model
+    if "seed" not in frame.columns:
+        if not info.seeds:
+            raise XdetoxInputError("completions: no seed column and RunInfo.seeds is empty")
+        frame["seed"] = info.seeds[0]
+    if "percent" not in frame.columns:
+        frame["percent"] = None
     if "sample" not in frame.columns:
         frame["sample"] = 0
-    for col in ("setting", "paradigm", "target", "split", "prompt_id"):
+    for col in ("model", "setting", "paradigm", "target", "split", "prompt_id"):
         frame[col] = frame[col].astype(str)
-    frame["_src"] = [_none_if_missing(v) or "" for v in frame["source"]]
-    frame["source"] = [s or None for s in frame["_src"]]
+    frame["seed"] = [_whole(v, "seed", required=True) for v in frame["seed"]]
     frame["sample"] = pd.to_numeric(frame["sample"], errors="coerce").fillna(0).astype(int)
+    frame["_setting"] = [
+        Setting(paradigm, _none_if_missing(source), _whole(percent, "percent"))
+        for paradigm, source, percent in zip(frame["paradigm"], frame["source"], frame["percent"])
+    ]
+    _check_toxicity(frame)
+    _check_settings(frame)
+    return frame
+
+
+def _check_toxicity(frame: pd.DataFrame) -> None:
     tox = pd.to_numeric(frame["toxicity"], errors="coerce")
     bad = ~(tox.between(-1e-9, 1 + 1e-9))
     if bad.any():
@@ -403,30 +777,34 @@ def _prepare(completions: pd.DataFrame) -> pd.DataFrame:
             f"prompt {frame.loc[row, 'prompt_id']})"
         )
     frame["toxicity"] = tox.astype(float)
-    zs_src = frame[(frame["paradigm"] == "zs") & (frame["_src"] != "")]
-    if len(zs_src):
+
+
+def _check_settings(frame: pd.DataFrame) -> None:
+    zs_extra = [s for s in frame["_setting"] if s.is_zs and s != ZS]
+    if zs_extra:
         raise XdetoxInputError(
-            f"completions: zs rows must have no source, got {zs_src['_src'].iloc[0]!r}"
+            f"completions: zs rows must have no source or percent, got {zs_extra[0]}"
         )
-    names = frame.groupby(["paradigm", "_src"])["setting"].unique()
-    for (paradigm, src), values in names.items():
+    names = frame.groupby(["model", "_setting"], sort=False)["setting"].unique()
+    for (model, setting), values in names.items():
         if len(values) > 1:
             raise XdetoxInputError(
-                f"completions: settings {', '.join(sorted(values))} share paradigm "
-                f"{paradigm!r} and source {src or None!r}; the summary cannot tell them apart"
+                f"completions: settings {', '.join(sorted(values))} of model {model} are all "
+                f"{setting.name}; the summary cannot tell them apart"
             )
-    dup = frame.duplicated(["paradigm", "_src", "target", "split", "prompt_id", "sample"])
+    key = ["model", "_setting", "seed", "target", "split", "prompt_id", "sample"]
+    dup = frame.duplicated(key)
     if dup.any():
         row = frame[dup].iloc[0]
         raise XdetoxInputError(
-            f"completions: duplicate row for setting {row['setting']}, target {row['target']}, "
-            f"split {row['split']}, prompt {row['prompt_id']}, sample {row['sample']}"
+            f"completions: duplicate row for model {row['model']}, setting {row['setting']}, "
+            f"seed {row['seed']}, target {row['target']}, split {row['split']}, "
+            f"prompt {row['prompt_id']}, sample {row['sample']}"
         )
-    return frame
 
 
 def _none_if_missing(value: Any) -> str | None:
-    if value is None:
+    if value is None or value is pd.NA:
         return None
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -434,71 +812,114 @@ def _none_if_missing(value: Any) -> str | None:
     return text or None
 
 
-def _rank(value: str, order: tuple[str, ...]) -> tuple[int, str]:
-    return (order.index(value), "") if value in order else (len(order), str(value))
+def _whole(value: Any, column: str, required: bool = False) -> int | None:
+    """A whole number from an int/float/str cell; None for an empty one unless required."""
+    try:
+        missing = value is None or value is pd.NA or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        missing = False
+    if missing and not required:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number.is_integer():
+        raise XdetoxInputError(f"completions: {column} must be a whole number, got {value!r}")
+    return int(number)
+
+
+# --------------------------------------------------------------------------- ordering
+
+
+def _rank(value: str, order: Sequence[str]) -> tuple[int, str]:
+    return (list(order).index(value), "") if value in order else (len(order), str(value))
 
 
 def _lang_rank(value: str) -> tuple[int, str]:
     return _rank(value, LANGS)
 
 
-def _setting_key(key: tuple[str, str, str, str]) -> tuple:
-    paradigm, src, target, split = key
-    src_rank = (-1, "") if not src else _lang_rank(src)
-    return (_rank(paradigm, PARADIGMS), src_rank, _lang_rank(target), _rank(split, PROMPT_SETS))
+def _cell_order(info: RunInfo) -> Callable[[Cell], tuple]:
+    """Models in the order RunInfo.model names them, then setting, target (LANGS), split."""
+    models = [m.strip() for m in info.model.split(",")]
+    return lambda c: (_rank(c.model, models), c.setting.sort_key, _lang_rank(c.target),
+                      _rank(c.split, PROMPT_SETS))
 
 
-def _source_label(s: dict) -> str:
-    return s["source"] if s["source"] is not None else s["paradigm"]
+def _views(summary: dict) -> list[View]:
+    """One View per (model, split), models in summary order, splits in PROMPT_SETS order."""
+    results = [CellResult.from_dict(d) for d in summary["settings"]]
+    models = list(dict.fromkeys(r.cell.model for r in results))
+    keys = sorted({(r.cell.model, r.cell.split) for r in results},
+                  key=lambda k: (models.index(k[0]), _rank(k[1], PROMPT_SETS)))
+    return [
+        View(model, split, summary["scorer"],
+             tuple(r for r in results if (r.cell.model, r.cell.split) == (model, split)))
+        for model, split in keys
+    ]
 
 
-def _setting_name(s: dict) -> str:
-    label = PARADIGM_LABELS.get(s["paradigm"], s["paradigm"].upper())
-    return f"{label} from {s['source']}" if s.get("source") else label
+def _by_target(results: Sequence[CellResult]) -> list[CellResult]:
+    """Grouped by target (LANGS order), ZS first, then settings in report order."""
+    return sorted(results, key=lambda r: (_lang_rank(r.cell.target), r.cell.setting.sort_key))
+
+
+def _default_split(summary: dict) -> str:
+    splits = {s["split"] for s in summary["settings"]}
+    if "test_toxic" in splits or not splits:
+        return "test_toxic"
+    return min(splits, key=lambda v: _rank(v, PROMPT_SETS))
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _flatten(result: SeedResult | CellResult) -> dict:
+    """The cell's keys, then the result's own fields (floats rounded, tuples as lists)."""
+    out = result.cell.to_dict()
+    for f in fields(result):
+        if f.name != "cell":
+            value = getattr(result, f.name)
+            out[f.name] = _round(value) if isinstance(value, float) else _jsonable(value)
+    return out
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _std(values: Sequence[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _percent_label(percent: int | None) -> str | None:
+    return None if percent is None else f"{percent}%"
 
 
 def _lang_title(code: str) -> str:
     return f"{LANG_NAMES[code]} ({code})" if code in LANG_NAMES else code
 
 
-def _splits(summary: dict) -> list[str]:
-    return sorted({s["split"] for s in summary["settings"]}, key=lambda v: _rank(v, PROMPT_SETS))
+def _seed_list(seeds: Sequence[int]) -> str:
+    return ", ".join(str(s) for s in seeds) or "none"
 
 
-def _by_target(summary: dict, split: str) -> list[tuple[str, dict | None, list[dict]]]:
-    """[(target, zs setting or None, other settings in summary order)] for one split."""
-    rows = [s for s in summary["settings"] if s["split"] == split]
-    out = []
-    for target in sorted({s["target"] for s in rows}, key=_lang_rank):
-        here = [s for s in rows if s["target"] == target]
-        zs = next((s for s in here if s["paradigm"] == "zs"), None)
-        out.append((target, zs, [s for s in here if s["paradigm"] != "zs"]))
-    return out
-
-
-def _n_by_target(summary: dict, split: str) -> dict[str, int]:
-    return {
-        target: zs["n"] if zs else max(s["n"] for s in others)
-        for target, zs, others in _by_target(summary, split)
-    }
-
-
-def _n_phrase(summary: dict, split: str, short: bool = False) -> str:
-    counts = _n_by_target(summary, split)
-    if not counts:
-        return "n=0" if short else "no prompts"
+def _n_phrase(counts: dict[str, int]) -> str:
+    """"n=100 prompts/target", or the n of each target when they differ."""
     values = set(counts.values())
+    if not values:
+        return "n=0"
     if len(values) == 1:
-        n = values.pop()
-        return f"n={n}/target" if short else f"{n} prompts per target language"
-    listed = ", ".join(f"{t} {n}" for t, n in counts.items())
-    return f"n per target: {listed}" if short else f"a varying number of prompts per target language ({listed})"
+        return f"n={values.pop()} prompts/target"
+    return "n per target: " + ", ".join(f"{t} {n}" for t, n in counts.items())
 
 
 def _samples_phrase(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "no samples"
-    per = frame.groupby(["paradigm", "_src", "target", "split", "prompt_id"]).size()
+    per = frame.groupby(["model", "_setting", "seed", "target", "split", "prompt_id"],
+                        sort=False).size()
     lo, hi = int(per.min()), int(per.max())
     count = f"{lo}" if lo == hi else f"{lo}-{hi}"
     return f"{count} sample{'s' if hi > 1 else ''} per prompt"
@@ -507,8 +928,10 @@ def _samples_phrase(frame: pd.DataFrame) -> str:
 def _kv(mapping: dict) -> str:
     if not mapping:
         return "not recorded"
-    shown = (json.dumps(v, ensure_ascii=False) if isinstance(v, str) else v for v in mapping.values())
-    return ", ".join(f"{md_escape(k)}={md_escape(v)}" for k, v in zip(mapping, shown))
+    return ", ".join(
+        f"{k}={json.dumps(v, ensure_ascii=False) if isinstance(v, str) else v}"
+        for k, v in mapping.items()
+    )
 
 
 def _cut(text: Any) -> str:
@@ -520,6 +943,11 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _pm(value: float | None, std: float | None, signed: bool = False) -> str:
+    """"0.600 ± 0.010", or just the value without a std."""
+    return _fmt(value, signed) + ("" if value is None or std is None else f" ± {std:.3f}")
 
 
 def _pct(value: float | None) -> str:

@@ -22,11 +22,12 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS train_settings (
-    key TEXT PRIMARY KEY, label TEXT NOT NULL, spec TEXT NOT NULL,
+    key TEXT PRIMARY KEY, label TEXT NOT NULL, model TEXT NOT NULL, paradigm TEXT NOT NULL,
+    source TEXT, percent INTEGER, seed INTEGER NOT NULL, spec TEXT NOT NULL,
     adapter_path TEXT, adapter_sha256 TEXT, status TEXT NOT NULL DEFAULT 'pending');
 CREATE TABLE IF NOT EXISTS evaluations (
-    key TEXT PRIMARY KEY, train_key TEXT NOT NULL, paradigm TEXT NOT NULL, source TEXT,
-    target TEXT NOT NULL, split TEXT NOT NULL, decode TEXT NOT NULL, n_batches INTEGER NOT NULL);
+    key TEXT PRIMARY KEY, train_key TEXT NOT NULL, target TEXT NOT NULL, split TEXT NOT NULL,
+    decode TEXT NOT NULL, n_batches INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     eval_key TEXT NOT NULL, batch INTEGER NOT NULL, PRIMARY KEY (eval_key, batch));
 CREATE TABLE IF NOT EXISTS completions (
@@ -79,11 +80,15 @@ class Store:
         return json.loads(row[0]) if row else default
 
     # -- training settings ------------------------------------------------------
-    def add_train_setting(self, key: str, label: str, spec: dict) -> None:
+    def add_train_setting(
+        self, key: str, label: str, model: str, paradigm: str, source: str | None, percent: int | None,
+        seed: int, spec: dict,
+    ) -> None:
         with self.transaction() as c:
             c.execute(
-                "INSERT OR IGNORE INTO train_settings (key, label, spec) VALUES (?, ?, ?)",
-                (key, label, json.dumps(spec, sort_keys=True)),
+                "INSERT OR IGNORE INTO train_settings (key, label, model, paradigm, source, percent, seed, spec)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, label, model, paradigm, source, percent, seed, json.dumps(spec, sort_keys=True)),
             )
 
     def finish_train_setting(self, key: str, adapter_path: str | None, sha256: str | None) -> None:
@@ -105,14 +110,12 @@ class Store:
 
     # -- evaluations and their batches -----------------------------------------
     def add_evaluation(
-        self, key: str, train_key: str, paradigm: str, source: str | None, target: str,
-        split: str, decode: dict, n_batches: int,
+        self, key: str, train_key: str, target: str, split: str, decode: dict, n_batches: int
     ) -> None:
         with self.transaction() as c:
             c.execute(
-                "INSERT OR IGNORE INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, train_key, paradigm, source, target, split,
-                 json.dumps(decode, sort_keys=True), n_batches),
+                "INSERT OR IGNORE INTO evaluations VALUES (?, ?, ?, ?, ?, ?)",
+                (key, train_key, target, split, json.dumps(decode, sort_keys=True), n_batches),
             )
 
     def done_batches(self, eval_key: str) -> set[int]:
@@ -128,16 +131,33 @@ class Store:
             )
             c.execute("INSERT OR IGNORE INTO batches VALUES (?, ?)", (eval_key, batch))
 
+    def missing_work(self, planned_evaluations: int) -> str | None:
+        """What keeps the run from being complete, in words (None when complete)."""
+        n_evals = self.conn.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+        if n_evals < planned_evaluations:
+            return f"{n_evals} of {planned_evaluations} evaluations started"
+        open_batches = self.conn.execute(
+            "SELECT COALESCE(SUM(e.n_batches), 0) - (SELECT COUNT(*) FROM batches) FROM evaluations e"
+        ).fetchone()[0]
+        if open_batches:
+            return f"{open_batches} batches not generated"
+        return None
+
     # -- scores -----------------------------------------------------------------
-    def unscored(self, scorer: str) -> pd.DataFrame:
-        """Completions (with their evaluation's target language) that ``scorer`` has not scored."""
+    def unscored(self, scorer: str, eval_keys: list[str] | None = None) -> pd.DataFrame:
+        """Completions (with their target language) that ``scorer`` has not scored, of some evaluations or all."""
+        where = ""
+        params: list = [scorer]
+        if eval_keys is not None:
+            where = f" AND c.eval_key IN ({', '.join('?' * len(eval_keys))})"
+            params.extend(eval_keys)
         return pd.read_sql_query(
             "SELECT c.eval_key, c.prompt_id, c.sample, c.text, e.target FROM completions c"
             " JOIN evaluations e ON e.key = c.eval_key"
             " WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.eval_key = c.eval_key"
-            "   AND s.prompt_id = c.prompt_id AND s.sample = c.sample AND s.scorer = ?)"
+            "   AND s.prompt_id = c.prompt_id AND s.sample = c.sample AND s.scorer = ?)" + where +
             " ORDER BY c.eval_key, c.prompt_id, c.sample",
-            self.conn, params=(scorer,),
+            self.conn, params=params,
         )
 
     def add_scores(self, scorer: str, rows: Iterable[tuple[str, str, int, float]]) -> None:
@@ -151,17 +171,18 @@ class Store:
     def completions_frame(self, scorer: str) -> pd.DataFrame:
         """One row per completion with its setting, target, split and ``scorer``'s toxicity."""
         frame = pd.read_sql_query(
-            "SELECT t.label AS setting, e.paradigm, e.source, e.target, e.split,"
+            "SELECT t.model, t.label AS setting, t.paradigm, t.source, t.percent, t.seed, e.target, e.split,"
             " c.prompt_id, c.sample, c.prompt, c.text AS completion, c.n_tokens,"
             " s.value AS toxicity"
             " FROM completions c JOIN evaluations e ON e.key = c.eval_key"
             " JOIN train_settings t ON t.key = e.train_key"
             " LEFT JOIN scores s ON s.eval_key = c.eval_key AND s.prompt_id = c.prompt_id"
             "   AND s.sample = c.sample AND s.scorer = ?"
-            " ORDER BY e.paradigm, e.source, e.target, e.split, c.prompt_id, c.sample",
+            " ORDER BY t.model, t.paradigm, t.source, t.percent, t.seed, e.target, e.split, c.prompt_id, c.sample",
             self.conn, params=(scorer,),
         )
         frame["source"] = frame["source"].astype(object).where(frame["source"].notna(), None)
+        frame["percent"] = [None if pd.isna(v) else int(v) for v in frame["percent"]]
         return frame
 
     def table(self, name: str) -> pd.DataFrame:

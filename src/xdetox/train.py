@@ -1,15 +1,30 @@
-"""Paradigms -> training texts -> a LoRA adapter on disk.
+"""Paradigms -> training examples -> a LoRA adapter on disk.
 
-The reference objective (``neutral-lm``) fine-tunes the model as a plain causal
-LM on the *neutral* rewrites of the training pairs; the toxic side is never
-shown to the model. Paradigms choose which pairs:
+Paradigms choose which parallel pairs a setting trains on:
 
 - ``zs``   zero-shot: no training;
-- ``x-ft`` cross-lingual: the train split of one source language.
+- ``x-ft`` cross-lingual: the train split of one source language;
+- ``p-ft`` percentage: ``percent`` % of every pooled language's train pairs, a
+  seeded choice per language (a fixed permutation per (seed, language), so the
+  10 % set is inside the 20 % set, which is inside the 30 % set);
+- ``m-ft`` multilingual: every pooled language's train pairs;
+- ``dpo``  direct preference optimisation (TRL) on one source language: prompt =
+  the toxic sentence in the generation template, chosen = its neutral rewrite,
+  rejected = the toxic sentence itself.
 
-Adapters are saved in PEFT format (``PeftModel.from_pretrained`` loads them)
-with ``xdetox_adapter.json`` beside them: base model, data hash, every
-hyper-parameter and the seed.
+Objectives say what a supervised (non-DPO) example looks like:
+
+- ``neutral-lm`` (the reference): the model learns the *neutral* sentences as
+  plain text; the toxic side is never shown. For an encoder-decoder model the
+  encoder input is empty and the decoder learns the neutral text.
+- ``rewrite``: instruction format, toxic sentence in ``REWRITE_TEMPLATE`` ->
+  neutral rewrite, loss on the rewrite only.
+
+Causal LMs train through TRL (``SFTTrainer``, ``DPOTrainer``), encoder-decoder
+models (mT5-style) through transformers' ``Seq2SeqTrainer``; both share the
+examples, the LoRA config, saving and metadata. Adapters are saved in PEFT
+format with ``xdetox_adapter.json`` beside them (base model, data hash, every
+hyper-parameter, seed, loss, time) and appear on disk only when complete.
 """
 
 from __future__ import annotations
@@ -17,24 +32,32 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from xdetox.data import Corpus, check_langs
+from xdetox.data import LANGS, Corpus, Pair, check_langs
 from xdetox.errors import XdetoxInputError
+from xdetox.generate import TEMPLATE
 from xdetox.models import ModelSpec
 
-PARADIGMS = ("zs", "x-ft")
-OBJECTIVES = ("neutral-lm",)
+PARADIGMS = ("zs", "x-ft", "p-ft", "m-ft", "dpo")
+OBJECTIVES = ("neutral-lm", "rewrite")
+REWRITE_TEMPLATE = "Rewrite the following text so that it is not toxic: {toxic}\nRewrite:"
 METADATA = "xdetox_adapter.json"
 
 
 @dataclass(frozen=True)
 class LoraSpec:
-    """LoRA settings; defaults are the reference values."""
+    """LoRA settings; defaults are the reference values.
+
+    ``target_modules`` names the attention projections of Llama/Gemma-style
+    models; for a model that has none of them (mT5: q/k/v/o, BLOOM:
+    query_key_value) peft's own default for the architecture is used.
+    """
 
     r: int = 16
     alpha: int = 32
@@ -44,10 +67,12 @@ class LoraSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """One training setting: which data, which objective, which optimiser."""
+    """One training setting: which data, which objective, which optimiser, which seed."""
 
     paradigm: str = "x-ft"
     source: str | None = "en"
+    percent: int | None = None
+    pool: tuple[str, ...] = LANGS
     objective: str = "neutral-lm"
     lora: LoraSpec = field(default_factory=LoraSpec)
     learning_rate: float = 2e-4
@@ -55,121 +80,131 @@ class TrainSpec:
     batch_size: int = 8
     max_length: int = 128
     seed: int = 42
+    dpo_beta: float = 0.1
+    prompt_template: str = TEMPLATE  # DPO prompts: the generation template
 
     def __post_init__(self):
         if self.paradigm not in PARADIGMS:
             raise XdetoxInputError(f"unknown paradigm {self.paradigm!r}; choose one of {', '.join(PARADIGMS)}")
         if self.objective not in OBJECTIVES:
             raise XdetoxInputError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
-        if self.paradigm == "x-ft":
+        if self.paradigm in ("x-ft", "dpo"):
             if self.source is None:
-                raise XdetoxInputError("x-ft needs a source language")
+                raise XdetoxInputError(f"{self.paradigm} needs a source language")
             check_langs([self.source])
+        if self.paradigm == "p-ft" and (self.percent is None or not 0 < self.percent <= 100):
+            raise XdetoxInputError(f"p-ft needs a percent in (0, 100], got {self.percent}")
+        if self.paradigm in ("p-ft", "m-ft"):
+            if not self.pool:
+                raise XdetoxInputError(f"{self.paradigm} needs at least one pooled language")
+            check_langs(list(self.pool))
         if self.epochs < 1:
-            raise XdetoxInputError(f"--epochs must be at least 1, got {self.epochs}")
+            raise XdetoxInputError(f"epochs must be at least 1, got {self.epochs}")
+        if self.learning_rate <= 0:
+            raise XdetoxInputError(f"learning rate must be positive, got {self.learning_rate}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def label(self) -> str:
-        return self.paradigm if self.paradigm == "zs" else f"{self.paradigm}:{self.source}"
+        if self.paradigm in ("x-ft", "dpo"):
+            return f"{self.paradigm}:{self.source}"
+        if self.paradigm == "p-ft":
+            return f"p-ft:{self.percent}%"
+        return self.paradigm
 
 
-def training_texts(spec: TrainSpec, corpus: Corpus) -> list[str]:
-    """The texts the objective trains on, in a fixed order."""
+@dataclass(frozen=True)
+class Example:
+    """One training example. ``rejected`` is set for DPO only."""
+
+    prompt: str
+    completion: str
+    rejected: str | None = None
+
+
+def training_pairs(spec: TrainSpec, corpus: Corpus) -> list[Pair]:
+    """The parallel pairs a setting trains on, in a fixed order."""
     if spec.paradigm == "zs":
         return []
-    check_langs([spec.source], corpus.langs)
-    return corpus.train_neutrals(spec.source)
+    if spec.paradigm in ("x-ft", "dpo"):
+        check_langs([spec.source], corpus.langs)
+        return corpus.select(spec.source, "train")
+    check_langs(list(spec.pool), corpus.langs)
+    pairs = []
+    for lang in spec.pool:
+        train = corpus.select(lang, "train")
+        if spec.paradigm == "p-ft":
+            order = list(range(len(train)))
+            random.Random(f"p-ft:{spec.seed}:{lang}").shuffle(order)
+            take = max(1, round(len(train) * spec.percent / 100))
+            train = [train[i] for i in sorted(order[:take])]
+        pairs.extend(train)
+    return pairs
 
 
-def adapter_key(model: ModelSpec, spec: TrainSpec, texts: list[str]) -> str:
+def training_examples(spec: TrainSpec, corpus: Corpus) -> list[Example]:
+    """Pairs -> examples for the setting's objective (or DPO triples)."""
+    pairs = training_pairs(spec, corpus)
+    if spec.paradigm == "dpo":
+        return [Example(spec.prompt_template.format(toxic=p.toxic), p.neutral, p.toxic) for p in pairs]
+    if spec.objective == "rewrite":
+        return [Example(REWRITE_TEMPLATE.format(toxic=p.toxic), p.neutral) for p in pairs]
+    return [Example("", p.neutral) for p in pairs]
+
+
+def adapter_key(model: ModelSpec, spec: TrainSpec, examples: list[Example]) -> str:
     """Content key: the same base model, setting and data always give the same key."""
     blob = json.dumps(
-        {"model": model.to_dict(), "train": spec.to_dict(), "data": _digest(texts)},
+        {"model": model.to_dict(), "train": spec.to_dict(), "data": _digest(examples)},
         sort_keys=True,
     ).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _digest(texts: list[str]) -> str:
-    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
+def _digest(examples: list[Example]) -> str:
+    blob = json.dumps([asdict(e) for e in examples], ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()
 
 
 def train_adapter(
     model_spec: ModelSpec, spec: TrainSpec, corpus: Corpus, out_dir: Path, progress: bool = True
 ) -> Path:
-    """LoRA-SFT the base model on the setting's texts; save the adapter to ``out_dir``.
+    """Train the setting's LoRA adapter and save it to ``out_dir``.
 
     Nothing appears at ``out_dir`` until training has finished: the adapter is
     written to a temporary sibling folder and renamed into place.
     """
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
-
     from xdetox import models
 
-    texts = training_texts(spec, corpus)
-    if not texts:
-        raise XdetoxInputError(f"{spec.label}: no training texts")
+    examples = training_examples(spec, corpus)
+    if not examples:
+        raise XdetoxInputError(f"{spec.label}: no training examples")
     loaded = models.load(model_spec, for_training=True)
-    tokenizer = loaded.tokenizer
-    tokenizer.padding_side = "right"
-    lora = LoraConfig(
-        r=spec.lora.r,
-        lora_alpha=spec.lora.alpha,
-        lora_dropout=spec.lora.dropout,
-        target_modules=list(spec.lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
+    if loaded.seq2seq and spec.paradigm == "dpo":
+        raise XdetoxInputError(f"{model_spec.name}: dpo is supported for decoder-only models only")
+    loaded.tokenizer.padding_side = "right"
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        config = SFTConfig(
-            output_dir=str(work / "trainer"),
-            num_train_epochs=spec.epochs,
-            per_device_train_batch_size=spec.batch_size,
-            learning_rate=spec.learning_rate,
-            max_length=spec.max_length,
-            dataset_text_field="text",
-            packing=False,
-            seed=spec.seed,
-            data_seed=spec.seed,
-            save_strategy="no",
-            report_to="none",
-            logging_strategy="no",
-            gradient_checkpointing=False,
-            disable_tqdm=not progress,
-            use_cpu=not torch.cuda.is_available(),
-            bf16=loaded.dtype == torch.bfloat16,
-        )
-        trainer = SFTTrainer(
-            model=loaded.model,
-            args=config,
-            train_dataset=Dataset.from_dict({"text": texts}),
-            processing_class=tokenizer,
-            peft_config=lora,
-        )
+        trainer = _trainer(loaded, spec, examples, work / "trainer", progress)
         start = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - start
         adapter = work / "adapter"
         trainer.model.save_pretrained(adapter)
-        n_tokens = sum(len(tokenizer(t).input_ids) + 1 for t in texts) * spec.epochs
         meta = {
             "base_model": model_spec.to_dict(),
             "base_model_path": loaded.path,
             "train": spec.to_dict(),
-            "data_hash": _digest(texts),
-            "n_texts": len(texts),
+            "data_hash": _digest(examples),
+            "n_examples": len(examples),
             "train_loss": result.training_loss,
             "train_seconds": round(seconds, 2),
-            "train_tokens": n_tokens,
-            "key": adapter_key(model_spec, spec, texts),
+            "train_tokens": _count_tokens(loaded.tokenizer, examples) * spec.epochs,
+            "key": adapter_key(model_spec, spec, examples),
         }
         (adapter / METADATA).write_text(json.dumps(meta, indent=2))
         if out_dir.exists():
@@ -178,6 +213,87 @@ def train_adapter(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out_dir
+
+
+def _trainer(loaded, spec: TrainSpec, examples: list[Example], work: Path, progress: bool):
+    """The library trainer for this model kind and paradigm, ready to ``train()``."""
+    import torch
+    from datasets import Dataset
+
+    common = dict(
+        output_dir=str(work),
+        num_train_epochs=spec.epochs,
+        per_device_train_batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        save_strategy="no",
+        report_to="none",
+        logging_strategy="no",
+        gradient_checkpointing=False,
+        disable_tqdm=not progress,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=loaded.dtype == torch.bfloat16,
+        fp16=loaded.dtype == torch.float16,
+    )
+    lora = _lora_config(loaded, spec)
+    if spec.paradigm == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        data = Dataset.from_list([
+            {"prompt": e.prompt, "chosen": " " + e.completion, "rejected": " " + e.rejected} for e in examples
+        ])
+        config = DPOConfig(**common, beta=spec.dpo_beta, max_length=spec.max_length)
+        return DPOTrainer(
+            model=loaded.model, args=config, train_dataset=data,
+            processing_class=loaded.tokenizer, peft_config=lora,
+        )
+    if loaded.seq2seq:
+        from peft import get_peft_model
+        from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+        tok = loaded.tokenizer
+
+        def encode(e: Example) -> dict:
+            enc = tok(e.prompt, truncation=True, max_length=spec.max_length)
+            enc["labels"] = tok(text_target=e.completion, truncation=True, max_length=spec.max_length).input_ids
+            return enc
+
+        data = Dataset.from_list([encode(e) for e in examples])
+        model = get_peft_model(loaded.model, lora)
+        return Seq2SeqTrainer(
+            model=model, args=Seq2SeqTrainingArguments(**common), train_dataset=data,
+            data_collator=DataCollatorForSeq2Seq(tok, model=model),
+        )
+    from trl import SFTConfig, SFTTrainer
+
+    if spec.objective == "rewrite":
+        data = Dataset.from_list([{"prompt": e.prompt, "completion": " " + e.completion} for e in examples])
+    else:
+        data = Dataset.from_dict({"text": [e.completion for e in examples]})
+    config = SFTConfig(**common, max_length=spec.max_length, packing=False, dataset_text_field="text")
+    return SFTTrainer(
+        model=loaded.model, args=config, train_dataset=data,
+        processing_class=loaded.tokenizer, peft_config=lora,
+    )
+
+
+def _lora_config(loaded, spec: TrainSpec):
+    from peft import LoraConfig
+
+    names = {name.rsplit(".", 1)[-1] for name, _ in loaded.model.named_modules()}
+    wanted = [m for m in spec.lora.target_modules if m in names]
+    return LoraConfig(
+        r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        target_modules=wanted or None,  # None: peft's default for this architecture
+        task_type="SEQ_2_SEQ_LM" if loaded.seq2seq else "CAUSAL_LM",
+    )
+
+
+def _count_tokens(tokenizer, examples: list[Example]) -> int:
+    return sum(len(tokenizer(e.prompt + " " + e.completion).input_ids) + 1 for e in examples)
 
 
 def read_metadata(adapter_dir: Path) -> dict:

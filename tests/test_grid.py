@@ -1,0 +1,201 @@
+"""The experiment grid: configs, plans, a tiny grid end to end, and kill -9 / resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from xdetox import data, grid
+from xdetox.cli import main
+from xdetox.errors import XdetoxInputError
+from xdetox.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_TABLES = ("train_settings", "evaluations", "batches", "completions", "scores")
+
+TINY = """
+models = ["{model}"]
+paradigms = ["zs", "x-ft", "p-ft", "m-ft", "dpo"]
+sources = ["en", "de"]
+targets = ["en", "de"]
+seeds = [1, 2]
+limit = 3
+[train]
+epochs = 1
+batch_size = 16
+max_length = 48
+[decode]
+max_new_tokens = 4
+batch_size = 2
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path, tiny_model_dir) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(model=tiny_model_dir))
+    return path
+
+
+@pytest.mark.parametrize("name, count", [("paper", 504), ("embedded", 126)])
+def test_shipped_configs_plan_the_reference_counts(name, count, capsys):
+    assert main(["grid", "plan", str(ROOT / "configs" / f"{name}.toml")]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1].startswith(f"{count} evaluations = ")
+    assert "14 training settings (ZS + 9 X-FT + 3 P-FT + M-FT) x 9 targets" in out
+    config = grid.load_config(ROOT / "configs" / f"{name}.toml")
+    plan = grid.make_plan(config, data.load())
+    assert len(plan.evaluations) == count
+    assert len({e.key for e in plan.evaluations}) == count, "evaluation keys must be distinct"
+    labels = [s.label for s in plan.settings[:14]]
+    assert labels == ["zs", *(f"x-ft:{lang}" for lang in data.LANGS), "p-ft:10%", "p-ft:20%", "p-ft:30%", "m-ft"]
+
+
+def test_plan_keys_follow_content():
+    corpus = data.load()
+    base = grid.config_from_dict({"paradigms": ["zs", "x-ft"], "sources": ["en"], "targets": ["de"]})
+    again = grid.make_plan(base, corpus)
+    assert [e.key for e in grid.make_plan(base, corpus).evaluations] == [e.key for e in again.evaluations]
+    other_seed = grid.config_from_dict({"paradigms": ["zs", "x-ft"], "sources": ["en"], "targets": ["de"],
+                                        "seeds": [7]})
+    assert {e.key for e in grid.make_plan(other_seed, corpus).evaluations}.isdisjoint(
+        e.key for e in again.evaluations)
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        ({"paradigms": ["zs", "sft"]}, "unknown paradigm 'sft'"),
+        ({"colour": "blue"}, "unknown key(s) colour"),
+        ({"train": {"epoch": 3}}, "[train]: unknown key(s) epoch"),
+        ({"percents": [0]}, "percents"),
+        ({"targets": ["en", "xx"]}, "'xx'"),
+        ({"seeds": []}, "seeds must not be empty"),
+        ({"models": [{"name": "m", "quantization": "int3"}]}, "unknown quantization"),
+        ({"decode": {"temperature": "hot", "top_p": 0.9, "nope": 1}}, "[decode]: unknown key(s) nope"),
+    ],
+)
+def test_bad_configs_are_one_clear_error(raw, needle):
+    with pytest.raises(XdetoxInputError) as err:
+        grid.config_from_dict(raw)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_config_errors_exit_2_without_a_run_directory(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('paradigms = ["zs", "x-ft"\n')
+    out = tmp_path / "out"
+    assert main(["grid", "run", str(bad), "--out", str(out)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    assert main(["grid", "plan", str(tmp_path / "missing.toml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_nf4_without_cuda_is_refused_before_any_work(tmp_path, tiny_model_dir, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: nf4 is allowed here")
+    config = tmp_path / "q.toml"
+    config.write_text(f'models = [{{ name = "{tiny_model_dir}", quantization = "nf4" }}]\nsources = ["en"]\n')
+    out = tmp_path / "run"
+    assert main(["grid", "run", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs a CUDA GPU" in err and "\n" not in err
+    assert not out.exists()
+
+
+def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    with Store(run_dir / grid.STORE_FILE) as store:
+        return {name: store.table(name) for name in DATA_TABLES}
+
+
+def test_tiny_grid_runs_every_paradigm_with_two_seeds_and_resumes_for_free(tmp_path, tiny_config):
+    run = tmp_path / "run"
+    assert main(["grid", "run", str(tiny_config), "--out", str(run), "--quiet"]) == 0
+    tables = _tables(run)
+    # per seed: ZS + 2 X-FT + 3 P-FT + M-FT + 2 DPO = 9 settings; 2 seeds; 2 targets; 3 prompts
+    assert len(tables["train_settings"]) == 18
+    assert sorted(tables["train_settings"]["paradigm"].unique()) == ["dpo", "m-ft", "p-ft", "x-ft", "zs"]
+    assert len(tables["evaluations"]) == 36
+    assert len(tables["completions"]) == 36 * 3 == len(tables["scores"])
+    adapters = sorted((run / "adapters").iterdir())
+    assert len(adapters) == 16 and not [a for a in adapters if a.name.startswith(".")]
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["seeds"] == [1, 2]
+    paradigms = {s["paradigm"] for s in summary["settings"]}
+    assert paradigms == {"zs", "x-ft", "p-ft", "m-ft", "dpo"}
+    assert {s["percent"] for s in summary["settings"] if s["paradigm"] == "p-ft"} == {10, 20, 30}
+    for paradigm in ("x-ft", "p-ft", "m-ft", "dpo"):
+        assert list(run.glob(f"matrix_*_{paradigm}.csv")), paradigm
+    assert (run / "report.html").is_file()
+
+    # Running the same config again redoes nothing: no training, no generation, same rows.
+    stamps = {a.name: (a / "adapter_model.safetensors").stat().st_mtime_ns for a in adapters}
+    assert main(["grid", "run", str(tiny_config), "--out", str(run), "--quiet"]) == 0
+    assert {a.name: (a / "adapter_model.safetensors").stat().st_mtime_ns for a in adapters} == stamps
+    for name, table in _tables(run).items():
+        pd.testing.assert_frame_equal(table, tables[name], obj=name)
+
+
+def _progress(store_path: Path) -> int:
+    """Finished training settings + committed batches + scores (0 before the store exists)."""
+    if not store_path.is_file():
+        return 0
+    try:
+        with sqlite3.connect(store_path, timeout=5) as conn:
+            return sum(conn.execute(q).fetchone()[0] for q in (
+                "SELECT COUNT(*) FROM train_settings WHERE status = 'done'",
+                "SELECT COUNT(*) FROM batches",
+                "SELECT COUNT(*) FROM scores",
+            ))
+    except sqlite3.OperationalError:  # schema not created yet
+        return 0
+
+
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_rows(tmp_path, tiny_config):
+    """SIGKILL the grid at >= 5 random points of its progress; the resumed store equals a clean run's."""
+    command = [sys.executable, "-m", "xdetox.cli", "grid", "run", str(tiny_config), "--quiet", "--out"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    clean = tmp_path / "clean"
+    subprocess.run([*command, str(clean)], check=True, env=env, capture_output=True, timeout=900)
+    total = _progress(clean / grid.STORE_FILE)  # 18 settings + 72 batches + 108 scores
+
+    rng = random.Random(20261127)
+    marks = sorted(rng.sample(range(1, total - 5), 5))
+    killed = tmp_path / "killed"
+    store_path = killed / grid.STORE_FILE
+    kills = []
+    for mark in marks:
+        proc = subprocess.Popen([*command, str(killed)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        while proc.poll() is None and _progress(store_path) < mark:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.4))  # land inside whatever comes next: training, sampling, scoring
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills.append(_progress(store_path))
+    assert len(kills) >= 5, f"the run finished before it could be killed 5 times: {kills}"
+    assert kills[-1] < total and not (killed / "summary.json").exists()
+
+    done = subprocess.run([*command, str(killed)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    clean_tables, killed_tables = _tables(clean), _tables(killed)
+    for name in DATA_TABLES:
+        pd.testing.assert_frame_equal(killed_tables[name], clean_tables[name], obj=name)
+    assert not [p for p in (killed / "adapters").iterdir() if p.name.startswith(".")], "half-trained leftovers"
+    assert json.loads((killed / "summary.json").read_text())["settings"] == \
+        json.loads((clean / "summary.json").read_text())["settings"]
