@@ -24,9 +24,10 @@ from xdetox.report import (
 
 MODEL = "google/gemma-3-270m"
 SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n", "seeds",
-                "mean_toxicity", "std", "reduction_abs", "reduction_rel", "reduction_abs_std"}
+                "mean_toxicity", "std", "reduction_abs", "reduction_rel", "reduction_abs_std",
+                "emt", "tox_prob", "ci95", "p_value"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
-                 "mean_toxicity", "reduction_abs", "reduction_rel"}
+                 "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob"}
 
 
 def info(**over) -> RunInfo:
@@ -211,6 +212,36 @@ def test_seed_mean_and_std_known_answer():
     assert ft["reduction_rel"] == pytest.approx((0.4 / 0.7 + 0.6) / 2, abs=1e-6)
 
 
+def test_emt_tox_prob_and_significance_known_answer():
+    summary = summarize(seeds_frame(), info(seeds=(1, 2, 3)))
+    per_seed = {s["seed"]: s for s in find(summary, "x-ft", "en", "de", key="per_seed")}
+    assert [per_seed[k]["emt"] for k in (1, 2, 3)] == pytest.approx([0.3, 0.2, 0.5])
+    assert [per_seed[k]["tox_prob"] for k in (1, 2, 3)] == [0.0, 0.0, 1.0]  # 0.5 counts
+    ft = one(summary, "x-ft", "en", "de")
+    assert ft["emt"] == pytest.approx(1 / 3, abs=1e-6) and ft["tox_prob"] == pytest.approx(1 / 3, abs=1e-6)
+    # seeds 1 and 2 have a ZS (seed 3 has none); per prompt averaged over them:
+    # p1 ZS (0.8 + 0.6) / 2 − X-FT (0.2 + 0.3) / 2 = 0.45, p2 0.5 − 0.25 = 0.25
+    assert ft["ci95"] == pytest.approx([0.25, 0.45])
+    assert ft["p_value"] == pytest.approx(0.5, abs=0.03)  # two prompts: signs agree half the time
+    zs = one(summary, "zs", None, "de")
+    assert zs["ci95"] is None and zs["p_value"] is None
+    assert zs["emt"] == pytest.approx(0.6) and zs["tox_prob"] == pytest.approx(0.75)
+    assert summarize(seeds_frame(), info(seeds=(1, 2, 3))) == summary  # deterministic
+    ru = one(summarize(frame(), info()), "x-ft", "en", "ru")  # no ZS
+    assert ru["ci95"] is None and ru["p_value"] is None
+
+
+def test_emt_over_samples():
+    data = (rows("zs", "de", [0.2, 0.4]) + rows("zs", "de", [0.6, 0.8], sample=1)
+            + rows("x-ft:en", "de", [0.0, 0.2]) + rows("x-ft:en", "de", [0.2, 0.0], sample=1))
+    summary = summarize(pd.DataFrame(data), info())
+    zs = one(summary, "zs", None, "de")
+    assert zs["emt"] == pytest.approx(0.7) and zs["tox_prob"] == 1.0
+    ft = one(summary, "x-ft", "en", "de")
+    assert ft["emt"] == pytest.approx(0.2) and ft["tox_prob"] == 0.0
+    assert ft["ci95"] == pytest.approx([0.3, 0.5])  # d = 0.4 − 0.1 and 0.6 − 0.1
+
+
 def test_models_and_paradigms_kept_apart():
     data = (
         rows("zs", "en", [0.5], model="b-model") + rows("x-ft:en", "en", [0.1], model="b-model")
@@ -313,6 +344,8 @@ def test_print_table_mean_and_std():
     ft = next(line for line in lines if "X-FT from en" in line)
     assert "0.333 ± 0.153" in ft and "+0.350 ± 0.071" in ft and "+58.6%" in ft
     assert ft.split()[5] == "3"  # seeds
+    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d$", ft)  # 95% CI, p
+    assert "95% CI (abs)" in lines[1] and zs.split()[-2:] == ["-", "-"]  # none for ZS
 
 
 def test_print_table_several_models():
@@ -378,7 +411,8 @@ def test_report_html_is_escaped_offline_and_captioned(tmp_path):
         assert f"model {MODEL} · split test_toxic · n=2 prompts/target · seeds 1, 2 · " \
                "scorer toxclf-v1" in caption
     for fact in ("max_new_tokens=20", "r=8", "2 epoch(s)", "wall time 12.5 s", "torch=&quot;2.4&quot;",
-                 "configuration tiny", "ddof=1", "0.350 ± 0.071"):
+                 "configuration tiny", "ddof=1", "0.350 ± 0.071", "<th>95% CI (abs)</th><th>p</th>",
+                 "[+0.350, +0.350]", "sign-flip permutation test"):
         assert fact in page, fact
 
 

@@ -1,4 +1,5 @@
-"""Tests of xdetox.score: normalisation, data splits, the offline scorer, the registry.
+"""Tests of xdetox.score: normalisation, data splits, the offline scorer, the registry,
+Hugging Face classifiers (a tiny random one built here) and the ``xdetox score`` command.
 
 Most tests train a small scorer (300 corpus rows per language, char 1-3-grams) into a
 temporary cache; one test loads the real default scorer from the default cache (it
@@ -7,21 +8,30 @@ trains it, about a minute, when that cache is empty).
 
 from __future__ import annotations
 
+import io
+import json
 import math
+import sys
+from functools import partial
 
 import pytest
 
 from xdetox import score
+from xdetox.cli import main
 from xdetox.data import LANGS, load_bundled
 from xdetox.errors import XdetoxInputError
 from xdetox.score import (
+    HFScorer,
     OfflineScorer,
     OfflineScorerConfig,
     Scorer,
+    check_languages,
+    check_scorer,
     evaluate_offline,
     format_auc_table,
     get_scorer,
     normalize,
+    toxic_label_index,
 )
 
 SMALL = OfflineScorerConfig(ngram_range=(1, 3), max_rows_per_lang=300)
@@ -264,3 +274,167 @@ def test_default_offline_scorer_quality() -> None:
         tox, neu = scorer.score([toxic, neutral], lang)
         assert tox > neu, lang
         assert tox > 0.5 > neu, (lang, tox, neu)
+
+
+def test_check_languages_offline() -> None:
+    check_languages("offline", LANGS)
+    with pytest.raises(XdetoxInputError, match="offline does not support fr, xx; remove them"):
+        check_languages("offline", ["en", "fr", "xx"])
+    with pytest.raises(XdetoxInputError, match="unknown scorer"):
+        check_languages("nope", ["en"])
+
+
+# ------------------------------------------------------------------ Hugging Face classifiers
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier_dir(tmp_path_factory):
+    """A 2-layer BERT classifier with random weights, labels {0: neutral, 1: toxic}."""
+    import torch
+    from conftest import _tiny_tokenizer
+    from transformers import BertConfig, BertForSequenceClassification
+
+    path = tmp_path_factory.mktemp("tiny-classifier")
+    tokenizer = _tiny_tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512, pad_token_id=0,
+        id2label={0: "neutral", 1: "toxic"}, label2id={"neutral": 0, "toxic": 1},
+    )
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+TEXTS = ["You are a stupid idiot", "Thank you for the lovely dinner", "", "x" * 3000, "Danke schön"]
+
+
+def test_hf_scorer_scores(tiny_classifier_dir) -> None:
+    scorer = get_scorer(f"hf:{tiny_classifier_dir}")
+    assert isinstance(scorer, HFScorer) and isinstance(scorer, Scorer)
+    assert scorer.name == f"hf:{tiny_classifier_dir}" and scorer.label_index == 1
+    values = scorer.score(TEXTS, "en")
+    assert len(values) == len(TEXTS) and len(set(values)) > 1
+    assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in values)
+    assert scorer.score(TEXTS[:1] * 3, "de") == [values[0]] * 3
+    assert scorer.score([], "en") == []
+    with pytest.raises(XdetoxInputError, match="'fr'"):
+        scorer.score(["bonjour"], "fr")
+
+
+def test_hf_scorer_batching_matches_one_by_one(tiny_classifier_dir) -> None:
+    spec = score.HFScorerSpec(str(tiny_classifier_dir))
+    batched = HFScorer.load(spec, batch_size=4, device="cpu").score(TEXTS, "en")
+    single = [HFScorer.load(spec, batch_size=1, device="cpu").score([t], "en")[0] for t in TEXTS]
+    assert batched == pytest.approx(single, abs=1e-5)
+
+
+def test_hf_scorer_label_by_name(tiny_classifier_dir) -> None:
+    toxic = get_scorer(f"hf:{tiny_classifier_dir}").score(TEXTS, "en")
+    neutral = get_scorer(f"hf:{tiny_classifier_dir}#NEUTRAL")
+    assert neutral.label_index == 0 and neutral.name.endswith("#NEUTRAL")
+    assert [1 - v for v in neutral.score(TEXTS, "en")] == pytest.approx(toxic, abs=1e-6)
+    assert get_scorer(f"hf:{tiny_classifier_dir}#1").label_index == 1
+
+
+def test_hf_scorer_multi_label_uses_sigmoid(tiny_classifier_dir) -> None:
+    import torch
+
+    scorer = get_scorer(f"hf:{tiny_classifier_dir}")
+    scorer.model.config.problem_type = "multi_label_classification"
+    multi = HFScorer(scorer.spec, scorer.model, scorer.tokenizer, label_index=1)
+    encoded = scorer.tokenizer(TEXTS[:2], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = scorer.model(**encoded).logits[:, 1].sigmoid().tolist()
+    assert multi.multi_label and multi.score(TEXTS[:2], "en") == pytest.approx(expected, abs=1e-6)
+
+
+def test_hf_check_scorer_is_offline_and_one_line(tiny_classifier_dir, tmp_path, monkeypatch) -> None:
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded the model")
+
+    monkeypatch.setattr(HFScorer, "load", no_loading)
+    check_scorer(f"hf:{tiny_classifier_dir}")
+    check_languages(f"hf:{tiny_classifier_dir}", LANGS)  # read from the class, nothing loaded
+    for name, needle in [
+        (f"hf:{tmp_path / 'missing'}", "neither a model directory nor a model in the local"),
+        ("hf:no-such-org/no-such-model-xdetox", "local Hugging Face cache"),
+        (f"hf:{tiny_classifier_dir}#insult", "'insult' is not one of the model's labels: neutral, toxic"),
+        ("hf:", "hf:<model id or path>"),
+        (f"hf:{tiny_classifier_dir}#", "hf:<model id or path>"),
+    ]:
+        with pytest.raises(XdetoxInputError, match=needle) as info:
+            check_scorer(name)
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("id2label", "label", "expected"), [
+    ({0: "neutral", 1: "toxic"}, None, 1),
+    ({0: "toxic", 1: "neutral"}, None, 0),
+    ({0: "non-toxic", 1: "toxic"}, None, 1),
+    ({0: "NOT_TOXIC", 1: "TOXIC"}, None, 1),
+    ({0: "nontoxic", 1: "neutral", 2: "Toxicity"}, None, 2),
+    ({0: "toxic", 1: "severe_toxic", 2: "insult"}, None, 0),
+    ({0: "LABEL_0", 1: "LABEL_1"}, None, 1),
+    ({0: "LABEL_0"}, None, 0),
+    ({"0": "LABEL_0", "1": "LABEL_1"}, "label_0", 0),
+    ({0: "neutral", 1: "toxic", 2: "hate"}, "Hate", 2),
+    ({0: "a", 1: "b"}, "0", 0),
+])
+def test_toxic_label_index(id2label, label, expected) -> None:
+    assert toxic_label_index(id2label, label) == expected
+
+
+# ------------------------------------------------------------------ the command line
+
+
+@pytest.fixture
+def small_offline(small_scorer, small_cache, monkeypatch) -> OfflineScorer:
+    """``offline`` in the registry is the small scorer (its cache is already filled)."""
+    monkeypatch.setitem(score.SCORERS, "offline", partial(OfflineScorer.load, SMALL, progress=False))
+    return small_scorer
+
+
+def test_cli_score_file_and_stdin(small_offline, tmp_path, capsys, monkeypatch) -> None:
+    texts = ["You are a stupid idiot", "", "Thank you for the lovely dinner"]
+    expected = [f"{v:.6f}" for v in small_offline.score(texts, "en")]
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert main(["score", "--scorer", "offline", "--lang", "en", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == expected
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(texts)))  # no final newline
+    assert main(["score", "--lang", "en", "-"]) == 0
+    assert capsys.readouterr().out.splitlines() == expected
+
+    path.write_text("", encoding="utf-8")
+    assert main(["score", "--lang", "en", str(path)]) == 0
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--scorer", "nope", "--lang", "en", "FILE"], "unknown scorer 'nope'"),
+    (["--lang", "fr", "FILE"], "offline does not support fr"),
+    (["--lang", "en", "missing.txt"], "input file not found: missing.txt"),
+    (["--scorer", "perspective", "--lang", "en", "FILE"], "PERSPECTIVE_API_KEY"),
+    (["--scorer", "perspective", "--lang", "uk", "FILE"], "PERSPECTIVE_API_KEY"),
+    (["FILE"], "--lang"),
+])
+def test_cli_score_bad_input_exits_2(small_offline, tmp_path, capsys, monkeypatch, args, needle) -> None:
+    monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
+    path = tmp_path / "texts.txt"
+    path.write_text("hello\n", encoding="utf-8")
+    assert main(["score", *[str(path) if a == "FILE" else a for a in args]]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert needle in err and "\n" not in err and captured.out == ""
+
+
+def test_cli_scorer_eval_json_shape(monkeypatch, capsys) -> None:
+    results = {"paradetox_test": {"en": 0.97, "de": 0.9}, "heldout": {"en": 0.95}}
+    monkeypatch.setattr(score, "get_scorer", lambda name: object())
+    monkeypatch.setattr(score, "evaluate_offline", lambda scorer: results)
+    assert main(["scorer", "eval", "--json"]) == 0
+    assert capsys.readouterr().out == '{"paradetox_test": {"en": 0.97, "de": 0.9}, "heldout": {"en": 0.95}}\n'
+    assert json.loads(json.dumps(results)) == results

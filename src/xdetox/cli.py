@@ -76,8 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
     grid_run.add_argument("--out", default=None, help="run directory (default runs/<config name>); resumes")
     grid_run.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    bench = sub.add_parser("bench", help="generation speed vs the reference pattern; LoRA training speed")
+    bench.add_argument("--prompts", type=int, default=64, help="prompts per generator (default 64)")
+    bench.add_argument("--model", default="embedded")
+    bench.add_argument("--lang", default="en", help="language of the prompts and training texts")
+    bench.add_argument("--batch-size", type=int, default=16, help="xdetox generation batch size")
+    bench.add_argument("--train-examples", type=int, default=300, help="examples in the timed LoRA epoch")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
     report = sub.add_parser("report", help="rebuild a run's report from its store")
     report.add_argument("run_dir")
+
+    score = sub.add_parser("score", help="score texts, one per line, with a toxicity scorer")
+    score.add_argument("--scorer", default="offline",
+                       help="offline (default), perspective or hf:<model id or path>[#<label>]")
+    score.add_argument("--lang", required=True, help="language of the texts, e.g. en")
+    score.add_argument("file", help="one text per line ('-': stdin); an empty line is scored as the empty text")
 
     scorer = sub.add_parser("scorer", help="toxicity scorer tools")
     scorer_sub = scorer.add_subparsers(dest="scorer_command", required=True, parser_class=_Parser)
@@ -94,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "grid":
             return cmd_grid_plan(args) if args.grid_command == "plan" else cmd_grid_run(args)
+        if args.command == "bench":
+            return cmd_bench(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "score":
+            return cmd_score(args)
         if args.command == "scorer":
             return cmd_scorer_eval(args)
     except XdetoxInputError as err:
@@ -272,6 +290,16 @@ def _write_outputs(run_dir: Path, store) -> dict:
     return report.write_report(run_dir, frame.drop(columns=["n_tokens"]), info)
 
 
+def cmd_bench(args) -> int:
+    from xdetox import bench
+
+    spec = bench.BenchSpec(model=args.model, prompts=args.prompts, lang=args.lang, batch_size=args.batch_size,
+                           train_examples=args.train_examples)
+    result = bench.run(spec, progress=lambda line: print(line, file=sys.stderr))
+    print(json.dumps(result, indent=2) if args.json else bench.format_table(result))
+    return 0
+
+
 def cmd_report(args) -> int:
     from xdetox import grid, report
     from xdetox.store import Store
@@ -285,13 +313,41 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    """One line out per line in: the text's toxicity as %.6f (an empty line scores as "")."""
+    from xdetox import score
+
+    score.check_languages(args.scorer, [args.lang])
+    texts = _read_lines(args.file)
+    scorer = score.get_scorer(args.scorer)
+    chunk = getattr(scorer, "batch_size", 256)
+    for start in range(0, len(texts), chunk):
+        for value in scorer.score(texts[start:start + chunk], args.lang):
+            print(f"{value:.6f}")
+        sys.stdout.flush()
+    return 0
+
+
+def _read_lines(path: str) -> list[str]:
+    """The lines of ``path`` ('-': stdin) without their line ends; an empty file has none."""
+    try:
+        if path == "-":
+            return [line.removesuffix("\n") for line in sys.stdin]
+        with open(path, encoding="utf-8") as handle:
+            return [line.removesuffix("\n") for line in handle]
+    except FileNotFoundError:
+        raise XdetoxInputError(f"input file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise XdetoxInputError(f"cannot read {path}: {err}") from None
+
+
 def cmd_scorer_eval(args) -> int:
     from xdetox import score
 
     scorer = score.get_scorer("offline")
     results = score.evaluate_offline(scorer)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results))
     else:
         print(score.format_auc_table(results))
     return 0

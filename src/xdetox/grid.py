@@ -435,14 +435,18 @@ def generate(
     bar.close()
 
 
-def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, progress: bool,
-          chunk: int = 256) -> None:
-    """Score every completion of these evaluations with every configured scorer (skips what is scored)."""
+def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, progress: bool) -> None:
+    """Score every completion of these evaluations with every configured scorer (skips what is scored).
+
+    Scores are committed a chunk at a time (the scorer's ``batch_size``, default 256), so a
+    slow remote scorer interrupted half-way resumes where it stopped.
+    """
     for name in plan.config.scorers:
         pending = store.unscored(name, eval_keys)
         if pending.empty:
             continue
         scorer = session.scorer(name)
+        chunk = getattr(scorer, "batch_size", 256)
         for target, group in pending.groupby("target", sort=False):
             for start in range(0, len(group), chunk):
                 part = group.iloc[start:start + chunk]

@@ -1,9 +1,18 @@
 """Toxicity scorers: turn texts into toxicity probabilities, one language at a time.
 
 A *scorer* is anything with a ``name``, the ``supported_languages`` it claims and
-``score(texts, lang) -> list[float]`` (probabilities in [0, 1]).  ``get_scorer(name)``
-returns one from the registry ``SCORERS``; other scorers (Perspective API, Hugging Face
-classifiers, ...) are added by registering a factory there.
+``score(texts, lang) -> list[float]`` (probabilities in [0, 1]); an optional ``batch_size``
+tells the grid how many scores to commit at a time.  ``get_scorer(name)`` builds one:
+
+* ``"offline"``: the bundled lexical model described below (every LANGS language);
+* ``"perspective"``: Google's Perspective API, TOXICITY attribute (``PerspectiveScorer``;
+  key from ``PERSPECTIVE_API_KEY``; not uk or am, see ``PERSPECTIVE_LANGUAGES``);
+* ``"hf:<model id or path>[#<label>]"``: any local Hugging Face sequence classifier
+  (``HFScorer``);
+* anything registered in ``SCORERS``.
+
+``check_scorer(name)`` refuses a bad name, a missing key or model before any work, and
+``check_languages(name, targets)`` the targets a scorer cannot score.
 
 The built-in ``"offline"`` scorer needs nothing but the bundled data: one multilingual,
 purely lexical model, trained once on this machine and cached.
@@ -85,16 +94,20 @@ import gzip
 import hashlib
 import json
 import os
+import random
 import re
 import sys
 import tempfile
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from urllib3.util.retry import Retry
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -106,6 +119,7 @@ from xdetox.errors import XdetoxInputError
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 # --------------------------------------------------------------------------- protocol
 
@@ -414,6 +428,23 @@ def _log(progress: bool, message: str) -> None:
         print(f"[xdetox score] {message}", file=sys.stderr, flush=True)
 
 
+def _check_input(scorer: Scorer, texts: list[str], lang: str) -> None:
+    """``XdetoxInputError`` for a language the scorer does not support, TypeError for a non-string."""
+    if lang not in scorer.supported_languages:
+        raise XdetoxInputError(
+            f"scorer {scorer.name!r} does not support language {lang!r}; "
+            f"supported: {', '.join(_in_lang_order(scorer.supported_languages))}"
+        )
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"score() needs strings, got {type(text).__name__}")
+
+
+def _in_lang_order(langs: Iterable[str]) -> list[str]:
+    """LANGS order first, then the others alphabetically."""
+    return sorted(set(langs), key=lambda lang: (LANGS.index(lang) if lang in LANGS else len(LANGS), lang))
+
+
 class OfflineScorer:
     """The bundled-data lexical toxicity model (see the module docstring)."""
 
@@ -478,14 +509,7 @@ class OfflineScorer:
 
     def score(self, texts: list[str], lang: str) -> list[float]:
         """Toxicity probability of each text; ``lang`` is checked but not a feature."""
-        if lang not in self.supported_languages:
-            raise XdetoxInputError(
-                f"scorer {self.name!r} does not support language {lang!r}; "
-                f"supported: {', '.join(LANGS)}"
-            )
-        for text in texts:
-            if not isinstance(text, str):
-                raise TypeError(f"score() needs strings, got {type(text).__name__}")
+        _check_input(self, texts, lang)
         if not texts:
             return []
         probs = self.pipeline.predict_proba(self.prepare(texts))[:, 1]
@@ -545,24 +569,354 @@ def format_auc_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- Perspective API
+
+PERSPECTIVE_URL = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
+PERSPECTIVE_KEY_ENV = "PERSPECTIVE_API_KEY"
+PERSPECTIVE_URL_ENV = "XDETOX_PERSPECTIVE_URL"
+PERSPECTIVE_QPS_ENV = "XDETOX_PERSPECTIVE_QPS"
+PERSPECTIVE_LANGUAGES: frozenset[str] = frozenset({
+    "ar", "zh", "cs", "nl", "en", "fr", "de", "hi", "hi-Latn", "id", "it", "ja", "ko", "pl",
+    "pt", "ru", "es", "sv",
+})
+"""Languages of the TOXICITY attribute on Perspective's "Attributes & Languages" page
+(hi-Latn is Hinglish).  Of LANGS, uk and am are missing."""
+RETRY_STATUSES: frozenset[int] = frozenset({429, *range(500, 600)})
+
+
+class PerspectiveError(RuntimeError):
+    """The Perspective API gave no score (after the retries).  Its message never holds the key."""
+
+
+@dataclass(frozen=True)
+class PerspectiveSettings:
+    """How ``PerspectiveScorer`` talks to the API.  ``repr`` leaves the key out."""
+
+    api_key: str = field(repr=False)
+    url: str = PERSPECTIVE_URL
+    qps: float = 1.0
+    """Requests started per second at most (Perspective's default quota is 1)."""
+    max_retries: int = 6
+    """Retries of one text on 429, 5xx or a connection error, then ``PerspectiveError``."""
+    backoff_s: float = 1.0
+    """Wait before retry i: ``backoff_s * 2**(i-1)`` plus up to ``backoff_s`` of jitter,
+    or the server's Retry-After when it sends one."""
+    max_backoff_s: float = 60.0
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.api_key:
+            raise XdetoxInputError(
+                f"the perspective scorer needs an API key in the environment variable {PERSPECTIVE_KEY_ENV}"
+            )
+        if not self.qps > 0:
+            raise XdetoxInputError(f"perspective qps must be positive, got {self.qps}")
+        if self.max_retries < 0 or self.backoff_s < 0 or not self.timeout_s > 0:
+            raise XdetoxInputError("perspective max_retries and backoff_s must be >= 0, timeout_s > 0")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> PerspectiveSettings:
+        """Key, URL and QPS from the environment; keyword arguments win over both."""
+        values: dict[str, Any] = {"api_key": os.environ.get(PERSPECTIVE_KEY_ENV, "").strip()}
+        if os.environ.get(PERSPECTIVE_URL_ENV):
+            values["url"] = os.environ[PERSPECTIVE_URL_ENV]
+        if os.environ.get(PERSPECTIVE_QPS_ENV) and "qps" not in overrides:
+            try:
+                values["qps"] = float(os.environ[PERSPECTIVE_QPS_ENV])
+            except ValueError:
+                raise XdetoxInputError(
+                    f"{PERSPECTIVE_QPS_ENV} must be a number, got {os.environ[PERSPECTIVE_QPS_ENV]!r}"
+                ) from None
+        return cls(**{**values, **overrides})
+
+
+@dataclass
+class RateLimiter:
+    """Starts of successive ``wait()`` calls are at least ``1 / qps`` seconds apart."""
+
+    qps: float
+    _next: float = field(default=float("-inf"), init=False, repr=False)
+
+    def wait(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            time.sleep(self._next - now)
+            now = self._next
+        self._next = now + 1.0 / self.qps
+
+
+class _Backoff(Retry):
+    """urllib3's ``Retry`` whose first retry waits too (urllib3 sends it at once)."""
+
+    def get_backoff_time(self) -> float:
+        if not self.history:
+            return 0.0
+        delay = self.backoff_factor * 2 ** (len(self.history) - 1) + random.random() * self.backoff_jitter
+        return min(self.backoff_max, delay)
+
+
+class PerspectiveScorer:
+    """TOXICITY summary scores from the Perspective API, one request per text.
+
+    The key travels in the ``X-Goog-Api-Key`` header, never in the URL, so no URL in a log
+    line or exception carries it; error messages are scrubbed of it all the same.  Requests
+    are spaced by a ``RateLimiter``; retries (urllib3 ``Retry`` inside the requests session)
+    happen on 429, 5xx and connection errors with exponential backoff, jitter and the
+    server's Retry-After.  A text that is empty after stripping scores 0.0 without a request
+    (the API refuses empty comments).  ``batch_size`` = 16: the grid commits every 16
+    scores, so an interrupted run resumes after the last committed chunk.
+    """
+
+    name = "perspective"
+    supported_languages: frozenset[str] = PERSPECTIVE_LANGUAGES
+    batch_size = 16
+
+    def __init__(self, settings: PerspectiveSettings) -> None:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        self.settings = settings
+        self._limiter = RateLimiter(settings.qps)
+        retry = _Backoff(
+            total=settings.max_retries, status_forcelist=RETRY_STATUSES, allowed_methods=None,
+            backoff_factor=settings.backoff_s, backoff_jitter=settings.backoff_s,
+            backoff_max=settings.max_backoff_s, respect_retry_after_header=True, raise_on_status=True,
+        )
+        self._session = requests.Session()
+        self._session.mount(settings.url, HTTPAdapter(max_retries=retry))
+        self._session.headers["X-Goog-Api-Key"] = settings.api_key
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> PerspectiveScorer:
+        """The scorer for ``PerspectiveSettings.from_env(**overrides)``."""
+        return cls(PerspectiveSettings.from_env(**overrides))
+
+    def __repr__(self) -> str:
+        return f"PerspectiveScorer({self.settings!r})"
+
+    def score(self, texts: list[str], lang: str) -> list[float]:
+        """TOXICITY probability of each text in ``lang`` (refused before any request if unsupported)."""
+        _check_input(self, texts, lang)
+        return [self._score_one(text, lang) if text.strip() else 0.0 for text in texts]
+
+    def _score_one(self, text: str, lang: str) -> float:
+        import requests
+
+        body = {
+            "comment": {"text": text}, "languages": [lang],
+            "requestedAttributes": {"TOXICITY": {}}, "doNotStore": True,
+        }
+        self._limiter.wait()
+        try:
+            response = self._session.post(self.settings.url, json=body, timeout=self.settings.timeout_s)
+        except requests.RequestException as err:
+            reason = getattr(err.args[0], "reason", err) if err.args else err
+            raise self._error(
+                f"no answer after {self.settings.max_retries} retries ({type(err).__name__}: {reason})"
+            ) from None
+        if not response.ok:
+            raise self._error(f"HTTP {response.status_code}: {_api_message(response)}")
+        try:
+            return float(response.json()["attributeScores"]["TOXICITY"]["summaryScore"]["value"])
+        except (ValueError, KeyError, TypeError):
+            raise self._error(f"unexpected response: {response.text[:200]!r}") from None
+
+    def _error(self, detail: str) -> PerspectiveError:
+        message = f"Perspective API ({self.settings.url}): {detail}"
+        return PerspectiveError(message.replace(self.settings.api_key, "***"))
+
+
+def _api_message(response: Any) -> str:
+    """The ``error.message`` of a Google API error body, else the start of the body."""
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200] or response.reason or "no details"
+
+
+# --------------------------------------------------------------------------- Hugging Face
+
+HF_PREFIX = "hf:"
+NOT_TOXIC_MARKERS: tuple[str, ...] = ("non", "not", "neutral")
+
+
+@dataclass(frozen=True)
+class HFScorerSpec:
+    """``hf:<model id or path>[#<label>]``: which classifier, and which label is "toxic"."""
+
+    model: str
+    label: str | None = None
+
+    @classmethod
+    def parse(cls, name: str) -> HFScorerSpec:
+        model, sep, label = name.removeprefix(HF_PREFIX).partition("#")
+        if not model.strip() or (sep and not label.strip()):
+            raise XdetoxInputError(f"bad scorer {name!r}; write hf:<model id or path>[#<label>]")
+        return cls(model.strip(), label.strip() or None)
+
+    @property
+    def name(self) -> str:
+        return f"{HF_PREFIX}{self.model}" + (f"#{self.label}" if self.label else "")
+
+    def config(self) -> PretrainedConfig:
+        """The model's config from disk or the local Hugging Face cache (never downloads)."""
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(self.model, local_files_only=True)
+        except (OSError, ValueError):
+            raise XdetoxInputError(
+                f"scorer {self.name!r}: {self.model!r} is neither a model directory nor a model in the "
+                "local Hugging Face cache; download it first or give a path"
+            ) from None
+
+    def check(self) -> int:
+        """Validate offline; the index of the toxic label."""
+        return toxic_label_index(self.config().id2label, self.label)
+
+
+def toxic_label_index(id2label: Mapping[int, str], label: str | None = None) -> int:
+    """Which output of a classifier is the toxicity probability.
+
+    ``label`` names it (case-insensitive) or gives its index.  Without one: the first label
+    whose name contains "toxic" but none of "non", "not", "neutral"; else index 1 (index 0
+    for a one-output model).
+    """
+    names = {int(index): str(name) for index, name in id2label.items()}
+    if label is not None:
+        for index, name in sorted(names.items()):
+            if name.lower() == label.lower():
+                return index
+        if label.isdigit() and int(label) in names:
+            return int(label)
+        raise XdetoxInputError(
+            f"label {label!r} is not one of the model's labels: {', '.join(names[i] for i in sorted(names))}"
+        )
+    for index, name in sorted(names.items()):
+        lowered = name.lower()
+        if "toxic" in lowered and not any(marker in lowered for marker in NOT_TOXIC_MARKERS):
+            return index
+    return 1 if len(names) > 1 else 0
+
+
+class HFScorer:
+    """A Hugging Face ``AutoModelForSequenceClassification`` as a toxicity scorer.
+
+    Texts go in batches of ``batch_size``, truncated to ``max_length`` tokens; the score is
+    the softmax probability of the toxic label (``toxic_label_index``), or its sigmoid for a
+    multi-label or one-output model.  Runs on the GPU when there is one.  The classifier's
+    language coverage is not known here: every LANGS language is accepted.
+    """
+
+    supported_languages: frozenset[str] = frozenset(LANGS)
+
+    def __init__(self, spec: HFScorerSpec, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 label_index: int, batch_size: int = 32, max_length: int = 512) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+        self.label_index = label_index
+        self.batch_size = batch_size
+        self.max_length = min(max_length, tokenizer.model_max_length)
+        config = model.config
+        self.multi_label = config.problem_type == "multi_label_classification" or config.num_labels == 1
+
+    @classmethod
+    def load(cls, spec: HFScorerSpec, batch_size: int = 32, device: str | None = None) -> HFScorer:
+        """Load the classifier from disk or the local cache, in eval mode on ``device``."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from xdetox.models import device as default_device
+
+        label_index = spec.check()
+        tokenizer = AutoTokenizer.from_pretrained(spec.model, local_files_only=True)
+        model = AutoModelForSequenceClassification.from_pretrained(spec.model, local_files_only=True)
+        model.to(device or default_device()).eval()
+        return cls(spec, model, tokenizer, label_index, batch_size=batch_size)
+
+    def score(self, texts: list[str], lang: str) -> list[float]:
+        """Toxicity probability of each text; ``lang`` is checked but not used."""
+        _check_input(self, texts, lang)
+        scores: list[float] = []
+        for start in range(0, len(texts), self.batch_size):
+            scores.extend(self._score_batch(texts[start:start + self.batch_size]))
+        return scores
+
+    def _score_batch(self, texts: list[str]) -> list[float]:
+        import torch
+
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt").to(self.model.device)
+        with torch.inference_mode():
+            logits = self.model(**encoded).logits.float()
+        probs = logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)
+        return probs[:, self.label_index].tolist()
+
+
 # --------------------------------------------------------------------------- registry
 
 SCORERS: dict[str, Callable[[], Scorer]] = {
     "offline": OfflineScorer.load,
+    "perspective": PerspectiveScorer.from_env,
 }
-"""Scorer name -> zero-argument factory.  Register new scorers here."""
+"""Scorer name -> zero-argument factory.  Register new scorers here.  ``hf:...`` names are
+not listed: any of them is built by ``HFScorer.load``."""
+
+PREFLIGHT: dict[str, Callable[[], object]] = {
+    "perspective": PerspectiveSettings.from_env,
+}
+"""Scorer name -> cheap check that ``check_scorer`` runs (raises ``XdetoxInputError``)."""
 
 
 def check_scorer(name: str) -> Callable[[], Scorer]:
-    """The factory registered under ``name`` (nothing is loaded); ``XdetoxInputError`` if none."""
+    """The factory for ``name``, after the checks that need no loading; ``XdetoxInputError`` if bad.
+
+    Checks: the name is registered or an ``hf:`` name whose model and label exist offline;
+    the perspective key is set.
+    """
+    if name.startswith(HF_PREFIX):
+        spec = HFScorerSpec.parse(name)
+        spec.check()
+        return partial(HFScorer.load, spec)
     factory = SCORERS.get(name)
     if factory is None:
         raise XdetoxInputError(
-            f"unknown scorer {name!r}; known scorers: {', '.join(sorted(SCORERS))}"
+            f"unknown scorer {name!r}; known scorers: {', '.join(sorted(SCORERS))}, "
+            f"{HF_PREFIX}<model id or path>[#<label>]"
         )
+    if name in PREFLIGHT:
+        PREFLIGHT[name]()
     return factory
 
 
 def get_scorer(name: str) -> Scorer:
     """The scorer registered under ``name``; ``XdetoxInputError`` if there is none."""
     return check_scorer(name)()
+
+
+def scorer_languages(name: str) -> frozenset[str]:
+    """The languages scorer ``name`` accepts.
+
+    Read from the class behind its factory (a class, a classmethod of one, or a
+    ``functools.partial`` of either) when it declares ``supported_languages``; otherwise the
+    scorer is built and asked.
+    """
+    factory = check_scorer(name)
+    target = getattr(factory, "func", factory)  # unwrap functools.partial
+    owner = getattr(target, "__self__", target)  # a classmethod's class, or the class itself
+    declared = getattr(owner, "supported_languages", None)
+    if not isinstance(declared, (set, frozenset)):
+        declared = factory().supported_languages
+    return frozenset(declared)
+
+
+def check_languages(scorer_name: str, targets: Iterable[str]) -> None:
+    """``XdetoxInputError`` naming every target that scorer ``scorer_name`` cannot score."""
+    supported = scorer_languages(scorer_name)
+    unsupported = [lang for lang in dict.fromkeys(targets) if lang not in supported]
+    if unsupported:
+        raise XdetoxInputError(
+            f"{scorer_name} does not support {', '.join(unsupported)}; "
+            "remove them from targets or use another scorer"
+        )

@@ -1,0 +1,198 @@
+"""``xdetox bench``: xdetox's generator against the reference pattern, on the same prompts.
+
+The reference scripts sample one prompt at a time in fp32 with ``model.generate``
+(transformers' own temperature/top-p sampling over the full vocabulary). xdetox
+batches prompts by length, runs bf16 where the hardware supports it and samples
+from the top candidates only (``generate.NucleusSampler``). Both use the same
+prompts and decoding settings (temperature 0.7, top-p 0.9, 50 new tokens).
+
+Each measurement runs in its own process, so its peak RSS is its own. Training
+throughput is one LoRA epoch on the source language's train neutrals.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from xdetox.errors import XdetoxInputError
+
+WORKERS = ("reference", "xdetox", "train")
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    model: str = "embedded"
+    prompts: int = 64
+    lang: str = "en"
+    max_new_tokens: int = 50
+    batch_size: int = 16
+    train_examples: int = 300
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Measurement:
+    worker: str
+    seconds: float
+    tokens: int
+    items: int
+    peak_rss_mb: float
+    dtype: str
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def items_s(self) -> float:
+        return self.items / self.seconds if self.seconds else 0.0
+
+
+def run(spec: BenchSpec, progress=print) -> dict:
+    """All three measurements, each in a fresh process; returns the figures as a dict."""
+    if spec.prompts < 1:
+        raise XdetoxInputError(f"--prompts must be at least 1, got {spec.prompts}")
+    from xdetox import data, models
+
+    data.check_langs([spec.lang])
+    models.locate(models.ModelSpec(name=spec.model))  # convert/check once, before timing anything
+    results = {}
+    for worker in WORKERS:
+        progress(f"bench: {worker} ...")
+        results[worker] = _spawn(worker, spec)
+        m = results[worker]
+        progress(f"bench: {worker}: {m.tokens} tokens in {m.seconds:.1f} s = {m.tok_s:.1f} tok/s,"
+                 f" peak RSS {m.peak_rss_mb:.0f} MB ({m.dtype})")
+    ref, ours, train = results["reference"], results["xdetox"], results["train"]
+    return {
+        "model": spec.model,
+        "prompts": spec.prompts,
+        "max_new_tokens": spec.max_new_tokens,
+        "reference_tok_s": round(ref.tok_s, 2),
+        "xdetox_tok_s": round(ours.tok_s, 2),
+        "ratio": round(ours.tok_s / ref.tok_s, 2) if ref.tok_s else None,
+        "reference_prompts_s": round(ref.items_s, 3),
+        "xdetox_prompts_s": round(ours.items_s, 3),
+        "reference_peak_rss_mb": round(ref.peak_rss_mb, 1),
+        "xdetox_peak_rss_mb": round(ours.peak_rss_mb, 1),
+        "train_tok_s": round(train.tok_s, 2),
+        "train_examples_s": round(train.items_s, 3),
+        "train_peak_rss_mb": round(train.peak_rss_mb, 1),
+        "reference_dtype": ref.dtype,
+        "xdetox_dtype": ours.dtype,
+        "train_dtype": train.dtype,
+    }
+
+
+def format_table(result: dict) -> str:
+    rows = [
+        ("reference (1 prompt at a time, fp32)", result["reference_tok_s"], result["reference_prompts_s"],
+         result["reference_peak_rss_mb"]),
+        (f"xdetox (batched, {result['xdetox_dtype']})", result["xdetox_tok_s"], result["xdetox_prompts_s"],
+         result["xdetox_peak_rss_mb"]),
+    ]
+    lines = [f"model {result['model']}, {result['prompts']} prompts, {result['max_new_tokens']} new tokens,"
+             " temperature 0.7, top-p 0.9", f"{'generator':40} {'tok/s':>9} {'prompts/s':>10} {'peak RSS MB':>12}"]
+    lines += [f"{name:40} {tok:9.1f} {ps:10.3f} {rss:12.0f}" for name, tok, ps, rss in rows]
+    lines.append(f"ratio xdetox / reference: {result['ratio']}x")
+    lines.append(f"LoRA training ({result['train_dtype']}): {result['train_tok_s']:.1f} tok/s,"
+                 f" {result['train_examples_s']:.2f} examples/s, peak RSS {result['train_peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)
+
+
+def _spawn(worker: str, spec: BenchSpec) -> Measurement:
+    done = subprocess.run(
+        [sys.executable, "-m", "xdetox.bench", worker, json.dumps(asdict(spec))],
+        capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench worker {worker} failed:\n{done.stderr[-3000:]}")
+    return Measurement(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _prompts(spec: BenchSpec):
+    from xdetox import data
+
+    prompts = data.load().prompts(spec.lang, "test_toxic")
+    prompts = (prompts * (spec.prompts // len(prompts) + 1))[: spec.prompts]
+    return prompts
+
+
+def _reference(spec: BenchSpec) -> Measurement:
+    """The reference pattern: fp32, one prompt per ``model.generate`` call."""
+    import torch
+
+    from xdetox import models
+    from xdetox.generate import DecodeSpec
+
+    loaded = models.load(models.ModelSpec(name=spec.model), dtype="float32")
+    decode = DecodeSpec(max_new_tokens=spec.max_new_tokens)
+    tok, model = loaded.tokenizer, loaded.model
+    torch.manual_seed(spec.seed)
+    tokens = 0
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for p in _prompts(spec):
+            enc = tok(decode.render(p.text), return_tensors="pt")
+            out = model.generate(**enc, do_sample=True, temperature=decode.temperature, top_p=decode.top_p,
+                                 top_k=0, max_new_tokens=decode.max_new_tokens, pad_token_id=tok.pad_token_id)
+            new = out[0, enc["input_ids"].shape[1]:].tolist()
+            eos = model.generation_config.eos_token_id
+            stops = set(eos if isinstance(eos, list) else [eos])
+            tokens += next((i for i, t in enumerate(new) if t in stops), len(new))
+    return Measurement("reference", time.perf_counter() - start, tokens, spec.prompts, _peak_rss_mb(), "float32")
+
+
+def _xdetox(spec: BenchSpec) -> Measurement:
+    from xdetox import models
+    from xdetox.generate import DecodeSpec, Generator
+
+    loaded = models.load(models.ModelSpec(name=spec.model))
+    decode = DecodeSpec(max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size)
+    generator = Generator(loaded.model, loaded.tokenizer)
+    start = time.perf_counter()
+    completions = generator.generate(_prompts(spec), decode, seed=spec.seed)
+    seconds = time.perf_counter() - start
+    tokens = sum(c.n_tokens for c in completions)
+    return Measurement("xdetox", seconds, tokens, spec.prompts, _peak_rss_mb(), str(loaded.dtype).removeprefix("torch."))
+
+
+def _train(spec: BenchSpec) -> Measurement:
+    import tempfile
+    from dataclasses import replace
+    from pathlib import Path
+
+    from xdetox import data, models, train
+
+    corpus = data.load()
+    pairs = [p for p in corpus.pairs if not (p.lang == spec.lang and p.split == "train")]
+    pairs += corpus.select(spec.lang, "train")[: spec.train_examples]
+    corpus = replace(corpus, pairs=tuple(pairs))
+    tspec = train.TrainSpec(source=spec.lang, epochs=1, seed=spec.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = train.train_adapter(models.ModelSpec(name=spec.model), tspec, corpus, Path(tmp) / "a", progress=False)
+        meta = train.read_metadata(out)
+    dtype = str(models.resolve_dtype("auto")).removeprefix("torch.")
+    return Measurement("train", meta["train_seconds"], meta["train_tokens"], meta["n_examples"], _peak_rss_mb(), dtype)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+if __name__ == "__main__":  # a worker: python -m xdetox.bench WORKER SPEC_JSON
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    name, raw = sys.argv[1], json.loads(sys.argv[2])
+    result = {"reference": _reference, "xdetox": _xdetox, "train": _train}[name](BenchSpec(**raw))
+    print(json.dumps(asdict(result)))
