@@ -199,3 +199,16 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_rows(tmp_p
     assert not [p for p in (killed / "adapters").iterdir() if p.name.startswith(".")], "half-trained leftovers"
     assert json.loads((killed / "summary.json").read_text())["settings"] == \
         json.loads((clean / "summary.json").read_text())["settings"]
+
+
+def test_a_scorer_that_cannot_score_a_target_is_refused_before_any_work(tmp_path, tiny_model_dir, capsys,
+                                                                        monkeypatch):
+    monkeypatch.setenv("PERSPECTIVE_API_KEY", "not-a-real-key")
+    config = tmp_path / "p.toml"
+    config.write_text(f'models = ["{tiny_model_dir}"]\nsources = ["en"]\ntargets = ["en", "uk", "am"]\n'
+                      'scorers = ["perspective"]\n')
+    out = tmp_path / "run"
+    assert main(["grid", "run", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "perspective does not support uk, am" in err and "not-a-real-key" not in err
+    assert not out.exists()

@@ -351,10 +351,12 @@ def test_hf_scorer_multi_label_uses_sigmoid(tiny_classifier_dir) -> None:
 
 
 def test_hf_check_scorer_is_offline_and_one_line(tiny_classifier_dir, tmp_path, monkeypatch) -> None:
+    import transformers
+
     def no_loading(*args, **kwargs):
         raise AssertionError("loaded the model")
 
-    monkeypatch.setattr(HFScorer, "load", no_loading)
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", no_loading)
     check_scorer(f"hf:{tiny_classifier_dir}")
     check_languages(f"hf:{tiny_classifier_dir}", LANGS)  # read from the class, nothing loaded
     for name, needle in [

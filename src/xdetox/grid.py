@@ -297,10 +297,11 @@ def plan_table(plan: Plan, corpus: Corpus) -> str:
 def check_runnable(config: GridConfig) -> None:
     """Everything that can be refused before any work starts."""
     from xdetox import models
-    from xdetox.score import check_scorer
+    from xdetox.score import check_languages, check_scorer
 
     for scorer in config.scorers:
         check_scorer(scorer)
+        check_languages(scorer, config.targets)
     for model in config.models:
         models.check_runnable(model)
         models.locate(model)
