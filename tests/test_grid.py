@@ -30,6 +30,7 @@ sources = ["en", "de"]
 targets = ["en", "de"]
 seeds = [1, 2]
 limit = 3
+scorers = ["offline", "ppl:{model}"]
 [train]
 epochs = 1
 batch_size = 16
@@ -129,7 +130,7 @@ def test_tiny_grid_runs_every_paradigm_with_two_seeds_and_resumes_for_free(tmp_p
     assert len(tables["train_settings"]) == 18
     assert sorted(tables["train_settings"]["paradigm"].unique()) == ["dpo", "m-ft", "p-ft", "x-ft", "zs"]
     assert len(tables["evaluations"]) == 36
-    assert len(tables["completions"]) == 36 * 3 == len(tables["scores"])
+    assert len(tables["completions"]) == 36 * 3
     adapters = sorted((run / "adapters").iterdir())
     assert len(adapters) == 16 and not [a for a in adapters if a.name.startswith(".")]
 
@@ -141,6 +142,10 @@ def test_tiny_grid_runs_every_paradigm_with_two_seeds_and_resumes_for_free(tmp_p
     for paradigm in ("x-ft", "p-ft", "m-ft", "dpo"):
         assert list(run.glob(f"matrix_*_{paradigm}.csv")), paradigm
     assert (run / "report.html").is_file()
+    for s in summary["settings"]:  # fluency: completions' perplexity under the base model
+        assert s["ppl_completion"] > 1
+        assert (s["ppl_change"] is None) == (s["paradigm"] == "zs")
+    assert len(tables["scores"]) == 2 * 36 * 3  # two scorers
 
     # Running the same config again redoes nothing: no training, no generation, same rows.
     stamps = {a.name: (a / "adapter_model.safetensors").stat().st_mtime_ns for a in adapters}

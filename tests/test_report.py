@@ -25,9 +25,10 @@ from xdetox.report import (
 MODEL = "google/gemma-3-270m"
 SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n", "seeds",
                 "mean_toxicity", "std", "reduction_abs", "reduction_rel", "reduction_abs_std",
-                "emt", "tox_prob", "ci95", "p_value"}
+                "emt", "tox_prob", "ci95", "p_value", "ppl_completion", "ppl_change"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
-                 "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob"}
+                 "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
+                 "ppl_completion", "ppl_change"}
 
 
 def info(**over) -> RunInfo:
@@ -344,7 +345,7 @@ def test_print_table_mean_and_std():
     ft = next(line for line in lines if "X-FT from en" in line)
     assert "0.333 ± 0.153" in ft and "+0.350 ± 0.071" in ft and "+58.6%" in ft
     assert ft.split()[5] == "3"  # seeds
-    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d$", ft)  # 95% CI, p
+    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d\s+-\s+-$", ft)  # 95% CI, p
     assert "95% CI (abs)" in lines[1] and zs.split()[-2:] == ["-", "-"]  # none for ZS
 
 
@@ -454,3 +455,16 @@ def test_write_report_varying_n(tmp_path):
 def test_md_escape():
     assert md_escape("<b>&|`\n") == "&lt;b&gt;&amp;&#124;&#96;<br>"
     assert md_escape(None) == ""
+
+
+def test_completion_perplexity_is_a_geometric_mean_compared_with_zs():
+    frame = pd.DataFrame(
+        rows("zs", "en", [0.5, 0.5]) + rows("x-ft:en", "en", [0.2, 0.2]))
+    frame["ppl"] = [10.0, 40.0, 20.0, 80.0]  # ZS geo-mean 20, X-FT geo-mean 40
+    summary = summarize(frame, info(ppl_scorer="ppl:base"))
+    zs, ft = summary["settings"]
+    assert zs["ppl_completion"] == pytest.approx(20.0) and zs["ppl_change"] is None
+    assert ft["ppl_completion"] == pytest.approx(40.0) and ft["ppl_change"] == pytest.approx(1.0)
+    assert "+100.0%" in print_table(summary)
+    without = summarize(frame.drop(columns=["ppl"]), info())
+    assert all(s["ppl_completion"] is None for s in without["settings"])

@@ -440,3 +440,26 @@ def test_cli_scorer_eval_json_shape(monkeypatch, capsys) -> None:
     assert main(["scorer", "eval", "--json"]) == 0
     assert capsys.readouterr().out == '{"paradetox_test": {"en": 0.97, "de": 0.9}, "heldout": {"en": 0.95}}\n'
     assert json.loads(json.dumps(results)) == results
+
+
+def test_perplexity_matches_the_model_loss_and_ignores_padding(tiny_model_dir):
+    import math
+
+    import torch
+
+    from xdetox import models
+    from xdetox.score import get_scorer, perplexity
+
+    loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)), dtype="float32")
+    texts = ["a short one", "a noticeably longer sentence about nothing at all", ""]
+    together = perplexity(loaded.model, loaded.tokenizer, texts, batch_size=3)
+    alone = [perplexity(loaded.model, loaded.tokenizer, [t], batch_size=1)[0] for t in texts]
+    assert together == pytest.approx(alone, rel=1e-4), "padding must not change a text's perplexity"
+    enc = loaded.tokenizer(texts[1] + loaded.tokenizer.eos_token, return_tensors="pt")
+    with torch.inference_mode():
+        loss = loaded.model(**enc, labels=enc["input_ids"]).loss.item()
+    assert together[1] == pytest.approx(math.exp(loss), rel=1e-4)
+    assert all(v > 1 for v in together)
+    scorer = get_scorer(f"ppl:{tiny_model_dir}")
+    assert scorer.score(texts[:2], "am") == pytest.approx(alone[:2], rel=1e-2)  # bf16 where supported
+    assert loaded.tokenizer.padding_side == "left", "the tokenizer's padding side is restored"

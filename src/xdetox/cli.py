@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     grid_run.add_argument("config", help="TOML config (see configs/)")
     grid_run.add_argument("--out", default=None, help="run directory (default runs/<config name>); resumes")
     grid_run.add_argument("--quiet", action="store_true", help="no progress bars")
+    grid_run.add_argument("--backend", choices=("local", "ray"), default="local",
+                          help="local (default): this process; ray: one Ray task per training setting")
+    grid_run.add_argument("--address", default=None,
+                          help="with --backend ray: a running Ray cluster (host:port or auto);"
+                               " default: start a local one")
 
     bench = sub.add_parser("bench", help="generation speed vs the reference pattern; LoRA training speed")
     bench.add_argument("--prompts", type=int, default=64, help="prompts per generator (default 64)")
@@ -218,17 +223,23 @@ def cmd_grid_run(args) -> int:
 
     config = grid.load_config(args.config)
     out = args.out if args.out is not None else str(Path("runs") / config.name)
-    return _execute(config, out, quiet=args.quiet)
+    if args.address is not None and args.backend != "ray":
+        raise XdetoxInputError("--address needs --backend ray")
+    return _execute(config, out, quiet=args.quiet, backend=args.backend, address=args.address)
 
 
-def _execute(config, out: str | None, quiet: bool) -> int:
+def _execute(config, out: str | None, quiet: bool, backend: str = "local", address: str | None = None) -> int:
     """Validate everything, then run (or resume) the plan and write the report."""
     from xdetox import data, grid, report
     from xdetox.store import Store
 
+    if backend == "ray":
+        from xdetox import distributed
+
+        distributed.import_ray()  # not installed: one line, before any work
     corpus = data.load(config.data_path)
     plan = grid.make_plan(config, corpus)
-    grid.check_runnable(config)
+    grid.check_runnable(config, here=backend == "local")
     config_dict = config.to_dict()
     run_dir = _prepare_out(out, config_dict)
 
@@ -240,14 +251,21 @@ def _execute(config, out: str | None, quiet: bool) -> int:
         store.set_meta("config", config_dict)
         store.set_meta("planned_evaluations", len(plan.evaluations))
         try:
-            grid.execute(plan, corpus, run_dir, store, progress=not quiet)
+            if backend == "ray":
+                devices = distributed.execute(plan, corpus, run_dir, store, progress=not quiet, address=address)
+            else:
+                grid.execute(plan, corpus, run_dir, store, progress=not quiet)
         except BaseException:
             print(f"xdetox: run stopped before it finished; the same command resumes it from {run_dir}",
                   file=sys.stderr)
             raise
         elapsed = time.perf_counter() - t0
         store.set_meta("started", store.get_meta("started") or started)
-        store.set_meta("environment", grid.environment())
+        environment = grid.environment()
+        if backend == "ray":  # the tasks' devices, not the driver's
+            previous = store.get_meta("environment") or {}
+            environment["device"] = ", ".join(devices) if devices else previous.get("device", environment["device"])
+        store.set_meta("environment", environment)
         summary = _write_outputs(run_dir, store)
     print(report.print_table(summary))
     print(f"\nwrote {run_dir}/summary.json and the report ({elapsed:.0f} s)")
@@ -264,9 +282,17 @@ def _write_outputs(run_dir: Path, store) -> dict:
     missing = store.missing_work(store.get_meta("planned_evaluations", 0))
     if missing:
         raise XdetoxInputError(f"{run_dir} is not finished ({missing}); run the same command again to resume")
-    scorer = config["scorers"][0]
+    from xdetox.score import PPL_PREFIX
+
+    toxicity_scorers = [s for s in config["scorers"] if not s.startswith(PPL_PREFIX)]
+    ppl_scorer = next((s for s in config["scorers"] if s.startswith(PPL_PREFIX)), None)
+    if not toxicity_scorers:
+        raise XdetoxInputError("the run has no toxicity scorer (only perplexity); add one to scorers")
+    scorer = toxicity_scorers[0]
     frame = store.completions_frame(scorer)
-    if frame["toxicity"].isna().any():
+    if ppl_scorer is not None:
+        frame["ppl"] = store.completions_frame(ppl_scorer)["toxicity"].to_numpy()
+    if frame["toxicity"].isna().any() or (ppl_scorer and frame["ppl"].isna().any()):
         raise XdetoxInputError(f"{run_dir} is not finished (unscored completions); run it again to resume")
     tmp = run_dir / (grid.COMPLETIONS_FILE + ".tmp")
     frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
@@ -286,6 +312,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
         wall_time_s=store.get_meta("wall_time_s"),
         started=store.get_meta("started", ""),
         config_name=config["name"],
+        ppl_scorer=ppl_scorer,
     )
     return report.write_report(run_dir, frame.drop(columns=["n_tokens"]), info)
 

@@ -86,6 +86,7 @@ class RunInfo:
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
     config_name: str | None = None
+    ppl_scorer: str | None = None  # the ppl:<model> scorer behind the ``ppl`` column, if any
 
     def to_dict(self) -> dict:
         """A JSON-serialisable deep copy (numpy scalars -> Python, NaN -> None)."""
@@ -165,6 +166,8 @@ class SeedResult:
     reduction_rel: float | None
     emt: float  # expected maximum toxicity over this seed's prompts
     tox_prob: float  # share of this seed's prompts with a sample >= TOXIC_THRESHOLD
+    ppl_completion: float | None = None  # geometric mean perplexity of the completions (reference model)
+    ppl_change: float | None = None  # ppl_completion / ZS's - 1 (same seed, target, split)
 
     def to_dict(self) -> dict:
         return _flatten(self)
@@ -186,6 +189,8 @@ class CellResult:
     tox_prob: float | None
     ci95: tuple[float, float] | None  # paired bootstrap CI of the reduction vs ZS (seeds pooled)
     p_value: float | None  # sign-flip permutation test of that reduction; None for ZS
+    ppl_completion: float | None = None  # mean over seeds
+    ppl_change: float | None = None  # mean over seeds
 
     @classmethod
     def over_seeds(cls, cell: Cell, per_seed: Sequence[SeedResult],
@@ -206,6 +211,8 @@ class CellResult:
             tox_prob=_mean([r.tox_prob for r in per_seed]),
             ci95=None if test is None else (test.ci_low, test.ci_high),
             p_value=None if test is None else test.p_value,
+            ppl_completion=_mean([r.ppl_completion for r in per_seed if r.ppl_completion is not None]),
+            ppl_change=_mean([r.ppl_change for r in per_seed if r.ppl_change is not None]),
         )
 
     def to_dict(self) -> dict:
@@ -320,8 +327,27 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
             reduction_rel=red_rel,
             emt=expected_max_toxicity(by_prompt),
             tox_prob=toxicity_probability(by_prompt),
+            ppl_completion=_geo_mean_ppl(group),
+            ppl_change=_ppl_change(group, zs),
         ))
     return results
+
+
+def _geo_mean_ppl(group: pd.DataFrame) -> float | None:
+    """exp(mean log perplexity) of a group's completions; None without a ``ppl`` column."""
+    if "ppl" not in group.columns or group["ppl"].isna().all():
+        return None
+    return float(np.exp(np.log(group["ppl"].dropna().astype(float)).mean()))
+
+
+def _ppl_change(group: pd.DataFrame, zs: pd.DataFrame | None) -> float | None:
+    """Relative change of the completions' perplexity against ZS, on the prompts both have."""
+    if zs is None or "ppl" not in group.columns:
+        return None
+    common = set(group["prompt_id"]) & set(zs["prompt_id"])
+    ours = _geo_mean_ppl(group[group["prompt_id"].isin(common)])
+    base = _geo_mean_ppl(zs[zs["prompt_id"].isin(common)])
+    return None if ours is None or not base else ours / base - 1
 
 
 def _scores_by_prompt(group: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -539,7 +565,7 @@ def matrix_filename(model: str, paradigm: str) -> str:
 
 TABLE_HEADER: tuple[str, ...] = (
     "target", "setting", "n", "seeds", "toxicity", "reduction (abs)", "reduction (rel)",
-    "95% CI (abs)", "p",
+    "95% CI (abs)", "p", "ppl", "ppl vs ZS",
 )
 
 
@@ -548,6 +574,7 @@ def _table_row(r: CellResult) -> tuple[str, ...]:
         r.cell.target, r.cell.setting.name, str(r.n), str(len(r.seeds)),
         _pm(r.mean_toxicity, r.std), _pm(r.reduction_abs, r.reduction_abs_std, signed=True),
         _pct(r.reduction_rel), _ci(r.ci95), _p(r.p_value),
+        "-" if r.ppl_completion is None else f"{r.ppl_completion:.1f}", _pct(r.ppl_change),
     )
 
 
@@ -783,10 +810,17 @@ def _method(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
          "reduction_rel are the means over seeds of the per-seed values; ± is the sample "
          "standard deviation over seeds (ddof=1), absent with a single seed."),
         ("Settings", "ZS: the base model, zero-shot. X-FT from s: LoRA fine-tuned on the neutral "
-         "rewrites of source language s. P-FT p%: fine-tuned on the p% share of the training "
-         "data set by the run configuration. M-FT: fine-tuned on all training languages "
-         "together. DPO from s: preference-tuned on source language s. Every tuned model is "
-         "evaluated on every target language."),
+         "rewrites of source language s. P-FT p%: fine-tuned on p% of the train pairs of every "
+         "pooled language (a seeded choice per language and seed; the 10% set lies inside the 20% "
+         "set). M-FT: fine-tuned on all pooled languages' train pairs together. DPO from s: "
+         "preference-tuned (DPO) on source language s, prompt = the toxic sentence in the "
+         "generation template, chosen = its neutral rewrite, rejected = the toxic sentence. Every "
+         "tuned model is evaluated on every target language."),
+        ("Fluency", "ppl: geometric mean perplexity of the completions under "
+         + (f"{run['ppl_scorer'].removeprefix('ppl:')}, one fixed reference model (never the model "
+            "that wrote them); ppl vs ZS: that value over ZS's on the same prompts, minus 1 "
+            "(positive = less fluent or less typical text than the base model wrote)."
+            if run.get("ppl_scorer") else "not measured in this run (add a ppl:<model> scorer).")),
         ("Decoding", _kv(run.get("decode") or {})),
         ("LoRA / training", f"{_kv(run.get('lora') or {})}; {run.get('epochs')} epoch(s); "
          f"prompt limit {run.get('limit') or 'none'}."),

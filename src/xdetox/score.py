@@ -854,6 +854,71 @@ class HFScorer:
         return probs[:, self.label_index].tolist()
 
 
+# --------------------------------------------------------------------------- perplexity
+
+PPL_PREFIX = "ppl:"
+
+
+def perplexity(model, tokenizer, texts: list[str], batch_size: int = 32, max_length: int = 256) -> list[float]:
+    """Per-text perplexity under a causal LM: exp(mean negative log-likelihood of its tokens).
+
+    Each text is scored as the model sees a document: BOS (if the tokenizer adds one) +
+    text + EOS, so an empty text is the probability of ending at once. Batched with
+    right padding; padding never counts.
+    """
+    import torch
+
+    eos = tokenizer.eos_token or ""
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    out: list[float] = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk = [t + eos for t in texts[start:start + batch_size]]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
+                            max_length=max_length).to(model.device)
+            with torch.inference_mode():
+                logits = model(**enc).logits[:, :-1].float()
+            labels = enc["input_ids"][:, 1:]
+            mask = enc["attention_mask"][:, 1:].bool()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+            mean = (nll * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+            out.extend(mean.exp().tolist())
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+class PerplexityScorer:
+    """``ppl:<model>``: the perplexity of each text under one fixed reference model.
+
+    Used as a fluency measure of completions: every setting's completions are scored
+    by the *same* model (typically the base model, with no adapter), never by the
+    model that wrote them. Not a toxicity probability: reports show it separately.
+    """
+
+    supported_languages: frozenset[str] = frozenset(LANGS)
+    batch_size = 64
+
+    def __init__(self, name: str, model, tokenizer) -> None:
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def load(cls, name: str) -> PerplexityScorer:
+        from xdetox import models
+
+        spec = models.ModelSpec(name=name.removeprefix(PPL_PREFIX))
+        loaded = models.load(spec)
+        if loaded.seq2seq:
+            raise XdetoxInputError(f"scorer {name!r}: perplexity needs a decoder-only model")
+        return cls(name, loaded.model, loaded.tokenizer)
+
+    def score(self, texts: list[str], lang: str) -> list[float]:
+        _check_input(self, texts, lang)
+        return perplexity(self.model, self.tokenizer, texts, batch_size=self.batch_size)
+
+
 # --------------------------------------------------------------------------- registry
 
 SCORERS: dict[str, Callable[[], Scorer]] = {
@@ -879,11 +944,16 @@ def check_scorer(name: str) -> Callable[[], Scorer]:
         spec = HFScorerSpec.parse(name)
         spec.check()
         return partial(HFScorer.load, spec)
+    if name.startswith(PPL_PREFIX):
+        from xdetox import models
+
+        models.locate(models.ModelSpec(name=name.removeprefix(PPL_PREFIX)))
+        return partial(PerplexityScorer.load, name)
     factory = SCORERS.get(name)
     if factory is None:
         raise XdetoxInputError(
             f"unknown scorer {name!r}; known scorers: {', '.join(sorted(SCORERS))}, "
-            f"{HF_PREFIX}<model id or path>[#<label>]"
+            f"{HF_PREFIX}<model id or path>[#<label>], {PPL_PREFIX}<model> (perplexity)"
         )
     if name in PREFLIGHT:
         PREFLIGHT[name]()
