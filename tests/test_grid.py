@@ -30,7 +30,7 @@ sources = ["en", "de"]
 targets = ["en", "de"]
 seeds = [1, 2]
 limit = 3
-scorers = ["offline", "ppl:{model}"]
+scorers = ["offline", "ppl:{model}", "lang-fidelity"]
 [train]
 epochs = 1
 batch_size = 16
@@ -145,7 +145,8 @@ def test_tiny_grid_runs_every_paradigm_with_two_seeds_and_resumes_for_free(tmp_p
     for s in summary["settings"]:  # fluency: completions' perplexity under the base model
         assert s["ppl_completion"] > 1
         assert (s["ppl_change"] is None) == (s["paradigm"] == "zs")
-    assert len(tables["scores"]) == 2 * 36 * 3  # two scorers
+        assert 0 <= s["lang_fidelity"] <= 1
+    assert len(tables["scores"]) == 3 * 36 * 3  # three scorers: toxicity, perplexity, language
 
     # Running the same config again redoes nothing: no training, no generation, same rows.
     stamps = {a.name: (a / "adapter_model.safetensors").stat().st_mtime_ns for a in adapters}

@@ -25,10 +25,11 @@ from xdetox.report import (
 MODEL = "google/gemma-3-270m"
 SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n", "seeds",
                 "mean_toxicity", "std", "reduction_abs", "reduction_rel", "reduction_abs_std",
-                "emt", "tox_prob", "ci95", "p_value", "ppl_completion", "ppl_change"}
+                "emt", "tox_prob", "ci95", "p_value", "ppl_completion", "ppl_change",
+                "lang_fidelity"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
                  "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
-                 "ppl_completion", "ppl_change"}
+                 "ppl_completion", "ppl_change", "lang_fidelity"}
 
 
 def info(**over) -> RunInfo:
@@ -345,7 +346,7 @@ def test_print_table_mean_and_std():
     ft = next(line for line in lines if "X-FT from en" in line)
     assert "0.333 ± 0.153" in ft and "+0.350 ± 0.071" in ft and "+58.6%" in ft
     assert ft.split()[5] == "3"  # seeds
-    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d\s+-\s+-$", ft)  # 95% CI, p
+    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d\s+-\s+-\s+-$", ft)  # 95% CI, p
     assert "95% CI (abs)" in lines[1] and zs.split()[-2:] == ["-", "-"]  # none for ZS
 
 
@@ -461,8 +462,10 @@ def test_completion_perplexity_is_a_geometric_mean_compared_with_zs():
     frame = pd.DataFrame(
         rows("zs", "en", [0.5, 0.5]) + rows("x-ft:en", "en", [0.2, 0.2]))
     frame["ppl"] = [10.0, 40.0, 20.0, 80.0]  # ZS geo-mean 20, X-FT geo-mean 40
-    summary = summarize(frame, info(ppl_scorer="ppl:base"))
+    frame["lang_fidelity"] = [1.0, 1.0, 1.0, 0.0]
+    summary = summarize(frame, info(ppl_scorer="ppl:base", lang_scorer="lang-fidelity"))
     zs, ft = summary["settings"]
+    assert (zs["lang_fidelity"], ft["lang_fidelity"]) == (1.0, 0.5)
     assert zs["ppl_completion"] == pytest.approx(20.0) and zs["ppl_change"] is None
     assert ft["ppl_completion"] == pytest.approx(40.0) and ft["ppl_change"] == pytest.approx(1.0)
     assert "+100.0%" in print_table(summary)

@@ -463,3 +463,22 @@ def test_perplexity_matches_the_model_loss_and_ignores_padding(tiny_model_dir):
     scorer = get_scorer(f"ppl:{tiny_model_dir}")
     assert scorer.score(texts[:2], "am") == pytest.approx(alone[:2], rel=1e-2)  # bf16 where supported
     assert loaded.tokenizer.padding_side == "left", "the tokenizer's padding side is restored"
+
+
+def test_language_fidelity_checks_script_then_language():
+    from xdetox.score import LanguageFidelityScorer, dominant_script, get_scorer
+
+    assert dominant_script("Привет, world!!") == "Cyrillic"
+    assert dominant_script("1234 ?!") is None
+    scorer = get_scorer("lang-fidelity")
+    assert isinstance(scorer, LanguageFidelityScorer)
+    texts = ["Das ist ein ganz normaler deutscher Satz über das Wetter.",
+             "This is a perfectly ordinary English sentence about the weather.",
+             "Это совершенно обычное предложение о погоде на русском языке.",
+             "", "12345"]
+    assert scorer.score(texts, "de") == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert scorer.score(texts, "en") == [0.0, 1.0, 0.0, 0.0, 0.0]
+    assert scorer.score(texts, "ru") == [0.0, 0.0, 1.0, 0.0, 0.0]
+    assert scorer.score(["Це звичайне речення українською мовою про погоду, яка сьогодні гарна."], "uk") == [1.0]
+    assert scorer.score(["ይህ የአማርኛ ዓረፍተ ነገር ነው።", "this is not Amharic"], "am") == [1.0, 0.0]
+    assert scorer.score(["这是一个关于天气的普通中文句子。", "यह मौसम के बारे में एक सामान्य वाक्य है।"], "zh") == [1.0, 0.0]

@@ -282,17 +282,19 @@ def _write_outputs(run_dir: Path, store) -> dict:
     missing = store.missing_work(store.get_meta("planned_evaluations", 0))
     if missing:
         raise XdetoxInputError(f"{run_dir} is not finished ({missing}); run the same command again to resume")
-    from xdetox.score import PPL_PREFIX
+    from xdetox.score import LanguageFidelityScorer, PPL_PREFIX
 
-    toxicity_scorers = [s for s in config["scorers"] if not s.startswith(PPL_PREFIX)]
     ppl_scorer = next((s for s in config["scorers"] if s.startswith(PPL_PREFIX)), None)
+    lang_scorer = LanguageFidelityScorer.name if LanguageFidelityScorer.name in config["scorers"] else None
+    toxicity_scorers = [s for s in config["scorers"] if s not in (ppl_scorer, lang_scorer)]
     if not toxicity_scorers:
-        raise XdetoxInputError("the run has no toxicity scorer (only perplexity); add one to scorers")
+        raise XdetoxInputError("the run has no toxicity scorer; add one to scorers")
     scorer = toxicity_scorers[0]
     frame = store.completions_frame(scorer)
-    if ppl_scorer is not None:
-        frame["ppl"] = store.completions_frame(ppl_scorer)["toxicity"].to_numpy()
-    if frame["toxicity"].isna().any() or (ppl_scorer and frame["ppl"].isna().any()):
+    for column, extra in (("ppl", ppl_scorer), ("lang_fidelity", lang_scorer)):
+        if extra is not None:  # measures of the same completions, in the same row order
+            frame[column] = store.completions_frame(extra)["toxicity"].to_numpy()
+    if frame.drop(columns=["source", "percent"]).isna().any().any():
         raise XdetoxInputError(f"{run_dir} is not finished (unscored completions); run it again to resume")
     tmp = run_dir / (grid.COMPLETIONS_FILE + ".tmp")
     frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
@@ -313,6 +315,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
         started=store.get_meta("started", ""),
         config_name=config["name"],
         ppl_scorer=ppl_scorer,
+        lang_scorer=lang_scorer,
     )
     return report.write_report(run_dir, frame.drop(columns=["n_tokens"]), info)
 

@@ -87,6 +87,7 @@ class RunInfo:
     )
     config_name: str | None = None
     ppl_scorer: str | None = None  # the ppl:<model> scorer behind the ``ppl`` column, if any
+    lang_scorer: str | None = None  # the scorer behind the ``lang_fidelity`` column, if any
 
     def to_dict(self) -> dict:
         """A JSON-serialisable deep copy (numpy scalars -> Python, NaN -> None)."""
@@ -168,6 +169,7 @@ class SeedResult:
     tox_prob: float  # share of this seed's prompts with a sample >= TOXIC_THRESHOLD
     ppl_completion: float | None = None  # geometric mean perplexity of the completions (reference model)
     ppl_change: float | None = None  # ppl_completion / ZS's - 1 (same seed, target, split)
+    lang_fidelity: float | None = None  # share of completions written in the target language
 
     def to_dict(self) -> dict:
         return _flatten(self)
@@ -191,6 +193,7 @@ class CellResult:
     p_value: float | None  # sign-flip permutation test of that reduction; None for ZS
     ppl_completion: float | None = None  # mean over seeds
     ppl_change: float | None = None  # mean over seeds
+    lang_fidelity: float | None = None  # mean over seeds
 
     @classmethod
     def over_seeds(cls, cell: Cell, per_seed: Sequence[SeedResult],
@@ -213,6 +216,7 @@ class CellResult:
             p_value=None if test is None else test.p_value,
             ppl_completion=_mean([r.ppl_completion for r in per_seed if r.ppl_completion is not None]),
             ppl_change=_mean([r.ppl_change for r in per_seed if r.ppl_change is not None]),
+            lang_fidelity=_mean([r.lang_fidelity for r in per_seed if r.lang_fidelity is not None]),
         )
 
     def to_dict(self) -> dict:
@@ -329,6 +333,8 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
             tox_prob=toxicity_probability(by_prompt),
             ppl_completion=_geo_mean_ppl(group),
             ppl_change=_ppl_change(group, zs),
+            lang_fidelity=(float(group["lang_fidelity"].mean())
+                           if "lang_fidelity" in group.columns and group["lang_fidelity"].notna().any() else None),
         ))
     return results
 
@@ -565,7 +571,7 @@ def matrix_filename(model: str, paradigm: str) -> str:
 
 TABLE_HEADER: tuple[str, ...] = (
     "target", "setting", "n", "seeds", "toxicity", "reduction (abs)", "reduction (rel)",
-    "95% CI (abs)", "p", "ppl", "ppl vs ZS",
+    "95% CI (abs)", "p", "ppl", "ppl vs ZS", "in target lang",
 )
 
 
@@ -575,6 +581,7 @@ def _table_row(r: CellResult) -> tuple[str, ...]:
         _pm(r.mean_toxicity, r.std), _pm(r.reduction_abs, r.reduction_abs_std, signed=True),
         _pct(r.reduction_rel), _ci(r.ci95), _p(r.p_value),
         "-" if r.ppl_completion is None else f"{r.ppl_completion:.1f}", _pct(r.ppl_change),
+        "-" if r.lang_fidelity is None else f"{100 * r.lang_fidelity:.0f}%",
     )
 
 
@@ -821,6 +828,11 @@ def _method(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
             "that wrote them); ppl vs ZS: that value over ZS's on the same prompts, minus 1 "
             "(positive = less fluent or less typical text than the base model wrote)."
             if run.get("ppl_scorer") else "not measured in this run (add a ppl:<model> scorer).")),
+        ("Language", "in target lang: share of completions written in the target language "
+         "(dominant script of the letters must be the target's, then lingua-language-detector must "
+         "pick the target; Amharic by Ethiopic script alone); "
+         + ("measured by the lang-fidelity scorer." if run.get("lang_scorer") else
+            "not measured in this run (add the lang-fidelity scorer).")),
         ("Decoding", _kv(run.get("decode") or {})),
         ("LoRA / training", f"{_kv(run.get('lora') or {})}; {run.get('epochs')} epoch(s); "
          f"prompt limit {run.get('limit') or 'none'}."),

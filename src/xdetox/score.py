@@ -919,11 +919,72 @@ class PerplexityScorer:
         return perplexity(self.model, self.tokenizer, texts, batch_size=self.batch_size)
 
 
+# --------------------------------------------------------------------------- language fidelity
+
+SCRIPTS: dict[str, str] = {
+    "en": "Latin", "es": "Latin", "de": "Latin", "zh": "Han", "ar": "Arabic", "hi": "Devanagari",
+    "uk": "Cyrillic", "ru": "Cyrillic", "am": "Ethiopic",
+}
+_SCRIPT_RANGES: tuple[tuple[str, int, int], ...] = (
+    ("Latin", 0x0041, 0x024F), ("Cyrillic", 0x0400, 0x052F), ("Arabic", 0x0600, 0x06FF),
+    ("Arabic", 0x0750, 0x077F), ("Arabic", 0xFB50, 0xFDFF), ("Arabic", 0xFE70, 0xFEFF),
+    ("Devanagari", 0x0900, 0x097F), ("Ethiopic", 0x1200, 0x139F), ("Ethiopic", 0x2D80, 0x2DDF),
+    ("Ethiopic", 0xAB00, 0xAB2F), ("Han", 0x3400, 0x4DBF), ("Han", 0x4E00, 0x9FFF),
+    ("Han", 0xF900, 0xFAFF), ("Han", 0x20000, 0x2FA1F),
+)
+
+
+def dominant_script(text: str) -> str | None:
+    """The script most of a text's letters are written in (None without letters)."""
+    counts: dict[str, int] = {}
+    for ch in text:
+        if not ch.isalpha():
+            continue
+        code = ord(ch)
+        for script, low, high in _SCRIPT_RANGES:
+            if low <= code <= high:
+                counts[script] = counts.get(script, 0) + 1
+                break
+    return max(counts, key=counts.get) if counts else None
+
+
+class LanguageFidelityScorer:
+    """``lang-fidelity``: 1.0 when a completion is written in the target language, else 0.0.
+
+    First the script: the dominant script of the text's letters must be the target's
+    (Amharic is decided by Ethiopic script alone: the detector has no Amharic model).
+    Then, for targets that share a script (en/es/de Latin, uk/ru Cyrillic) and the
+    rest, lingua-language-detector must pick the target among the eight languages it
+    knows of ours. A text without letters scores 0. The mean over completions is the
+    share written in the target language.
+    """
+
+    name = "lang-fidelity"
+    supported_languages: frozenset[str] = frozenset(LANGS)
+    batch_size = 512
+
+    def __init__(self) -> None:
+        from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+        known = [lang for lang in LANGS if lang != "am"]
+        self._codes = {Language.from_iso_code_639_1(getattr(IsoCode639_1, c.upper())): c for c in known}
+        self._detector = LanguageDetectorBuilder.from_languages(*self._codes).build()
+
+    def score(self, texts: list[str], lang: str) -> list[float]:
+        _check_input(self, texts, lang)
+        scripts = [dominant_script(t) for t in texts]
+        ask = [i for i, script in enumerate(scripts) if script == SCRIPTS[lang] and lang != "am"]
+        detected = self._detector.detect_languages_in_parallel_of([texts[i] for i in ask])
+        verdict = {i: self._codes.get(d) == lang for i, d in zip(ask, detected)}
+        return [float(verdict.get(i, lang == "am" and script == "Ethiopic")) for i, script in enumerate(scripts)]
+
+
 # --------------------------------------------------------------------------- registry
 
 SCORERS: dict[str, Callable[[], Scorer]] = {
     "offline": OfflineScorer.load,
     "perspective": PerspectiveScorer.from_env,
+    "lang-fidelity": LanguageFidelityScorer,
 }
 """Scorer name -> zero-argument factory.  Register new scorers here.  ``hf:...`` names are
 not listed: any of them is built by ``HFScorer.load``."""
