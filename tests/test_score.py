@@ -482,3 +482,35 @@ def test_language_fidelity_checks_script_then_language():
     assert scorer.score(["Це звичайне речення українською мовою про погоду, яка сьогодні гарна."], "uk") == [1.0]
     assert scorer.score(["ይህ የአማርኛ ዓረፍተ ነገር ነው።", "this is not Amharic"], "am") == [1.0, 0.0]
     assert scorer.score(["这是一个关于天气的普通中文句子。", "यह मौसम के बारे में एक सामान्य वाक्य है।"], "zh") == [1.0, 0.0]
+
+
+def test_reference_measures_agree_with_perplexity_and_pool_real_tokens(tiny_model_dir):
+    import numpy as np
+
+    from xdetox import models
+    from xdetox.score import perplexity, reference_measures
+
+    loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)), dtype="float32")
+    texts = {"en": ["one two", "a somewhat longer english sentence here"], "de": ["ein deutscher Satz"]}
+    measures = reference_measures(loaded.model, loaded.tokenizer, texts, batch_size=2)
+    per_text = perplexity(loaded.model, loaded.tokenizer, texts["en"])
+    assert measures.ppl["en"] == pytest.approx(float(np.exp(np.mean(np.log(per_text)))), rel=1e-4)
+    assert measures.embeddings["en"].shape == (2, loaded.model.config.hidden_size)
+    alone = reference_measures(loaded.model, loaded.tokenizer, {"en": texts["en"][:1]}, batch_size=1)
+    assert np.allclose(alone.embeddings["en"][0], measures.embeddings["en"][0], atol=1e-4), "padding leaked"
+
+
+def test_embedding_analysis_separates_clustered_languages():
+    import numpy as np
+
+    from xdetox.score import embedding_analysis
+
+    rng = np.random.default_rng(0)
+    apart = {"en": rng.normal(0, 0.05, (20, 8)) + np.eye(8)[0] * 5,
+             "zh": rng.normal(0, 0.05, (20, 8)) + np.eye(8)[1] * 5}
+    mixed = {"en": rng.normal(0, 1, (20, 8)) + 3, "zh": rng.normal(0, 1, (20, 8)) + 3}
+    a, m = embedding_analysis(apart), embedding_analysis(mixed)
+    assert a.silhouette > 0.9 and abs(m.silhouette) < 0.2
+    assert a.similarity["en"]["en"] > 0.99 and abs(a.similarity["en"]["zh"]) < 0.1
+    assert a.similarity["en"]["zh"] == pytest.approx(a.similarity["zh"]["en"])
+    assert len(a.projection) == 40 and {p[0] for p in a.projection} == {"en", "zh"}

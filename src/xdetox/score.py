@@ -888,6 +888,79 @@ def perplexity(model, tokenizer, texts: list[str], batch_size: int = 32, max_len
     return out
 
 
+@dataclass(frozen=True)
+class ReferenceMeasures:
+    """What one model (base or base + adapter) does with the reference sentences of each language."""
+
+    ppl: dict[str, float]  # geometric mean perplexity of the sentences, per language
+    embeddings: dict[str, np.ndarray]  # mean-pooled last hidden state, one row per sentence
+
+
+def reference_measures(model, tokenizer, texts_by_lang: Mapping[str, list[str]],
+                       batch_size: int = 32, max_length: int = 256) -> ReferenceMeasures:
+    """One forward pass per batch gives both: per-sentence perplexity and mean-pooled hidden states.
+
+    Perplexity counts every token after the first (BOS + text + EOS, as ``perplexity``);
+    the embedding is the mean of the last layer's hidden states over the text's real
+    (non-padding) tokens.
+    """
+    import torch
+
+    ppl: dict[str, float] = {}
+    embeddings: dict[str, np.ndarray] = {}
+    eos = tokenizer.eos_token or ""
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    try:
+        for lang, texts in texts_by_lang.items():
+            log_ppl, rows = [], []
+            for start in range(0, len(texts), batch_size):
+                chunk = [t + eos for t in texts[start:start + batch_size]]
+                enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
+                                max_length=max_length).to(model.device)
+                with torch.inference_mode():
+                    out = model(**enc, output_hidden_states=True)
+                logits = out.logits[:, :-1].float()
+                labels = enc["input_ids"][:, 1:]
+                mask = enc["attention_mask"][:, 1:].bool()
+                nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+                log_ppl.extend(((nll * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist())
+                hidden = out.hidden_states[-1].float()
+                weights = enc["attention_mask"].unsqueeze(-1).float()
+                rows.append(((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu().numpy())
+            ppl[lang] = float(np.exp(np.mean(log_ppl)))
+            embeddings[lang] = np.concatenate(rows)
+    finally:
+        tokenizer.padding_side = side
+    return ReferenceMeasures(ppl, embeddings)
+
+
+@dataclass(frozen=True)
+class EmbeddingAnalysis:
+    """How separated the languages are in a model's representation space."""
+
+    silhouette: float  # silhouette score of the sentences grouped by language (cosine distance)
+    similarity: dict[str, dict[str, float]]  # mean cosine similarity between language groups
+    projection: list[tuple[str, float, float]]  # (language, x, y): 2-D PCA of the embeddings
+
+
+def embedding_analysis(embeddings: Mapping[str, np.ndarray], seed: int = 0) -> EmbeddingAnalysis:
+    """Silhouette by language, language-confusion matrix and a 2-D projection (scikit-learn)."""
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import silhouette_score
+    from sklearn.preprocessing import normalize as l2_normalize
+
+    langs = list(embeddings)
+    matrix = np.concatenate([embeddings[lang] for lang in langs])
+    labels = np.concatenate([[lang] * len(embeddings[lang]) for lang in langs])
+    unit = l2_normalize(matrix)
+    silhouette = float(silhouette_score(matrix, labels, metric="cosine")) if len(langs) > 1 else float("nan")
+    centred = {lang: unit[labels == lang] for lang in langs}
+    similarity = {a: {b: float((centred[a] @ centred[b].T).mean()) for b in langs} for a in langs}
+    points = PCA(n_components=2, random_state=seed).fit_transform(unit)
+    projection = [(str(lang), float(x), float(y)) for lang, (x, y) in zip(labels, points)]
+    return EmbeddingAnalysis(silhouette, similarity, projection)
+
+
 class PerplexityScorer:
     """``ppl:<model>``: the perplexity of each text under one fixed reference model.
 
