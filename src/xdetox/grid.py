@@ -22,13 +22,15 @@ A config is a TOML file (see ``configs/``)::
     [train]                # objective, epochs, learning_rate, batch_size, max_length, dpo_beta
     [train.lora]           # r, alpha, dropout, target_modules
     [decode]               # template, temperature, top_p, top_k, max_new_tokens, samples_per_prompt, batch_size
+    [resources]            # per setting, --backend ray only: num_cpus, num_gpus, memory_gb, max_retries
 
 Evaluations = models x (ZS + X-FT x sources + P-FT x percents + M-FT + DPO x
 sources) x targets x splits x seeds.
 
 Execution is one unit per training setting (``run_setting``: train if needed,
 generate the missing batches, score), in plan order; the base model is loaded
-once per model and adapters are switched in it, not reloaded.
+once per model and adapters are switched in it, not reloaded. ``--backend ray``
+(``xdetox.distributed``) runs the same unit as one Ray task per training setting.
 """
 
 from __future__ import annotations
@@ -60,6 +62,31 @@ COMPLETIONS_FILE = "completions.jsonl"
 
 
 @dataclass(frozen=True)
+class ResourceSpec:
+    """What one training setting (a Ray task) asks of the cluster; read by ``--backend ray`` only.
+
+    Not part of a run's identity: changing it never blocks resuming a run.
+    """
+
+    num_cpus: float = 1
+    num_gpus: float = 0
+    memory_gb: float | None = None  # None: no memory reservation
+    max_retries: int = 3  # re-runs of a setting whose worker process or node died
+
+    def __post_init__(self):
+        for name in ("num_cpus", "num_gpus"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise XdetoxInputError(f"config [resources]: {name} must be a number >= 0, got {value!r}")
+        if self.memory_gb is not None and (isinstance(self.memory_gb, bool)
+                                           or not isinstance(self.memory_gb, (int, float)) or self.memory_gb <= 0):
+            raise XdetoxInputError(
+                f"config [resources]: memory_gb must be a positive number, got {self.memory_gb!r}")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise XdetoxInputError(f"config [resources]: max_retries must be an integer >= 0, got {self.max_retries!r}")
+
+
+@dataclass(frozen=True)
 class GridConfig:
     """Everything that defines a run's results."""
 
@@ -76,6 +103,7 @@ class GridConfig:
     train: TrainSpec = field(default_factory=TrainSpec)
     decode: DecodeSpec = field(default_factory=DecodeSpec)
     data_path: str | None = None
+    resources: ResourceSpec = field(default_factory=ResourceSpec, compare=False)
 
     def __post_init__(self):
         for name in ("models", "paradigms", "targets", "splits", "seeds", "scorers"):
@@ -100,7 +128,10 @@ class GridConfig:
             raise XdetoxInputError("config: seeds are listed twice")
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        """What defines the results (stored in the run, compared on resume): resources are not part of it."""
+        raw = asdict(self)
+        raw.pop("resources")
+        return json.loads(json.dumps(raw))
 
 
 @dataclass(frozen=True)
@@ -170,12 +201,16 @@ def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
     lora_raw = train_raw.pop("lora", {})
     decode_raw = raw.pop("decode", {})
     models_raw = raw.pop("models", ["embedded"])
+    resources_raw = raw.pop("resources", {})
+    if not isinstance(resources_raw, dict):
+        raise XdetoxInputError(f"{where}: resources must be a table ([resources])")
     _check_keys(raw, {f.name for f in fields(GridConfig)} - {"train", "decode", "models", "data_path"} | {"data"},
                 where)
     _check_keys(train_raw, {f.name for f in fields(TrainSpec)} - {"paradigm", "source", "percent", "pool", "seed",
                                                                   "lora", "prompt_template"}, f"{where} [train]")
     _check_keys(lora_raw, {f.name for f in fields(LoraSpec)}, f"{where} [train.lora]")
     _check_keys(decode_raw, {f.name for f in fields(DecodeSpec)}, f"{where} [decode]")
+    _check_keys(resources_raw, {f.name for f in fields(ResourceSpec)}, f"{where} [resources]")
     try:
         models = tuple(_model_spec(m, where) for m in _as_list(models_raw))
         if "target_modules" in lora_raw:
@@ -196,6 +231,7 @@ def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
             train=train,
             decode=decode,
             data_path=raw.pop("data", None),
+            resources=ResourceSpec(**resources_raw),
         )
     except TypeError as err:  # a value of the wrong type inside a spec
         raise XdetoxInputError(f"{where}: {err}") from None
@@ -294,8 +330,13 @@ def plan_table(plan: Plan, corpus: Corpus) -> str:
 # --------------------------------------------------------------------------- execution
 
 
-def check_runnable(config: GridConfig) -> None:
-    """Everything that can be refused before any work starts."""
+def check_runnable(config: GridConfig, here: bool = True) -> None:
+    """Everything that can be refused before any work starts.
+
+    ``here=False`` (the Ray backend): the settings run on other machines, so what this
+    machine lacks (a CUDA GPU, bitsandbytes) is checked by each task where it runs; here
+    only that a 4-bit model asks for a GPU.
+    """
     from xdetox import models
     from xdetox.score import check_languages, check_scorer
 
@@ -303,7 +344,13 @@ def check_runnable(config: GridConfig) -> None:
         check_scorer(scorer)
         check_languages(scorer, config.targets)
     for model in config.models:
-        models.check_runnable(model)
+        if here:
+            models.check_runnable(model)
+        elif model.quantization == "nf4" and config.resources.num_gpus <= 0:
+            raise XdetoxInputError(
+                f"{model.name}: quantization = \"nf4\" needs a CUDA GPU per setting; ask for one with"
+                " [resources] num_gpus = 1 in the config"
+            )
         models.locate(model)
 
 

@@ -18,6 +18,9 @@ import pandas as pd
 
 from xdetox.generate import Completion
 
+# The tables that hold results (``meta`` holds bookkeeping: config, wall time, environment).
+DATA_TABLES: tuple[str, ...] = ("train_settings", "evaluations", "batches", "completions", "scores")
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -166,6 +169,50 @@ class Store:
                 "INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?, ?)",
                 [(e, p, s, scorer, float(v)) for e, p, s, v in rows],
             )
+
+    def complete_evaluations(self, eval_keys: list[str]) -> set[str]:
+        """Those of ``eval_keys`` whose every batch is committed."""
+        if not eval_keys:
+            return set()
+        rows = self.conn.execute(
+            "SELECT e.key FROM evaluations e WHERE e.key IN (" + ", ".join("?" * len(eval_keys)) + ")"
+            " AND e.n_batches = (SELECT COUNT(*) FROM batches b WHERE b.eval_key = e.key)",
+            eval_keys,
+        )
+        return {r[0] for r in rows}
+
+    # -- shards: a worker's private store, merged by the single writer ----------
+    def export_rows(self) -> dict[str, list[tuple]]:
+        """Every row of the data tables, as plain tuples in column order (a shard's result)."""
+        return {name: self.conn.execute(f"SELECT * FROM {name}").fetchall()  # noqa: S608 - fixed names
+                for name in DATA_TABLES}
+
+    def merge_rows(self, tables: dict[str, list[tuple]]) -> None:
+        """Add a shard's rows in ONE transaction: all of them or none.
+
+        Rows already present are kept (INSERT OR IGNORE: the same keys hold the same
+        content), except that a training setting still pending here takes the shard's
+        finished state (adapter path, checksum, status).
+        """
+        unknown = set(tables) - set(DATA_TABLES)
+        if unknown:
+            raise ValueError(f"not data tables: {', '.join(sorted(unknown))}")
+        with self.transaction() as c:
+            for name in DATA_TABLES:
+                rows = tables.get(name) or []
+                if not rows:
+                    continue
+                marks = ", ".join("?" * len(rows[0]))
+                if name == "train_settings":
+                    c.executemany(
+                        f"INSERT INTO train_settings VALUES ({marks}) ON CONFLICT(key) DO UPDATE SET"
+                        " adapter_path = excluded.adapter_path, adapter_sha256 = excluded.adapter_sha256,"
+                        " status = excluded.status"
+                        " WHERE train_settings.status != 'done' AND excluded.status = 'done'",
+                        rows,
+                    )
+                else:
+                    c.executemany(f"INSERT OR IGNORE INTO {name} VALUES ({marks})", rows)  # noqa: S608
 
     # -- reads for reports ------------------------------------------------------
     def completions_frame(self, scorer: str) -> pd.DataFrame:
