@@ -147,6 +147,15 @@ def test_tiny_grid_runs_every_paradigm_with_two_seeds_and_resumes_for_free(tmp_p
         assert (s["ppl_change"] is None) == (s["paradigm"] == "zs")
         assert 0 <= s["lang_fidelity"] <= 1
     assert len(tables["scores"]) == 3 * 36 * 3  # three scorers: toxicity, perplexity, language
+    # Reference measures per setting: test_neutral perplexity per target, embedding analysis.
+    measures = {(m["paradigm"], m["source"], m["percent"]): m for m in summary["measures"]}
+    assert len(measures) == 9
+    for m in measures.values():
+        assert set(m["ppl_ref"]) == {"en", "de"} and all(v > 1 for v in m["ppl_ref"].values())
+        assert -1 <= m["silhouette"] <= 1 and m["seeds"] == [1, 2]
+        assert (m["ppl_ref_change"] is None) == (m["paradigm"] == "zs")
+    assert all(s["ppl_ref"] > 1 for s in summary["settings"])
+    assert "Knowledge preservation" in (run / "report.html").read_text()
 
     # Running the same config again redoes nothing: no training, no generation, same rows.
     stamps = {a.name: (a / "adapter_model.safetensors").stat().st_mtime_ns for a in adapters}
@@ -218,3 +227,23 @@ def test_a_scorer_that_cannot_score_a_target_is_refused_before_any_work(tmp_path
     err = capsys.readouterr().err.strip()
     assert "perspective does not support uk, am" in err and "not-a-real-key" not in err
     assert not out.exists()
+
+
+def test_a_run_directory_resumes_only_the_same_work(tmp_path, tiny_model_dir, capsys):
+    """Scorers may be added to a run; a change of what is computed (here: seeds) is refused."""
+    base = f'models = ["{tiny_model_dir}"]\nparadigms = ["zs"]\ntargets = ["en"]\nlimit = 2\n' \
+           'measure_references = false\n[decode]\nmax_new_tokens = 3\n'
+    first, more_scorers, other_seeds = (tmp_path / f"{n}.toml" for n in ("a", "b", "c"))
+    first.write_text(base)
+    more_scorers.write_text('scorers = ["offline", "lang-fidelity"]\n' + base)
+    other_seeds.write_text("seeds = [7]\n" + base)
+    out = tmp_path / "run"
+    assert main(["grid", "run", str(first), "--out", str(out), "--quiet"]) == 0
+    before = _tables(out)["completions"]
+    assert main(["grid", "run", str(more_scorers), "--out", str(out), "--quiet"]) == 0
+    after = _tables(out)
+    pd.testing.assert_frame_equal(after["completions"], before)
+    assert set(after["scores"]["scorer"]) == {"offline", "lang-fidelity"}
+    capsys.readouterr()
+    assert main(["grid", "run", str(other_seeds), "--out", str(out), "--quiet"]) == 2
+    assert "holds a run with a different configuration" in capsys.readouterr().err

@@ -182,8 +182,13 @@ def _config_from_args(args) -> "GridConfig":  # noqa: F821
     )
 
 
-def _prepare_out(out: str | None, config_dict: dict) -> Path:
-    """Check --out before anything is written; an existing run resumes only if its config matches."""
+def _prepare_out(out: str | None, config_dict: dict, plan_id: str) -> Path:
+    """Check --out before anything is written; an existing run resumes only if it plans the same work.
+
+    Same work = the same evaluation keys (models, training settings, data, decoding, seeds,
+    prompts). Scorers, measures and resources may change between invocations: what a new
+    scorer or measure needs is computed for the finished settings too.
+    """
     from xdetox.grid import STORE_FILE
     from xdetox.store import Store
 
@@ -196,8 +201,9 @@ def _prepare_out(out: str | None, config_dict: dict) -> Path:
         if not (path / STORE_FILE).is_file():
             raise XdetoxInputError(f"--out {out} is a non-empty directory that is not an xdetox run")
         with Store(path / STORE_FILE) as store:
-            previous = store.get_meta("config")
-        if previous is not None and previous != config_dict:
+            previous_plan, previous = store.get_meta("plan_id"), store.get_meta("config")
+        same = previous_plan == plan_id if previous_plan is not None else previous in (None, config_dict)
+        if not same:
             raise XdetoxInputError(f"--out {out} holds a run with a different configuration; choose another --out")
     return path
 
@@ -241,7 +247,7 @@ def _execute(config, out: str | None, quiet: bool, backend: str = "local", addre
     plan = grid.make_plan(config, corpus)
     grid.check_runnable(config, here=backend == "local")
     config_dict = config.to_dict()
-    run_dir = _prepare_out(out, config_dict)
+    run_dir = _prepare_out(out, config_dict, plan.identity())
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
@@ -249,6 +255,7 @@ def _execute(config, out: str | None, quiet: bool, backend: str = "local", addre
     print(f"xdetox: {config.name} -> {run_dir}  ({plan.decomposition()})", file=sys.stderr)
     with Store(run_dir / grid.STORE_FILE) as store:
         store.set_meta("config", config_dict)
+        store.set_meta("plan_id", plan.identity())
         store.set_meta("planned_evaluations", len(plan.evaluations))
         try:
             if backend == "ray":
@@ -317,7 +324,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
         ppl_scorer=ppl_scorer,
         lang_scorer=lang_scorer,
     )
-    return report.write_report(run_dir, frame.drop(columns=["n_tokens"]), info)
+    return report.write_report(run_dir, frame.drop(columns=["n_tokens"]), info, measures=store.measures_frame())
 
 
 def cmd_bench(args) -> int:

@@ -127,7 +127,7 @@ def _run(ray, plan: Plan, corpus: Corpus, run_dir: Path, store: Store, todo: lis
 
 
 def setting_complete(plan: Plan, setting: TrainSetting, run_dir: Path, store: Store) -> bool:
-    """The store holds the setting done: adapter recorded (and on disk), every batch, every score."""
+    """The store holds the setting done: adapter recorded (and on disk), every batch, score and measure."""
     row = store.train_setting(setting.key)
     if row is None or row["status"] != "done":
         return False
@@ -135,6 +135,8 @@ def setting_complete(plan: Plan, setting: TrainSetting, run_dir: Path, store: St
         return False
     keys = [e.key for e in plan.evaluations_of(setting)]
     if len(store.complete_evaluations(keys)) != len(keys):
+        return False
+    if plan.config.measure_references and not store.has_measures(setting.key):
         return False
     return all(store.unscored(name, keys).empty for name in plan.config.scorers)
 

@@ -103,6 +103,7 @@ class GridConfig:
     train: TrainSpec = field(default_factory=TrainSpec)
     decode: DecodeSpec = field(default_factory=DecodeSpec)
     data_path: str | None = None
+    measure_references: bool = True  # test_neutral perplexity + embedding analysis per setting
     resources: ResourceSpec = field(default_factory=ResourceSpec, compare=False)
 
     def __post_init__(self):
@@ -159,6 +160,11 @@ class Plan:
     config: GridConfig
     settings: tuple[TrainSetting, ...]
     evaluations: tuple[Evaluation, ...]
+
+    def identity(self) -> str:
+        """A digest of the work: the training settings and evaluations, by content key."""
+        keys = sorted(s.key for s in self.settings) + sorted(e.key for e in self.evaluations)
+        return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
     def evaluations_of(self, setting: TrainSetting) -> list[Evaluation]:
         return [e for e in self.evaluations if e.setting.key == setting.key]
@@ -231,6 +237,7 @@ def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
             train=train,
             decode=decode,
             data_path=raw.pop("data", None),
+            measure_references=bool(raw.pop("measure_references", True)),
             resources=ResourceSpec(**resources_raw),
         )
     except TypeError as err:  # a value of the wrong type inside a spec
@@ -421,6 +428,34 @@ def run_setting(
     evaluations = plan.evaluations_of(setting)
     generate(plan, setting, evaluations, corpus, store, session, adapter, progress)
     score(plan, [e.key for e in evaluations], store, session, progress)
+    if plan.config.measure_references and not store.has_measures(setting.key):
+        measure(plan, setting, corpus, store, session, adapter)
+
+
+def measure(plan: Plan, setting: TrainSetting, corpus: Corpus, store: Store, session: Session,
+            adapter: Path | None) -> None:
+    """Knowledge preservation and representation: the setting's model on the test_neutral references.
+
+    Per target: the perplexity of its test_neutral sentences (``ppl_ref``); over all
+    targets: the silhouette of the sentences' mean-pooled hidden states grouped by
+    language, the language similarity matrix and a 2-D projection. Stored in one
+    transaction, so a setting has all its measures or none.
+    """
+    from xdetox.score import embedding_analysis, reference_measures
+
+    loaded = session.base(setting.model)
+    if loaded.seq2seq:
+        store.add_measures(setting.key, [("*", "skipped", "encoder-decoder model: no causal-LM perplexity")])
+        return
+    limit = plan.config.limit
+    texts = {t: [p.text for p in corpus.prompts(t, "test_neutral")[:limit]] for t in plan.config.targets}
+    model = session.model_for(setting, adapter)
+    measures = reference_measures(model, loaded.tokenizer, texts, batch_size=plan.config.decode.batch_size)
+    analysis = embedding_analysis(measures.embeddings)
+    rows = [(lang, "ppl_ref", value) for lang, value in measures.ppl.items()]
+    rows += [("*", "silhouette", analysis.silhouette), ("*", "similarity", analysis.similarity),
+             ("*", "projection", analysis.projection)]
+    store.add_measures(setting.key, rows)
 
 
 def ensure_adapter(

@@ -272,7 +272,7 @@ class View:
 # --------------------------------------------------------------------------- summary
 
 
-def summarize(completions: pd.DataFrame, info: RunInfo) -> dict:
+def summarize(completions: pd.DataFrame, info: RunInfo, measures: pd.DataFrame | None = None) -> dict:
     """Per (model, setting, target, split): n, mean toxicity and reduction vs ZS, over seeds.
 
     Per seed, ``reduction_abs`` = ZS mean − setting mean, both over the
@@ -289,7 +289,9 @@ def summarize(completions: pd.DataFrame, info: RunInfo) -> dict:
     prompts as the unit: a prompt's ZS and setting values are its mean toxicity
     (over samples), averaged over the seeds in which both have that prompt.
     """
-    return _summarize(_prepare(completions, info), info)
+    summary = _with_measures(_summarize(_prepare(completions, info), info), measures)
+    summary.pop("_projections", None)
+    return summary
 
 
 GroupKey = tuple[str, Setting, str, str, int]  # model, setting, target, split, seed
@@ -607,7 +609,8 @@ def print_table(summary: dict) -> str:
 
 
 def write_report(
-    run_dir: Path, completions: pd.DataFrame, info: RunInfo, split: str | None = None
+    run_dir: Path, completions: pd.DataFrame, info: RunInfo, split: str | None = None,
+    measures: pd.DataFrame | None = None,
 ) -> dict:
     """Write the matrix CSVs, report.html, report.md and finally summary.json.
 
@@ -619,7 +622,7 @@ def write_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     frame = _prepare(completions, info)
-    summary = _summarize(frame, info)
+    summary = _with_measures(_summarize(frame, info), measures)
     (run_dir / SUMMARY_JSON).unlink(missing_ok=True)
     split = split or _default_split(summary)
     views = [v for v in _views(summary) if v.split == split]
@@ -633,6 +636,7 @@ def write_report(
     _atomic_write(run_dir / REPORT_HTML, lambda p: p.write_text(page, encoding="utf-8"))
     markdown = _markdown(summary, frame, views)
     _atomic_write(run_dir / REPORT_MD, lambda p: p.write_text(markdown, encoding="utf-8"))
+    summary.pop("_projections", None)  # plotted above; not part of summary.json
     text = json.dumps(summary, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
     _atomic_write(run_dir / SUMMARY_JSON, lambda p: p.write_text(text, encoding="utf-8"))
     return summary
@@ -843,6 +847,127 @@ def _method(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
     ]
 
 
+# --------------------------------------------------------------------------- reference measures
+
+
+def _with_measures(summary: dict, measures: pd.DataFrame | None) -> dict:
+    """Add the per-setting reference measures (``grid.measure``) to a summary.
+
+    ``summary["measures"]``: per model and setting, over seeds: ``ppl_ref`` (per
+    language: geometric-mean perplexity of the test_neutral sentences under the
+    setting's model, mean over seeds), ``ppl_ref_change`` (per language: that value
+    over ZS's of the same seed, minus 1, mean over seeds), ``silhouette`` (of the
+    sentences' mean-pooled hidden states grouped by language; mean and std over
+    seeds) and ``similarity`` (language x language mean cosine similarity, first
+    seed). Each ``settings`` entry gets its target's ``ppl_ref`` and ``ppl_ref_change``.
+    The 2-D projections stay out of the JSON (the HTML plots them).
+    """
+    summary = dict(summary)
+    if measures is None or measures.empty:
+        summary["measures"] = []
+        return summary
+    rows = measures[measures["name"] != "skipped"]
+    key_cols = ["model", "paradigm", "source", "percent"]
+
+    def setting_key(row) -> tuple:
+        return tuple(None if pd.isna(row[c]) else row[c] for c in key_cols)
+
+    table: dict[tuple, dict[int, dict[str, dict]]] = {}
+    for _, row in rows.iterrows():
+        table.setdefault(setting_key(row), {}).setdefault(int(row["seed"]), {}).setdefault(row["name"], {})[
+            row["lang"]] = row["value"]
+    entries = []
+    for key, by_seed in table.items():
+        model = key[0]
+        zs = table.get((model, "zs", None, None), {})
+        seeds = sorted(by_seed)
+        langs = sorted({lang for s in seeds for lang in by_seed[s].get("ppl_ref", {})}, key=_lang_rank)
+        ppl = {lang: _mean([by_seed[s]["ppl_ref"][lang] for s in seeds if lang in by_seed[s].get("ppl_ref", {})])
+               for lang in langs}
+        change = {}
+        if key[1] != "zs":
+            for lang in langs:
+                ratios = [by_seed[s]["ppl_ref"][lang] / zs[s]["ppl_ref"][lang] - 1 for s in seeds
+                          if s in zs and lang in zs[s].get("ppl_ref", {}) and lang in by_seed[s].get("ppl_ref", {})]
+                change[lang] = _mean(ratios)
+        silhouettes = [by_seed[s]["silhouette"]["*"] for s in seeds if "silhouette" in by_seed[s]]
+        entries.append({
+            "model": model, "paradigm": key[1], "source": key[2], "percent": key[3], "seeds": seeds,
+            "ppl_ref": ppl, "ppl_ref_change": change or None,
+            "silhouette": _mean(silhouettes), "silhouette_std": _std(silhouettes),
+            "similarity": by_seed[seeds[0]].get("similarity", {}).get("*"),
+        })
+    order = {(s["model"], s["paradigm"], s["source"], s["percent"]): i for i, s in enumerate(summary["settings"])}
+    entries.sort(key=lambda e: order.get((e["model"], e["paradigm"], e["source"], e["percent"]), len(order)))
+    by_key = {(e["model"], e["paradigm"], e["source"], e["percent"]): e for e in entries}
+    settings = []
+    for s in summary["settings"]:
+        e = by_key.get((s["model"], s["paradigm"], s["source"], s["percent"]))
+        settings.append({**s, "ppl_ref": (e or {}).get("ppl_ref", {}).get(s["target"]),
+                         "ppl_ref_change": ((e or {}).get("ppl_ref_change") or {}).get(s["target"])})
+    summary["settings"] = settings
+    summary["measures"] = _jsonable(entries)
+    summary["_projections"] = {
+        (e["model"], e["paradigm"], e["source"], e["percent"]): table[(e["model"], e["paradigm"], e["source"],
+                                                                         e["percent"])][e["seeds"][0]]
+        .get("projection", {}).get("*") for e in entries
+    }
+    return summary
+
+
+def measures_projection(summary: dict, model: str) -> dict[tuple, list] | None:
+    projections = summary.get("_projections") or {}
+    return {k: v for k, v in projections.items() if k[0] == model and v} or None
+
+
+def _projection_plot(points: list, title: str) -> str:
+    fig, ax = _figure(5.0, 4.2)
+    frame = pd.DataFrame(points, columns=["lang", "x", "y"])
+    for lang in sorted(frame["lang"].unique(), key=_lang_rank):
+        part = frame[frame["lang"] == lang]
+        ax.scatter(part["x"], part["y"], s=8, label=lang, alpha=0.7)
+    ax.legend(fontsize=7, markerscale=2, ncol=3)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title, fontsize=9)
+    return _png_data_uri(fig)
+
+
+def _html_measures(model: str, summary: dict, projections: dict[tuple, list] | None) -> list[str]:
+    entries = [e for e in summary.get("measures", []) if e["model"] == model]
+    if not entries:
+        return []
+    langs = sorted({lang for e in entries for lang in e["ppl_ref"]}, key=_lang_rank)
+    seeds = _seed_list(sorted({s for e in entries for s in e["seeds"]}))
+    n = "test_neutral sentences per language as in the run (its limit)"
+    parts = ["<h3>Knowledge preservation and representation</h3>",
+             f"<p><small>model {_h(model)} · {_h(n)} · seeds {_h(seeds)} · perplexity of the test_neutral "
+             "references under each setting's model (ZS = base), change vs ZS in brackets; silhouette of "
+             "mean-pooled last hidden states grouped by language (cosine).</small></p>",
+             "<table><tr><th>setting</th><th>silhouette</th>"
+             + "".join(f"<th>ppl {_h(lang)}</th>" for lang in langs) + "</tr>"]
+    for e in entries:
+        name = Setting(e["paradigm"], e["source"], e["percent"]).name
+        cells = []
+        for lang in langs:
+            value = e["ppl_ref"].get(lang)
+            change = (e.get("ppl_ref_change") or {}).get(lang)
+            cells.append("-" if value is None else f"{value:.1f}" + ("" if change is None else f" ({_pct(change)})"))
+        sil = "-" if e["silhouette"] is None else f"{e['silhouette']:.3f}"
+        parts.append(f"<tr><td>{_h(name)}</td><td class=\"num\">{_h(sil)}</td>"
+                     + "".join(f'<td class="num">{_h(c)}</td>' for c in cells) + "</tr>")
+    parts.append("</table>")
+    for key, points in (projections or {}).items():
+        if key[1] not in ("zs", "m-ft"):
+            continue
+        name = Setting(key[1], key[2], key[3]).name
+        title = f"{name}: 2-D PCA of test_neutral embeddings\n{model} · seed {entries[0]['seeds'][0]}"
+        parts.append(f'<figure><img class="projection" alt="{_h(name)} embedding projection" '
+                     f'src="{_projection_plot(points, title)}"><figcaption>{_h(name)} — sentence embeddings '
+                     f"(mean-pooled last hidden state), coloured by language; model {_h(model)}.</figcaption></figure>")
+    return parts
+
+
 # --------------------------------------------------------------------------- html
 
 
@@ -881,6 +1006,7 @@ def _html(summary: dict, frame: pd.DataFrame, views: list[View]) -> str:
     ]
     for view in views:
         parts += _html_model(view, frame)
+        parts += _html_measures(view.model, summary, measures_projection(summary, view.model))
     parts += ['<h2 id="method">How these numbers were computed</h2>', "<dl>"]
     parts += [f"<dt>{_h(term)}</dt><dd>{_h(text)}</dd>" for term, text in _method(summary, frame)]
     parts += ["</dl>", "</body></html>", ""]

@@ -19,7 +19,7 @@ import pandas as pd
 from xdetox.generate import Completion
 
 # The tables that hold results (``meta`` holds bookkeeping: config, wall time, environment).
-DATA_TABLES: tuple[str, ...] = ("train_settings", "evaluations", "batches", "completions", "scores")
+DATA_TABLES: tuple[str, ...] = ("train_settings", "evaluations", "batches", "completions", "scores", "measures")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS scores (
     eval_key TEXT NOT NULL, prompt_id TEXT NOT NULL, sample INTEGER NOT NULL,
     scorer TEXT NOT NULL, value REAL NOT NULL,
     PRIMARY KEY (eval_key, prompt_id, sample, scorer));
+CREATE TABLE IF NOT EXISTS measures (
+    train_key TEXT NOT NULL, lang TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (train_key, lang, name));
 """
 
 
@@ -169,6 +172,31 @@ class Store:
                 "INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?, ?)",
                 [(e, p, s, scorer, float(v)) for e, p, s, v in rows],
             )
+
+    # -- reference measures (per training setting, not per completion) ---------
+    def add_measures(self, train_key: str, rows: Iterable[tuple[str, str, object]]) -> None:
+        """A setting's measures ((lang or "*", name, JSON-able value)), all in one transaction."""
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO measures VALUES (?, ?, ?, ?)",
+                [(train_key, lang, name, json.dumps(value)) for lang, name, value in rows],
+            )
+
+    def has_measures(self, train_key: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM measures WHERE train_key = ? LIMIT 1", (train_key,)).fetchone() is not None
+
+    def measures_frame(self) -> pd.DataFrame:
+        """One row per measure with its setting's model, label, paradigm, source, percent and seed."""
+        frame = pd.read_sql_query(
+            "SELECT t.model, t.label AS setting, t.paradigm, t.source, t.percent, t.seed, m.lang, m.name,"
+            " m.value FROM measures m JOIN train_settings t ON t.key = m.train_key"
+            " ORDER BY t.model, t.paradigm, t.source, t.percent, t.seed, m.lang, m.name",
+            self.conn,
+        )
+        frame["value"] = [json.loads(v) for v in frame["value"]]
+        frame["source"] = frame["source"].astype(object).where(frame["source"].notna(), None)
+        frame["percent"] = [None if pd.isna(v) else int(v) for v in frame["percent"]]
+        return frame
 
     def complete_evaluations(self, eval_keys: list[str]) -> set[str]:
         """Those of ``eval_keys`` whose every batch is committed."""
