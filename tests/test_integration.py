@@ -32,3 +32,30 @@ def test_embedded_generation_is_seeded_and_scored(embedded):
         assert all(c.text and c.n_tokens <= 12 for c in first)
         values = scorer.score([c.text for c in first], lang)
         assert all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_bf16_log_probabilities_are_within_one_percent_of_fp32(embedded):
+    """The speed dtype must not change what the model says: mean per-token log-probability, bf16 vs fp32."""
+    import torch
+
+    if embedded.dtype != torch.bfloat16:
+        pytest.skip("this machine runs the embedded model in fp32: nothing to compare")
+    fp32 = models.load(models.ModelSpec(), dtype="float32")
+    corpus = data.load()
+    texts = [f"Complete the sentence: {p.text}" for lang in ("en", "de", "zh", "ru", "am")
+             for p in corpus.prompts(lang, "test_neutral")[:4]]
+
+    def mean_logprob(loaded) -> float:
+        tok = loaded.tokenizer
+        tok.padding_side = "right"
+        enc = tok(texts, return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            logits = loaded.model(**enc).logits[:, :-1].float()
+        logp = logits.log_softmax(-1).gather(-1, enc["input_ids"][:, 1:, None])[..., 0]
+        mask = enc["attention_mask"][:, 1:].bool()
+        tok.padding_side = "left"
+        return float(logp[mask].mean())
+
+    ours, reference = mean_logprob(embedded), mean_logprob(fp32)
+    print(f"mean token log-prob: bf16 {ours:.4f}, fp32 {reference:.4f}")
+    assert abs(ours - reference) <= 0.01 * abs(reference)
