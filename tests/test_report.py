@@ -128,7 +128,8 @@ def one(summary, *args, **kwargs):
 
 def test_summary_shape_and_order():
     summary = summarize(frame(), info())
-    assert set(summary) == {"model", "scorer", "seeds", "run", "settings", "per_seed"}
+    assert set(summary) == {"model", "scorer", "seeds", "run", "settings", "per_seed", "measures"}
+    assert summary["measures"] == []  # no reference measures given
     assert summary["model"] == MODEL
     assert summary["scorer"] == "toxclf-v1"
     assert summary["seeds"] == [13]
