@@ -450,7 +450,7 @@ def measure(plan: Plan, setting: TrainSetting, corpus: Corpus, store: Store, ses
     limit = plan.config.limit
     texts = {t: [p.text for p in corpus.prompts(t, "test_neutral")[:limit]] for t in plan.config.targets}
     model = session.model_for(setting, adapter)
-    measures = reference_measures(model, loaded.tokenizer, texts, batch_size=plan.config.decode.batch_size)
+    measures = reference_measures(model, loaded.tokenizer, texts)
     analysis = embedding_analysis(measures.embeddings)
     rows = [(lang, "ppl_ref", value) for lang, value in measures.ppl.items()]
     rows += [("*", "silhouette", analysis.silhouette), ("*", "similarity", analysis.similarity),

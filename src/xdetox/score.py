@@ -859,7 +859,11 @@ class HFScorer:
 PPL_PREFIX = "ppl:"
 
 
-def perplexity(model, tokenizer, texts: list[str], batch_size: int = 32, max_length: int = 256) -> list[float]:
+LOGIT_ROWS = 4  # sequences per forward pass when full-vocabulary logits are needed (262k x tokens x 4 B each)
+
+
+def perplexity(model, tokenizer, texts: list[str], batch_size: int = LOGIT_ROWS,
+               max_length: int = 256) -> list[float]:
     """Per-text perplexity under a causal LM: exp(mean negative log-likelihood of its tokens).
 
     Each text is scored as the model sees a document: BOS (if the tokenizer adds one) +
@@ -897,7 +901,7 @@ class ReferenceMeasures:
 
 
 def reference_measures(model, tokenizer, texts_by_lang: Mapping[str, list[str]],
-                       batch_size: int = 32, max_length: int = 256) -> ReferenceMeasures:
+                       batch_size: int = LOGIT_ROWS, max_length: int = 256) -> ReferenceMeasures:
     """One forward pass per batch gives both: per-sentence perplexity and mean-pooled hidden states.
 
     Perplexity counts every token after the first (BOS + text + EOS, as ``perplexity``);
@@ -989,7 +993,7 @@ class PerplexityScorer:
 
     def score(self, texts: list[str], lang: str) -> list[float]:
         _check_input(self, texts, lang)
-        return perplexity(self.model, self.tokenizer, texts, batch_size=self.batch_size)
+        return perplexity(self.model, self.tokenizer, texts)  # batch_size: the store's commit unit
 
 
 # --------------------------------------------------------------------------- language fidelity
