@@ -862,34 +862,44 @@ PPL_PREFIX = "ppl:"
 LOGIT_ROWS = 4  # sequences per forward pass when full-vocabulary logits are needed (262k x tokens x 4 B each)
 
 
-def perplexity(model, tokenizer, texts: list[str], batch_size: int = LOGIT_ROWS,
-               max_length: int = 256) -> list[float]:
-    """Per-text perplexity under a causal LM: exp(mean negative log-likelihood of its tokens).
+def _scored_batches(model, tokenizer, texts: list[str], batch_size: int, max_length: int, pooled: bool = False):
+    """Per batch: (mean token NLL per text, mean-pooled last hidden state per text or None).
 
     Each text is scored as the model sees a document: BOS (if the tokenizer adds one) +
-    text + EOS, so an empty text is the probability of ending at once. Batched with
-    right padding; padding never counts.
+    text + EOS, so an empty text is the probability of ending at once. Right padding;
+    padding never counts, neither in the NLL nor in the pooling.
     """
     import torch
 
     eos = tokenizer.eos_token or ""
     side, tokenizer.padding_side = tokenizer.padding_side, "right"
-    out: list[float] = []
     try:
         for start in range(0, len(texts), batch_size):
             chunk = [t + eos for t in texts[start:start + batch_size]]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
                             max_length=max_length).to(model.device)
             with torch.inference_mode():
-                logits = model(**enc).logits[:, :-1].float()
+                out = model(**enc, output_hidden_states=pooled)
+            logits = out.logits[:, :-1].float()
             labels = enc["input_ids"][:, 1:]
             mask = enc["attention_mask"][:, 1:].bool()
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
-            mean = (nll * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-            out.extend(mean.exp().tolist())
+            mean_nll = ((nll * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).tolist()
+            embedding = None
+            if pooled:
+                hidden = out.hidden_states[-1].float()
+                weights = enc["attention_mask"].unsqueeze(-1).float()
+                embedding = ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu().numpy()
+            yield mean_nll, embedding
     finally:
         tokenizer.padding_side = side
-    return out
+
+
+def perplexity(model, tokenizer, texts: list[str], batch_size: int = LOGIT_ROWS,
+               max_length: int = 256) -> list[float]:
+    """Per-text perplexity under a causal LM: exp(mean negative log-likelihood of its tokens)."""
+    return [float(np.exp(v)) for nll, _ in _scored_batches(model, tokenizer, texts, batch_size, max_length)
+            for v in nll]
 
 
 @dataclass(frozen=True)
@@ -904,37 +914,16 @@ def reference_measures(model, tokenizer, texts_by_lang: Mapping[str, list[str]],
                        batch_size: int = LOGIT_ROWS, max_length: int = 256) -> ReferenceMeasures:
     """One forward pass per batch gives both: per-sentence perplexity and mean-pooled hidden states.
 
-    Perplexity counts every token after the first (BOS + text + EOS, as ``perplexity``);
+    Perplexity per language is the geometric mean over its sentences (as ``perplexity``);
     the embedding is the mean of the last layer's hidden states over the text's real
     (non-padding) tokens.
     """
-    import torch
-
     ppl: dict[str, float] = {}
     embeddings: dict[str, np.ndarray] = {}
-    eos = tokenizer.eos_token or ""
-    side, tokenizer.padding_side = tokenizer.padding_side, "right"
-    try:
-        for lang, texts in texts_by_lang.items():
-            log_ppl, rows = [], []
-            for start in range(0, len(texts), batch_size):
-                chunk = [t + eos for t in texts[start:start + batch_size]]
-                enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
-                                max_length=max_length).to(model.device)
-                with torch.inference_mode():
-                    out = model(**enc, output_hidden_states=True)
-                logits = out.logits[:, :-1].float()
-                labels = enc["input_ids"][:, 1:]
-                mask = enc["attention_mask"][:, 1:].bool()
-                nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
-                log_ppl.extend(((nll * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist())
-                hidden = out.hidden_states[-1].float()
-                weights = enc["attention_mask"].unsqueeze(-1).float()
-                rows.append(((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu().numpy())
-            ppl[lang] = float(np.exp(np.mean(log_ppl)))
-            embeddings[lang] = np.concatenate(rows)
-    finally:
-        tokenizer.padding_side = side
+    for lang, texts in texts_by_lang.items():
+        batches = list(_scored_batches(model, tokenizer, texts, batch_size, max_length, pooled=True))
+        ppl[lang] = float(np.exp(np.mean([v for nll, _ in batches for v in nll])))
+        embeddings[lang] = np.concatenate([emb for _, emb in batches])
     return ReferenceMeasures(ppl, embeddings)
 
 

@@ -194,8 +194,7 @@ class Store:
             self.conn,
         )
         frame["value"] = [json.loads(v) for v in frame["value"]]
-        frame["source"] = frame["source"].astype(object).where(frame["source"].notna(), None)
-        frame["percent"] = [None if pd.isna(v) else int(v) for v in frame["percent"]]
+        _setting_columns(frame)
         return frame
 
     def complete_evaluations(self, eval_keys: list[str]) -> set[str]:
@@ -256,11 +255,16 @@ class Store:
             " ORDER BY t.model, t.paradigm, t.source, t.percent, t.seed, e.target, e.split, c.prompt_id, c.sample",
             self.conn, params=(scorer,),
         )
-        frame["source"] = frame["source"].astype(object).where(frame["source"].notna(), None)
-        frame["percent"] = [None if pd.isna(v) else int(v) for v in frame["percent"]]
+        _setting_columns(frame)
         return frame
 
     def table(self, name: str) -> pd.DataFrame:
         """A whole table, sorted by its primary key columns (for comparisons)."""
         frame = pd.read_sql_query(f"SELECT * FROM {name}", self.conn)  # noqa: S608 - fixed names
         return frame.sort_values(list(frame.columns)).reset_index(drop=True)
+
+
+def _setting_columns(frame: pd.DataFrame) -> None:
+    """SQL NULLs as None in ``source`` and ``percent`` (and percents as ints, not floats), in place."""
+    frame["source"] = frame["source"].astype(object).where(frame["source"].notna(), None)
+    frame["percent"] = [None if pd.isna(v) else int(v) for v in frame["percent"]]
