@@ -94,3 +94,22 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     """Point xdetox's cache at a fresh temporary folder for one test."""
     monkeypatch.setenv("XDETOX_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory):
+    """A 2-layer BERT classifier with random weights, labels {0: neutral, 1: toxic}."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    path = tmp_path_factory.mktemp("tiny-classifier")
+    tokenizer = _tiny_tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512, pad_token_id=0,
+        id2label={0: "neutral", 1: "toxic"}, label2id={"neutral": 0, "toxic": 1},
+    )
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -229,13 +229,13 @@ def test_a_scorer_that_cannot_score_a_target_is_refused_before_any_work(tmp_path
     assert not out.exists()
 
 
-def test_a_run_directory_resumes_only_the_same_work(tmp_path, tiny_model_dir, capsys):
+def test_a_run_directory_resumes_only_the_same_work(tmp_path, tiny_model_dir, tiny_classifier_dir, capsys):
     """Scorers may be added to a run; a change of what is computed (here: seeds) is refused."""
     base = f'models = ["{tiny_model_dir}"]\nparadigms = ["zs"]\ntargets = ["en"]\nlimit = 2\n' \
            'measure_references = false\n[decode]\nmax_new_tokens = 3\n'
     first, more_scorers, other_seeds = (tmp_path / f"{n}.toml" for n in ("a", "b", "c"))
     first.write_text(base)
-    more_scorers.write_text('scorers = ["offline", "lang-fidelity"]\n' + base)
+    more_scorers.write_text(f'scorers = ["offline", "lang-fidelity", "hf:{tiny_classifier_dir}"]\n' + base)
     other_seeds.write_text("seeds = [7]\n" + base)
     out = tmp_path / "run"
     assert main(["grid", "run", str(first), "--out", str(out), "--quiet"]) == 0
@@ -243,7 +243,11 @@ def test_a_run_directory_resumes_only_the_same_work(tmp_path, tiny_model_dir, ca
     assert main(["grid", "run", str(more_scorers), "--out", str(out), "--quiet"]) == 0
     after = _tables(out)
     pd.testing.assert_frame_equal(after["completions"], before)
-    assert set(after["scores"]["scorer"]) == {"offline", "lang-fidelity"}
+    assert set(after["scores"]["scorer"]) == {"offline", "lang-fidelity", f"hf:{tiny_classifier_dir}"}
+    summary = json.loads((out / "summary.json").read_text())  # two toxicity scorers: compared
+    assert summary["scorers"] == ["offline", f"hf:{tiny_classifier_dir}"]
+    assert [a["lang"] for a in summary["scorer_agreement"]] == ["en"]
+    assert summary["scorer_agreement"][0]["n"] == 2
     capsys.readouterr()
     assert main(["grid", "run", str(other_seeds), "--out", str(out), "--quiet"]) == 2
     assert "holds a run with a different configuration" in capsys.readouterr().err

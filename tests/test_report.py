@@ -472,3 +472,36 @@ def test_completion_perplexity_is_a_geometric_mean_compared_with_zs():
     assert "+100.0%" in print_table(summary)
     without = summarize(frame.drop(columns=["ppl"]), info())
     assert all(s["ppl_completion"] is None for s in without["settings"])
+
+
+# --------------------------------------------------------------------------- several scorers
+
+
+def test_second_scorer_gets_its_own_summary_and_agreement(tmp_path):
+    data = grid_frame()
+    # the second scorer inverts the first on de and matches it on en
+    data["toxicity:judge"] = np.where(data["target"] == "de", 1.0 - data["toxicity"], data["toxicity"])
+    summary = write_report(tmp_path, data, info())
+    assert summary["scorers"] == ["toxclf-v1", "judge"]
+    primary = one(summary, "x-ft", "en", "de", percent=None)
+    second = one({"settings": summary["by_scorer"]["judge"]}, "x-ft", "en", "de")
+    # under the inverted scorer the reduction flips sign
+    assert primary["reduction_abs"] == pytest.approx(-second["reduction_abs"])
+    agreement = {a["lang"]: a for a in summary["scorer_agreement"]}
+    assert set(agreement) == {"en", "de"}
+    assert agreement["en"]["spearman"] == pytest.approx(1.0)
+    assert agreement["en"]["agreement"] == 1.0
+    assert agreement["de"]["spearman"] == pytest.approx(-1.0)
+    assert agreement["en"]["n"] == len(data[data["target"] == "en"])
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="scorers"' in page and "toxclf-v1 vs judge" in page
+    assert "Toxicity scorers compared" in (tmp_path / "report.md").read_text()
+    # a single-scorer run keeps the old shape
+    assert "by_scorer" not in summarize(grid_frame(), info())
+
+
+def test_second_scorer_values_are_checked():
+    data = grid_frame()
+    data["toxicity:judge"] = 2.0
+    with pytest.raises(XdetoxInputError, match="toxicity:judge must be a number"):
+        summarize(data, info())

@@ -287,26 +287,6 @@ def test_check_languages_offline() -> None:
 # ------------------------------------------------------------------ Hugging Face classifiers
 
 
-@pytest.fixture(scope="module")
-def tiny_classifier_dir(tmp_path_factory):
-    """A 2-layer BERT classifier with random weights, labels {0: neutral, 1: toxic}."""
-    import torch
-    from conftest import _tiny_tokenizer
-    from transformers import BertConfig, BertForSequenceClassification
-
-    path = tmp_path_factory.mktemp("tiny-classifier")
-    tokenizer = _tiny_tokenizer()
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=512, pad_token_id=0,
-        id2label={0: "neutral", 1: "toxic"}, label2id={"neutral": 0, "toxic": 1},
-    )
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 TEXTS = ["You are a stupid idiot", "Thank you for the lovely dinner", "", "x" * 3000, "Danke schön"]
 
 

@@ -298,7 +298,9 @@ def _write_outputs(run_dir: Path, store) -> dict:
         raise XdetoxInputError("the run has no toxicity scorer; add one to scorers")
     scorer = toxicity_scorers[0]
     frame = store.completions_frame(scorer)
-    for column, extra in (("ppl", ppl_scorer), ("lang_fidelity", lang_scorer)):
+    extras = [("ppl", ppl_scorer), ("lang_fidelity", lang_scorer)]
+    extras += [(report.EXTRA_TOXICITY + name, name) for name in toxicity_scorers[1:]]
+    for column, extra in extras:
         if extra is not None:  # measures of the same completions, in the same row order
             frame[column] = store.completions_frame(extra)["toxicity"].to_numpy()
     if frame.drop(columns=["source", "percent"]).isna().any().any():
