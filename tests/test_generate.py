@@ -104,3 +104,57 @@ def test_derive_seed_is_stable_and_distinct():
     assert derive_seed("a", 1) == derive_seed("a", 1)
     assert derive_seed("a", 1) != derive_seed("a", 2)
     assert 0 <= derive_seed("x") < 2**31
+
+
+def _until_stop(tokens, stop):
+    """Tokens up to and including the first stop token."""
+    for i, t in enumerate(tokens):
+        if t in stop:
+            return tokens[:i + 1]
+    return tokens
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dropping_finished_rows_keeps_what_transformers_generate_samples(tiny, seed):
+    """decode_rows (finished rows leave the batch) == generate (they stay), token for token."""
+    generator, loaded = tiny
+    stop = generator.stop_ids()
+    prompts = data.load().prompts("en", "test_toxic")[:6]
+    texts = [DecodeSpec().render(p.text) for p in prompts]
+    enc = generator.tokenizer(texts, return_tensors="pt", padding=True)
+    # a flat, high-temperature distribution with a likely EOS makes rows end at different steps
+    eos = sorted(stop)[0]
+    bias = torch.zeros(loaded.model.config.vocab_size)
+    bias[eos] = 8.0
+
+    def sampler():
+        return NucleusSampler(temperature=1.5, top_p=0.95, seed=seed, k=16)
+
+    head = loaded.model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda module, args, out: out + bias)
+    try:
+        ours = generator.decode_rows(enc["input_ids"], enc["attention_mask"], sampler(), 12, stop)
+        ref = generator.hf_generate(enc, sampler(), 12)[:, enc["input_ids"].shape[1]:].tolist()
+    finally:
+        handle.remove()
+    lengths = [len(t) for t in ours]
+    assert len(set(lengths)) > 1 and min(lengths) < 12  # some rows really left early
+    assert ours == [_until_stop(t, stop) for t in ref]
+
+
+def test_vllm_generator_is_skipped_on_cpu_with_a_message(monkeypatch):
+    from xdetox.generate import choose_generator
+
+    messages = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_generator("vllm", warn=messages.append) == "transformers"
+    assert messages == ["xdetox: vllm generator skipped: no CUDA device (vLLM runs on GPUs); "
+                        "generating with transformers"]
+    assert choose_generator("auto", warn=messages.append) == "transformers"
+    assert choose_generator("transformers", warn=messages.append) == "transformers"
+    assert len(messages) == 1  # auto falls back silently
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_generator("vllm", seq2seq=True, warn=messages.append) == "transformers"
+    assert "encoder-decoder" in messages[-1]
+    with pytest.raises(ValueError, match="unknown generator"):
+        choose_generator("fast")

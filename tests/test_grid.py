@@ -84,6 +84,7 @@ def test_plan_keys_follow_content():
         ({"seeds": []}, "seeds must not be empty"),
         ({"models": [{"name": "m", "quantization": "int3"}]}, "unknown quantization"),
         ({"decode": {"temperature": "hot", "top_p": 0.9, "nope": 1}}, "[decode]: unknown key(s) nope"),
+        ({"generator": "fast"}, "unknown generator 'fast'"),
     ],
 )
 def test_bad_configs_are_one_clear_error(raw, needle):
@@ -235,7 +236,8 @@ def test_a_run_directory_resumes_only_the_same_work(tmp_path, tiny_model_dir, ti
            'measure_references = false\n[decode]\nmax_new_tokens = 3\n'
     first, more_scorers, other_seeds = (tmp_path / f"{n}.toml" for n in ("a", "b", "c"))
     first.write_text(base)
-    more_scorers.write_text(f'scorers = ["offline", "lang-fidelity", "hf:{tiny_classifier_dir}"]\n' + base)
+    more_scorers.write_text(f'scorers = ["offline", "lang-fidelity", "hf:{tiny_classifier_dir}"]\n'
+                            'generator = "vllm"\n' + base)  # the generator is not part of the run's identity
     other_seeds.write_text("seeds = [7]\n" + base)
     out = tmp_path / "run"
     assert main(["grid", "run", str(first), "--out", str(out), "--quiet"]) == 0
@@ -243,6 +245,7 @@ def test_a_run_directory_resumes_only_the_same_work(tmp_path, tiny_model_dir, ti
     assert main(["grid", "run", str(more_scorers), "--out", str(out), "--quiet"]) == 0
     after = _tables(out)
     pd.testing.assert_frame_equal(after["completions"], before)
+    assert "vllm generator skipped" in capsys.readouterr().err  # no CUDA, or no vllm package
     assert set(after["scores"]["scorer"]) == {"offline", "lang-fidelity", f"hf:{tiny_classifier_dir}"}
     summary = json.loads((out / "summary.json").read_text())  # two toxicity scorers: compared
     assert summary["scorers"] == ["offline", f"hf:{tiny_classifier_dir}"]

@@ -25,7 +25,6 @@ from xdetox.score import (
     PERSPECTIVE_LANGUAGES,
     PerspectiveError,
     PerspectiveScorer,
-    PerspectiveSettings,
     Scorer,
     check_languages,
     check_scorer,

@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -246,6 +245,10 @@ def _execute(config, out: str | None, quiet: bool, backend: str = "local", addre
     corpus = data.load(config.data_path)
     plan = grid.make_plan(config, corpus)
     grid.check_runnable(config, here=backend == "local")
+    if backend == "local":
+        from xdetox.generate import choose_generator
+
+        choose_generator(config.generator)  # an explicit vllm that cannot run here says so, once
     config_dict = config.to_dict()
     run_dir = _prepare_out(out, config_dict, plan.identity())
 
@@ -269,6 +272,11 @@ def _execute(config, out: str | None, quiet: bool, backend: str = "local", addre
         elapsed = time.perf_counter() - t0
         store.set_meta("started", store.get_meta("started") or started)
         environment = grid.environment()
+        from xdetox.generate import choose_generator
+
+        # the ray tasks choose on their own machines; "auto" there means vLLM where a task has CUDA and vllm
+        environment["generator"] = (choose_generator(config.generator, warn=lambda _: None) if backend == "local"
+                                    else config.generator)
         if backend == "ray":  # the tasks' devices, not the driver's
             previous = store.get_meta("environment") or {}
             environment["device"] = ", ".join(devices) if devices else previous.get("device", environment["device"])
@@ -315,7 +323,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
         seeds=tuple(config["seeds"]),
         epochs=train["epochs"],
         limit=config["limit"],
-        decode=config["decode"],
+        decode={**config["decode"], "generator": env.get("generator", "transformers")},
         lora={**train["lora"], "learning_rate": train["learning_rate"], "batch_size": train["batch_size"],
               "objective": train["objective"]},
         versions=env.get("versions", {}),

@@ -5,21 +5,39 @@ prompts alone (stable sort by token length, then fixed-size chunks), and each
 batch is sampled under its own seed, derived from (evaluation key, batch
 index). A batch therefore gives the same completions whether it runs first,
 last, after a crash, or on another worker (same hardware and library versions).
+
+Decoding a causal LM drops a row from the batch (and from its KV cache) as soon
+as it has written its end token: most completions end long before
+``max_new_tokens``, and a finished row would otherwise cost a full forward step
+until the longest row of its batch ends. The sampler draws one uniform number per
+*original* row at every step, so dropping rows does not change what the others
+draw: ``Generator.generate_batch`` gives the same tokens as transformers'
+``generate`` with the same ``NucleusSampler`` (tested), only faster.
+
+With CUDA and vLLM installed, ``VLLMGenerator`` does the same job (same
+``Completion`` rows): the base model is loaded once and every adapter is a LoRA
+request on it. ``choose_generator`` decides; on a CPU the vLLM generator is
+skipped with a message.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import inspect
 import json
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
-from transformers import LogitsProcessorList
+from transformers import DynamicCache, LogitsProcessorList
 
 from xdetox.data import Prompt
 
 TEMPLATE = "Complete the sentence: {toxic}"
+GENERATORS = ("auto", "transformers", "vllm")
 
 
 @dataclass(frozen=True)
@@ -87,7 +105,10 @@ class NucleusSampler:
     time with Gemma 3's 262k vocabulary).
 
     Random numbers come from the processor's own ``torch.Generator``: a batch's
-    samples depend on its seed alone, not on global RNG state.
+    samples depend on its seed alone, not on global RNG state. Each step draws one
+    uniform number per row of the original batch and picks the token by inverse CDF
+    over the kept set, so a row's draw does not depend on which other rows are still
+    being decoded.
     """
 
     def __init__(self, temperature: float, top_p: float, top_k: int = 0, seed: int = 0, k: int = 512):
@@ -123,12 +144,56 @@ class NucleusSampler:
             probs = probs * keep
         return top_idx, probs / probs.sum(dim=-1, keepdim=True)
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def draw(self, scores: torch.Tensor, rows: torch.Tensor | None = None, n_rows: int | None = None) -> torch.Tensor:
+        """One sampled token id per row of ``scores``.
+
+        ``rows`` are the rows' indices in the original batch of ``n_rows`` rows (default:
+        every row, in order); one uniform number is drawn for every original row.
+        """
         idx, probs = self.kept(scores)
-        pick = torch.multinomial(probs.cpu(), 1, generator=self.rng).to(idx.device)
-        token = idx.gather(-1, pick)
+        uniform = torch.rand(scores.shape[0] if n_rows is None else n_rows, generator=self.rng,
+                             dtype=torch.float64)
+        if rows is not None:
+            uniform = uniform[rows.cpu()]
+        probs = probs.cpu()
+        pick = (probs.double().cumsum(dim=-1) < uniform.unsqueeze(-1)).sum(dim=-1)
+        pick = torch.minimum(pick, (probs > 0).sum(dim=-1) - 1)  # rounding at the top end of the CDF
+        return idx.gather(-1, pick.to(idx.device).unsqueeze(-1)).squeeze(-1)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """As a transformers logits processor: the drawn token scores 0, every other -inf."""
+        token = self.draw(scores)
         out = torch.full_like(scores, -float("inf"))
-        return out.scatter_(-1, token, 0.0)
+        return out.scatter_(-1, token.unsqueeze(-1), 0.0)
+
+
+def completions_of(batch: Batch, decode: DecodeSpec, new_tokens: Sequence[Sequence[int]], tokenizer,
+                   stop: set[int]) -> list[Completion]:
+    """Completion rows from the new token ids of each row (prompt-major: prompt i's samples adjacent).
+
+    A completion ends before its first stop token.
+    """
+    completions = []
+    for row, tokens in enumerate(new_tokens):
+        tokens = list(tokens)
+        n = next((i for i, t in enumerate(tokens) if t in stop), len(tokens))
+        prompt = batch.prompts[row // decode.samples_per_prompt]
+        completions.append(Completion(
+            prompt_id=prompt.id,
+            sample=row % decode.samples_per_prompt,
+            prompt=decode.render(prompt.text),
+            text=tokenizer.decode(tokens[:n], skip_special_tokens=True).strip(),
+            n_tokens=n,
+        ))
+    return completions
+
+
+def stop_ids(tokenizer, generation_config) -> set[int]:
+    """Token ids that end a completion: EOS (all of the generation config's) and padding."""
+    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    eos_ids = getattr(generation_config, "eos_token_id", None)
+    stop.update(eos_ids if isinstance(eos_ids, list) else [eos_ids])
+    return {t for t in stop if t is not None}
 
 
 class Generator:
@@ -139,6 +204,9 @@ class Generator:
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "left"
         _contiguous_lm_head(model)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # transformers 5 renames the forward argument of the KV cache, model by model
+        self._cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
     @torch.inference_mode()
     def generate_batch(self, batch: Batch, decode: DecodeSpec, seed: int) -> list[Completion]:
@@ -147,32 +215,59 @@ class Generator:
         if decode.samples_per_prompt > 1:  # prompt-major rows: prompt i's samples are adjacent
             enc = {k: v.repeat_interleave(decode.samples_per_prompt, dim=0) for k, v in enc.items()}
         sampler = NucleusSampler(decode.temperature, decode.top_p, decode.top_k, seed)
-        out = self.model.generate(
+        stop = self.stop_ids()
+        if self.model.config.is_encoder_decoder:  # returns the decoder start token + the new tokens
+            new = self.hf_generate(enc, sampler, decode.max_new_tokens)[:, 1:].tolist()
+        else:
+            new = self.decode_rows(enc["input_ids"], enc["attention_mask"], sampler, decode.max_new_tokens, stop)
+        return completions_of(batch, decode, new, self.tokenizer, stop)
+
+    def stop_ids(self) -> set[int]:
+        return stop_ids(self.tokenizer, self.model.generation_config)
+
+    def hf_generate(self, enc, sampler: NucleusSampler, max_new_tokens: int) -> torch.Tensor:
+        """transformers' ``generate`` with the sampler as the only logits processor (rows never leave)."""
+        return self.model.generate(
             **enc,
             do_sample=False,  # the sampler draws; greedy decoding just takes its token
             logits_processor=LogitsProcessorList([sampler]),
             temperature=None, top_p=None, top_k=None,
-            max_new_tokens=decode.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        # A causal LM returns prompt + new tokens; an encoder-decoder returns the decoder
-        # start token + new tokens.
-        new = out[:, 1:] if self.model.config.is_encoder_decoder else out[:, enc["input_ids"].shape[1]:]
-        stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
-        eos_ids = self.model.generation_config.eos_token_id
-        stop.update(eos_ids if isinstance(eos_ids, list) else [eos_ids])
-        completions = []
-        for row, tokens in enumerate(new.tolist()):
-            n = next((i for i, t in enumerate(tokens) if t in stop), len(tokens))
-            prompt = batch.prompts[row // decode.samples_per_prompt]
-            completions.append(Completion(
-                prompt_id=prompt.id,
-                sample=row % decode.samples_per_prompt,
-                prompt=texts[row // decode.samples_per_prompt],
-                text=self.tokenizer.decode(tokens[:n], skip_special_tokens=True).strip(),
-                n_tokens=n,
-            ))
-        return completions
+
+    def decode_rows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampler: NucleusSampler,
+                    max_new_tokens: int, stop: set[int]) -> list[list[int]]:
+        """Sample up to ``max_new_tokens`` per left-padded row; a row leaves the batch at its stop token.
+
+        The steps of transformers' ``generate`` for a causal LM (positions from the
+        attention mask, a dynamic KV cache, logits of the last position only), except
+        that finished rows are removed from the batch and from the cache.
+        """
+        n_rows = input_ids.shape[0]
+        tokens: list[list[int]] = [[] for _ in range(n_rows)]
+        rows = torch.arange(n_rows, device=input_ids.device)  # original index of each live row
+        stop_ids = torch.tensor(sorted(stop), device=input_ids.device)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        cache = {self._cache_arg: DynamicCache(config=self.model.config)}
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                         use_cache=True, logits_to_keep=1, **cache)
+        for step in range(max_new_tokens):
+            token = sampler.draw(out.logits[:, -1, :], rows, n_rows)
+            for row, value in zip(rows.tolist(), token.tolist()):
+                tokens[row].append(value)
+            live = ~torch.isin(token, stop_ids)
+            if step == max_new_tokens - 1 or not bool(live.any()):
+                break
+            if not bool(live.all()):
+                keep = live.nonzero().squeeze(-1)
+                cache[self._cache_arg].batch_select_indices(keep)
+                rows, token, attention_mask, positions = rows[keep], token[keep], attention_mask[keep], positions[keep]
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(rows), 1))], dim=-1)
+            positions = positions[:, -1:] + 1
+            out = self.model(input_ids=token.unsqueeze(-1), attention_mask=attention_mask, position_ids=positions,
+                             use_cache=True, **cache)
+        return tokens
 
     def generate(self, prompts: list[Prompt], decode: DecodeSpec, seed: int) -> list[Completion]:
         """All prompts, batch by batch; batch i is sampled with derive_seed(seed, i)."""
@@ -184,6 +279,84 @@ class Generator:
         for batch in make_batches(prompts, self.tokenizer, decode):
             if batch.index not in skip:
                 yield batch, self.generate_batch(batch, decode, derive_seed(seed, batch.index))
+
+
+def choose_generator(requested: str, seq2seq: bool = False,
+                     warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> str:
+    """"transformers" or "vllm" for a generator setting ("auto", "transformers" or "vllm").
+
+    vLLM needs a CUDA device, the ``vllm`` package and a decoder-only model; "auto"
+    takes it when all three are there. An explicit "vllm" that cannot run falls
+    back to transformers and says why through ``warn``.
+    """
+    if requested not in GENERATORS:
+        raise ValueError(f"unknown generator {requested!r}; choose from {', '.join(GENERATORS)}")
+    if requested == "transformers":
+        return requested
+    import torch
+
+    reason = None
+    if seq2seq:
+        reason = "encoder-decoder models are generated with transformers"
+    elif not torch.cuda.is_available():
+        reason = "no CUDA device (vLLM runs on GPUs)"
+    elif importlib.util.find_spec("vllm") is None:
+        reason = "the vllm package is not installed (pip install vllm)"
+    if reason is None:
+        return "vllm"
+    if requested == "vllm":
+        warn(f"xdetox: vllm generator skipped: {reason}; generating with transformers")
+    return "transformers"
+
+
+class VLLMGenerator:
+    """Sampling with vLLM: one engine per base model, each adapter a LoRA request (multi-LoRA).
+
+    Same prompts, template, decoding values and ``Completion`` rows as ``Generator``;
+    each prompt is sampled with its own seed, derived from its batch's seed and its
+    place in the batch. vLLM's kernels and sampler differ from transformers', so the
+    completions differ from ``Generator``'s (same distribution, other draws).
+    """
+
+    def __init__(self, model_path: str, tokenizer, max_lora_rank: int = 16, dtype: str = "bfloat16",
+                 gpu_memory_utilization: float = 0.5, generation_config=None):
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.stop = stop_ids(tokenizer, generation_config)
+        # Leave GPU memory to the training of the next adapter (same process, same GPU).
+        self.llm = LLM(model=model_path, tokenizer=model_path, dtype=dtype, enable_lora=True,
+                       max_lora_rank=max_lora_rank, gpu_memory_utilization=gpu_memory_utilization, seed=0)
+        self._lora_ids: dict[str, int] = {}
+
+    def lora_request(self, name: str, path: Path):
+        from vllm.lora.request import LoRARequest
+
+        lora_id = self._lora_ids.setdefault(name, len(self._lora_ids) + 1)
+        return LoRARequest(name, lora_id, str(path))
+
+    def sampling_params(self, decode: DecodeSpec, seed: int):
+        from vllm import SamplingParams
+
+        return SamplingParams(n=decode.samples_per_prompt, temperature=decode.temperature, top_p=decode.top_p,
+                              top_k=decode.top_k if decode.top_k > 0 else -1,
+                              max_tokens=decode.max_new_tokens, seed=seed)
+
+    def generate_batches(self, work: Sequence[tuple[Batch, int]], decode: DecodeSpec,
+                         adapter: tuple[str, Path] | None = None) -> list[list[Completion]]:
+        """Completions of each (batch, seed), in one vLLM call (continuous batching does the rest)."""
+        prompts, params = [], []
+        for batch, seed in work:
+            for place, prompt in enumerate(batch.prompts):
+                prompts.append(decode.render(prompt.text))
+                params.append(self.sampling_params(decode, derive_seed(seed, place)))
+        lora = None if adapter is None else self.lora_request(*adapter)
+        outputs = iter(self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False))
+        results = []
+        for batch, _ in work:
+            rows = [sample.token_ids for _ in batch.prompts for sample in next(outputs).outputs]
+            results.append(completions_of(batch, decode, rows, self.tokenizer, self.stop))
+        return results
 
 
 def _contiguous_lm_head(model) -> None:

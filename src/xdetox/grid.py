@@ -18,6 +18,7 @@ A config is a TOML file (see ``configs/``)::
     seeds = [42]
     scorers = ["offline"]
     # limit = 20           # first N prompts per target
+    # generator = "auto"   # "transformers" or "vllm"; auto = vLLM when CUDA and vllm are present
     # data = "pairs.jsonl" # instead of the bundled corpus
     [train]                # objective, epochs, learning_rate, batch_size, max_length, dpo_beta
     [train.lora]           # r, alpha, dropout, target_modules
@@ -59,6 +60,7 @@ from xdetox.train import PARADIGMS, LoraSpec, TrainSpec, adapter_key, training_e
 STORE_FILE = "xdetox.sqlite"
 ADAPTERS_DIR = "adapters"
 COMPLETIONS_FILE = "completions.jsonl"
+VLLM_CHUNK = 64  # batches per vLLM call when generating with vLLM
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,14 @@ class GridConfig:
     data_path: str | None = None
     measure_references: bool = True  # test_neutral perplexity + embedding analysis per setting
     resources: ResourceSpec = field(default_factory=ResourceSpec, compare=False)
+    generator: str = field(default="auto", compare=False)
+    """"auto" (vLLM when CUDA and vllm are present, else transformers), "transformers" or "vllm"."""
 
     def __post_init__(self):
+        from xdetox.generate import GENERATORS
+
+        if self.generator not in GENERATORS:
+            raise XdetoxInputError(f"config: unknown generator {self.generator!r}; choose from {', '.join(GENERATORS)}")
         for name in ("models", "paradigms", "targets", "splits", "seeds", "scorers"):
             if not getattr(self, name):
                 raise XdetoxInputError(f"config: {name} must not be empty")
@@ -129,9 +137,10 @@ class GridConfig:
             raise XdetoxInputError("config: seeds are listed twice")
 
     def to_dict(self) -> dict:
-        """What defines the results (stored in the run, compared on resume): resources are not part of it."""
+        """What defines the results (stored in the run, compared on resume): resources and generator are not."""
         raw = asdict(self)
         raw.pop("resources")
+        raw.pop("generator")
         return json.loads(json.dumps(raw))
 
 
@@ -239,6 +248,7 @@ def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
             data_path=raw.pop("data", None),
             measure_references=bool(raw.pop("measure_references", True)),
             resources=ResourceSpec(**resources_raw),
+            generator=str(raw.pop("generator", "auto")),
         )
     except TypeError as err:  # a value of the wrong type inside a spec
         raise XdetoxInputError(f"{where}: {err}") from None
@@ -382,6 +392,7 @@ class Session:
         self.loaded = None
         self.peft = None
         self.scorers: dict[str, object] = {}
+        self.vllm = None  # (ModelSpec, VLLMGenerator) of the last model generated with vLLM
 
     def base(self, spec: ModelSpec):
         from xdetox import models
@@ -410,6 +421,19 @@ class Session:
         self.peft.set_adapter(setting.key)
         self.peft.eval()
         return self.peft
+
+    def vllm_for(self, spec: ModelSpec, max_lora_rank: int):
+        """The vLLM engine of this base model (built once; adapters come as LoRA requests)."""
+        from xdetox import models
+        from xdetox.generate import VLLMGenerator
+
+        if self.vllm is None or self.vllm[0] != spec:
+            self.vllm = None
+            gc.collect()
+            loaded = self.base(spec)
+            self.vllm = (spec, VLLMGenerator(models.locate(spec), loaded.tokenizer, max_lora_rank=max_lora_rank,
+                                             generation_config=loaded.model.generation_config))
+        return self.vllm[1]
 
     def scorer(self, name: str):
         from xdetox.score import get_scorer
@@ -492,7 +516,7 @@ def generate(
     session: Session, adapter: Path | None, progress: bool,
 ) -> None:
     """Sample the batches of the setting's evaluations that the store does not hold yet."""
-    from xdetox.generate import Generator
+    from xdetox.generate import Generator, choose_generator
 
     decode = plan.config.decode
     todo = []
@@ -505,6 +529,16 @@ def generate(
         done = store.done_batches(ev.key)
         todo.extend((ev, b) for b in batches if b.index not in done)
     if not todo:
+        return
+    seq2seq = session.base(setting.model).seq2seq
+    if choose_generator(plan.config.generator, seq2seq, warn=lambda _: None) == "vllm":
+        engine = session.vllm_for(setting.model, plan.config.train.lora.r)
+        lora = None if adapter is None else (setting.key, adapter)
+        for start in range(0, len(todo), VLLM_CHUNK):  # committed a chunk of batches at a time
+            chunk = todo[start:start + VLLM_CHUNK]
+            work = [(b, derive_seed(setting.spec.seed, ev.key, b.index)) for ev, b in chunk]
+            for (ev, batch), completions in zip(chunk, engine.generate_batches(work, decode, lora)):
+                store.add_batch(ev.key, batch.index, completions)
         return
     model = session.model_for(setting, adapter)
     generator = Generator(model, session.base(setting.model).tokenizer)
