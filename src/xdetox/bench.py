@@ -8,6 +8,11 @@ prompts and decoding settings (temperature 0.7, top-p 0.9, 50 new tokens).
 
 Each measurement runs in its own process, so its peak RSS is its own. Training
 throughput is one LoRA epoch on the source language's train neutrals.
+
+``--profile`` adds a fourth process that runs xdetox's generator under
+``torch.profiler`` and says where the time goes: the prefill, the decoding steps,
+the output projection inside them (262k-token vocabulary), sampling, dropping
+finished rows, the rest (Python, tokenisation), and the top operators.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class BenchSpec:
     batch_size: int = 16
     train_examples: int = 300
     seed: int = 0
+    profile: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,10 @@ def run(spec: BenchSpec, progress=print) -> dict:
         progress(f"bench: {worker}: {m.tokens} tokens in {m.seconds:.1f} s = {m.tok_s:.1f} tok/s,"
                  f" peak RSS {m.peak_rss_mb:.0f} MB ({m.dtype})")
     ref, ours, train = results["reference"], results["xdetox"], results["train"]
+    profiled = None
+    if spec.profile:
+        progress("bench: profile ...")
+        profiled = _run_worker("profile", spec)
     return {
         "model": spec.model,
         "prompts": spec.prompts,
@@ -86,6 +96,7 @@ def run(spec: BenchSpec, progress=print) -> dict:
         "reference_dtype": ref.dtype,
         "xdetox_dtype": ours.dtype,
         "train_dtype": train.dtype,
+        **({"profile": profiled} if profiled is not None else {}),
     }
 
 
@@ -102,17 +113,34 @@ def format_table(result: dict) -> str:
     lines.append(f"ratio xdetox / reference: {result['ratio']}x")
     lines.append(f"LoRA training ({result['train_dtype']}): {result['train_tok_s']:.1f} tok/s,"
                  f" {result['train_examples_s']:.2f} examples/s, peak RSS {result['train_peak_rss_mb']:.0f} MB")
+    if "profile" in result:
+        lines += ["", format_profile(result["profile"])]
     return "\n".join(lines)
 
 
-def _spawn(worker: str, spec: BenchSpec) -> Measurement:
+def format_profile(profile: dict) -> str:
+    wall = profile["wall_s"]
+    lines = [f"where xdetox's generation time goes ({profile['tokens']} tokens, {wall:.1f} s wall under the"
+             f" profiler, batch {profile['batch_size']}, {profile['rows_per_step']:.1f} live rows per decoding step"
+             " on average):"]
+    lines += [f"  {name:34} {seconds:7.2f} s {100 * seconds / wall:5.1f} %" for name, seconds in profile["regions"]]
+    lines.append("  top operators (self CPU time, all threads):")
+    lines += [f"    {name:32} {seconds:7.2f} s" for name, seconds in profile["top_ops"]]
+    return "\n".join(lines)
+
+
+def _run_worker(worker: str, spec: BenchSpec) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "xdetox.bench", worker, json.dumps(asdict(spec))],
         capture_output=True, text=True,
     )
     if done.returncode != 0:
         raise RuntimeError(f"bench worker {worker} failed:\n{done.stderr[-3000:]}")
-    return Measurement(**json.loads(done.stdout.strip().splitlines()[-1]))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _spawn(worker: str, spec: BenchSpec) -> Measurement:
+    return Measurement(**_run_worker(worker, spec))
 
 
 def _prompts(spec: BenchSpec):
@@ -162,6 +190,53 @@ def _xdetox(spec: BenchSpec) -> Measurement:
     return Measurement("xdetox", seconds, tokens, spec.prompts, _peak_rss_mb(), str(loaded.dtype).removeprefix("torch."))
 
 
+def _profile(spec: BenchSpec) -> dict:
+    """xdetox's generator under torch.profiler (after one warm-up batch): time per region and top operators."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from xdetox import models
+    from xdetox.generate import DecodeSpec, Generator
+
+    loaded = models.load(models.ModelSpec(name=spec.model))
+    decode = DecodeSpec(max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size)
+    generator = Generator(loaded.model, loaded.tokenizer)
+    prompts = _prompts(spec)
+    generator.generate(prompts[: spec.batch_size], decode, seed=spec.seed + 1)  # warm-up
+    live: list[int] = []  # rows per output-projection call
+    open_regions: list = []
+
+    def enter(module, args):
+        live.append(args[0].shape[0])
+        open_regions.append(record_function("xdetox::lm_head").__enter__())
+
+    def leave(module, args, out):
+        open_regions.pop().__exit__(None, None, None)
+
+    head = loaded.model.get_output_embeddings()
+    head.register_forward_pre_hook(enter)
+    head.register_forward_hook(leave)
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        completions = generator.generate(prompts, decode, seed=spec.seed)
+    wall = time.perf_counter() - start
+    events = prof.key_averages()
+    spent = {e.key.removeprefix("xdetox::"): e.cpu_time_total / 1e6 for e in events if e.key.startswith("xdetox::")}
+    named = [("prefill (prompt forward passes)", spent.get("prefill", 0.0)),
+             ("decoding steps (forward passes)", spent.get("decode_step", 0.0)),
+             ("  of which output projection", spent.get("lm_head", 0.0)),
+             ("sampling (top-k, top-p, draw)", spent.get("sample", 0.0)),
+             ("dropping finished rows", spent.get("drop_finished", 0.0))]
+    accounted = sum(seconds for name, seconds in named if not name.startswith("  "))
+    named.append(("rest (Python, tokenising, bookkeeping)", max(0.0, wall - accounted)))
+    ops = sorted((e for e in events if e.key.startswith("aten::")), key=lambda e: e.self_cpu_time_total, reverse=True)
+    steps = live  # prefill calls included
+    return {
+        "wall_s": wall, "tokens": sum(c.n_tokens for c in completions), "batch_size": spec.batch_size,
+        "rows_per_step": sum(steps) / len(steps) if steps else 0.0,
+        "regions": named, "top_ops": [(e.key, e.self_cpu_time_total / 1e6) for e in ops[:8]],
+    }
+
+
 def _train(spec: BenchSpec) -> Measurement:
     import tempfile
     from dataclasses import replace
@@ -194,5 +269,6 @@ if __name__ == "__main__":  # a worker: python -m xdetox.bench WORKER SPEC_JSON
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     name, raw = sys.argv[1], json.loads(sys.argv[2])
-    result = {"reference": _reference, "xdetox": _xdetox, "train": _train}[name](BenchSpec(**raw))
-    print(json.dumps(asdict(result)))
+    worker = {"reference": _reference, "xdetox": _xdetox, "train": _train, "profile": _profile}[name]
+    result = worker(BenchSpec(**raw))
+    print(json.dumps(result if isinstance(result, dict) else asdict(result)))

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=16, help="xdetox generation batch size")
     bench.add_argument("--train-examples", type=int, default=300, help="examples in the timed LoRA epoch")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bench.add_argument("--profile", action="store_true",
+                       help="also profile xdetox's generator (torch.profiler): where the time goes")
 
     report = sub.add_parser("report", help="rebuild a run's report from its store")
     report.add_argument("run_dir")
@@ -341,6 +343,7 @@ def cmd_bench(args) -> int:
     from xdetox import bench
 
     spec = bench.BenchSpec(model=args.model, prompts=args.prompts, lang=args.lang, batch_size=args.batch_size,
+                           profile=args.profile,
                            train_examples=args.train_examples)
     result = bench.run(spec, progress=lambda line: print(line, file=sys.stderr))
     print(json.dumps(result, indent=2) if args.json else bench.format_table(result))

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch.profiler import record_function
 from transformers import DynamicCache, LogitsProcessorList
 
 from xdetox.data import Prompt
@@ -250,23 +251,27 @@ class Generator:
         stop_ids = torch.tensor(sorted(stop), device=input_ids.device)
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         cache = {self._cache_arg: DynamicCache(config=self.model.config)}
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                         use_cache=True, logits_to_keep=1, **cache)
+        with record_function("xdetox::prefill"):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                             use_cache=True, logits_to_keep=1, **cache)
         for step in range(max_new_tokens):
-            token = sampler.draw(out.logits[:, -1, :], rows, n_rows)
+            with record_function("xdetox::sample"):
+                token = sampler.draw(out.logits[:, -1, :], rows, n_rows)
             for row, value in zip(rows.tolist(), token.tolist()):
                 tokens[row].append(value)
             live = ~torch.isin(token, stop_ids)
             if step == max_new_tokens - 1 or not bool(live.any()):
                 break
             if not bool(live.all()):
-                keep = live.nonzero().squeeze(-1)
-                cache[self._cache_arg].batch_select_indices(keep)
-                rows, token, attention_mask, positions = rows[keep], token[keep], attention_mask[keep], positions[keep]
+                with record_function("xdetox::drop_finished"):
+                    keep = live.nonzero().squeeze(-1)
+                    cache[self._cache_arg].batch_select_indices(keep)
+                    rows, token, attention_mask, positions = rows[keep], token[keep], attention_mask[keep], positions[keep]
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(rows), 1))], dim=-1)
             positions = positions[:, -1:] + 1
-            out = self.model(input_ids=token.unsqueeze(-1), attention_mask=attention_mask, position_ids=positions,
-                             use_cache=True, **cache)
+            with record_function("xdetox::decode_step"):
+                out = self.model(input_ids=token.unsqueeze(-1), attention_mask=attention_mask, position_ids=positions,
+                                 use_cache=True, **cache)
         return tokens
 
     def generate(self, prompts: list[Prompt], decode: DecodeSpec, seed: int) -> list[Completion]:
@@ -301,7 +306,7 @@ def choose_generator(requested: str, seq2seq: bool = False,
     elif not torch.cuda.is_available():
         reason = "no CUDA device (vLLM runs on GPUs)"
     elif importlib.util.find_spec("vllm") is None:
-        reason = "the vllm package is not installed (pip install vllm)"
+        reason = "the vllm package is not installed (pip install 'xdetox[vllm]')"
     if reason is None:
         return "vllm"
     if requested == "vllm":
