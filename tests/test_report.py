@@ -26,10 +26,10 @@ MODEL = "google/gemma-3-270m"
 SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n", "seeds",
                 "mean_toxicity", "std", "reduction_abs", "reduction_rel", "reduction_abs_std",
                 "emt", "tox_prob", "ci95", "p_value", "ppl_completion", "ppl_change",
-                "lang_fidelity"}
+                "lang_fidelity", "empty_share", "new_tokens"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
                  "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
-                 "ppl_completion", "ppl_change", "lang_fidelity"}
+                 "ppl_completion", "ppl_change", "lang_fidelity", "empty_share", "new_tokens"}
 
 
 def info(**over) -> RunInfo:
@@ -347,8 +347,8 @@ def test_print_table_mean_and_std():
     ft = next(line for line in lines if "X-FT from en" in line)
     assert "0.333 ± 0.153" in ft and "+0.350 ± 0.071" in ft and "+58.6%" in ft
     assert ft.split()[5] == "3"  # seeds
-    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d\s+-\s+-\s+-$", ft)  # 95% CI, p
-    assert "95% CI (abs)" in lines[1] and zs.split()[-2:] == ["-", "-"]  # none for ZS
+    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d\s+-\s+-\s+-\s+0%$", ft)  # 95% CI, p, empty
+    assert "95% CI (abs)" in lines[1] and zs.split()[-3:] == ["-", "-", "0%"]  # no CI or p for ZS
 
 
 def test_print_table_several_models():
@@ -505,3 +505,16 @@ def test_second_scorer_values_are_checked():
     data["toxicity:judge"] = 2.0
     with pytest.raises(XdetoxInputError, match="toxicity:judge must be a number"):
         summarize(data, info())
+
+
+def test_empty_completions_and_new_tokens_are_reported(tmp_path):
+    data = rows("zs", "en", [0.6, 0.4, 0.5, 0.5]) + rows("x-ft:en", "en", [0.2, 0.2, 0.2, 0.3])
+    frame = pd.DataFrame(data)
+    frame["n_tokens"] = [50, 50, 50, 50, 0, 0, 0, 7]
+    frame.loc[4:6, "completion"] = ["", "  ", ""]  # three of the four X-FT completions are empty
+    summary = write_report(tmp_path, frame, info())
+    xft = one(summary, "x-ft", "en", "en")
+    assert xft["empty_share"] == 0.75 and xft["new_tokens"] == 1.75
+    assert one(summary, "zs", None, "en")["empty_share"] == 0.0
+    assert "75%" in print_table(summary) and "Empty completions" in (tmp_path / "report.html").read_text()
+    assert summarize(frame.drop(columns=["n_tokens"]), info())["settings"][0]["new_tokens"] is None

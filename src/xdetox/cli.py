@@ -336,7 +336,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
         ppl_scorer=ppl_scorer,
         lang_scorer=lang_scorer,
     )
-    return report.write_report(run_dir, frame.drop(columns=["n_tokens"]), info, measures=store.measures_frame())
+    return report.write_report(run_dir, frame, info, measures=store.measures_frame())
 
 
 def cmd_bench(args) -> int:

@@ -7,7 +7,10 @@ name; default ``RunInfo.model``), ``setting`` (label such as ``"zs"``,
 language of x-ft and dpo, else None), ``percent`` (p-ft only: 10, 20, 30; default
 None), ``seed`` (default the first of ``RunInfo.seeds``), ``target``, ``split``
 (``"train_toxic"``, ``"test_toxic"``, ``"test_neutral"``), ``prompt_id``,
-``sample`` (default 0), ``prompt``, ``completion`` and ``toxicity`` (in [0, 1]).
+``sample`` (default 0), ``prompt``, ``completion`` and ``toxicity`` (in [0, 1]);
+optional ``n_tokens`` (new tokens per completion), ``ppl`` and ``lang_fidelity``.
+Every cell also says how many of its completions are empty (``empty_share``): a
+tuned model that ends at once looks less toxic without writing less toxic text.
 
 Besides mean toxicity and its reduction vs ZS, every setting gets the expected maximum
 toxicity (``emt``), the toxicity probability (``tox_prob``) and, against ZS, a paired
@@ -177,6 +180,8 @@ class SeedResult:
     ppl_completion: float | None = None  # geometric mean perplexity of the completions (reference model)
     ppl_change: float | None = None  # ppl_completion / ZS's - 1 (same seed, target, split)
     lang_fidelity: float | None = None  # share of completions written in the target language
+    empty_share: float | None = None  # share of completions with no text (the model ended at once)
+    new_tokens: float | None = None  # mean new tokens per completion (needs an ``n_tokens`` column)
 
     def to_dict(self) -> dict:
         return _flatten(self)
@@ -201,6 +206,8 @@ class CellResult:
     ppl_completion: float | None = None  # mean over seeds
     ppl_change: float | None = None  # mean over seeds
     lang_fidelity: float | None = None  # mean over seeds
+    empty_share: float | None = None  # mean over seeds
+    new_tokens: float | None = None  # mean over seeds
 
     @classmethod
     def over_seeds(cls, cell: Cell, per_seed: Sequence[SeedResult],
@@ -224,6 +231,8 @@ class CellResult:
             ppl_completion=_mean([r.ppl_completion for r in per_seed if r.ppl_completion is not None]),
             ppl_change=_mean([r.ppl_change for r in per_seed if r.ppl_change is not None]),
             lang_fidelity=_mean([r.lang_fidelity for r in per_seed if r.lang_fidelity is not None]),
+            empty_share=_mean([r.empty_share for r in per_seed if r.empty_share is not None]),
+            new_tokens=_mean([r.new_tokens for r in per_seed if r.new_tokens is not None]),
         )
 
     def to_dict(self) -> dict:
@@ -345,6 +354,9 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
             ppl_change=_ppl_change(group, zs),
             lang_fidelity=(float(group["lang_fidelity"].mean())
                            if "lang_fidelity" in group.columns and group["lang_fidelity"].notna().any() else None),
+            empty_share=float((group["completion"].fillna("").astype(str).str.strip() == "").mean()),
+            new_tokens=(float(group["n_tokens"].mean())
+                        if "n_tokens" in group.columns and group["n_tokens"].notna().any() else None),
         ))
     return results
 
@@ -604,7 +616,7 @@ def matrix_filename(model: str, paradigm: str) -> str:
 
 TABLE_HEADER: tuple[str, ...] = (
     "target", "setting", "n", "seeds", "toxicity", "reduction (abs)", "reduction (rel)",
-    "95% CI (abs)", "p", "ppl", "ppl vs ZS", "in target lang",
+    "95% CI (abs)", "p", "ppl", "ppl vs ZS", "in target lang", "empty",
 )
 
 
@@ -615,6 +627,7 @@ def _table_row(r: CellResult) -> tuple[str, ...]:
         _pct(r.reduction_rel), _ci(r.ci95), _p(r.p_value),
         "-" if r.ppl_completion is None else f"{r.ppl_completion:.1f}", _pct(r.ppl_change),
         "-" if r.lang_fidelity is None else f"{100 * r.lang_fidelity:.0f}%",
+        "-" if r.empty_share is None else f"{100 * r.empty_share:.0f}%",
     )
 
 
@@ -868,6 +881,11 @@ def _method(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
          "pick the target; Amharic by Ethiopic script alone); "
          + ("measured by the lang-fidelity scorer." if run.get("lang_scorer") else
             "not measured in this run (add the lang-fidelity scorer).")),
+        ("Empty completions", "empty: share of completions with no text once the end token is cut "
+         "off (the model ended at once). An empty completion still gets a toxicity score (the scorer's "
+         "value for an empty string), so a setting that mostly stops writing looks less toxic without "
+         "writing less toxic text; read reduction together with this column (and new_tokens in "
+         f"{SUMMARY_JSON})."),
         ("Decoding", _kv(run.get("decode") or {})),
         ("LoRA / training", f"{_kv(run.get('lora') or {})}; {run.get('epochs')} epoch(s); "
          f"prompt limit {run.get('limit') or 'none'}."),
