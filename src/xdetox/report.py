@@ -695,6 +695,7 @@ def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         write(tmp_path)
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; results are meant to be read
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
