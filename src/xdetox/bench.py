@@ -229,10 +229,9 @@ def _profile(spec: BenchSpec) -> dict:
     accounted = sum(seconds for name, seconds in named if not name.startswith("  "))
     named.append(("rest (Python, tokenising, bookkeeping)", max(0.0, wall - accounted)))
     ops = sorted((e for e in events if e.key.startswith("aten::")), key=lambda e: e.self_cpu_time_total, reverse=True)
-    steps = live  # prefill calls included
     return {
         "wall_s": wall, "tokens": sum(c.n_tokens for c in completions), "batch_size": spec.batch_size,
-        "rows_per_step": sum(steps) / len(steps) if steps else 0.0,
+        "rows_per_step": sum(live) / len(live) if live else 0.0,  # prefill calls included
         "regions": named, "top_ops": [(e.key, e.self_cpu_time_total / 1e6) for e in ops[:8]],
     }
 

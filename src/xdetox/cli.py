@@ -247,10 +247,10 @@ def _execute(config, out: str | None, quiet: bool, backend: str = "local", addre
     corpus = data.load(config.data_path)
     plan = grid.make_plan(config, corpus)
     grid.check_runnable(config, here=backend == "local")
-    if backend == "local":
-        from xdetox.generate import choose_generator
+    from xdetox.generate import choose_generator
 
-        choose_generator(config.generator)  # an explicit vllm that cannot run here says so, once
+    # an explicit vllm that cannot run here says so, once; ray tasks choose on their own machines
+    generator = choose_generator(config.generator) if backend == "local" else config.generator
     config_dict = config.to_dict()
     run_dir = _prepare_out(out, config_dict, plan.identity())
 
@@ -274,11 +274,7 @@ def _execute(config, out: str | None, quiet: bool, backend: str = "local", addre
         elapsed = time.perf_counter() - t0
         store.set_meta("started", store.get_meta("started") or started)
         environment = grid.environment()
-        from xdetox.generate import choose_generator
-
-        # the ray tasks choose on their own machines; "auto" there means vLLM where a task has CUDA and vllm
-        environment["generator"] = (choose_generator(config.generator, warn=lambda _: None) if backend == "local"
-                                    else config.generator)
+        environment["generator"] = generator
         if backend == "ray":  # the tasks' devices, not the driver's
             previous = store.get_meta("environment") or {}
             environment["device"] = ", ".join(devices) if devices else previous.get("device", environment["device"])

@@ -298,8 +298,6 @@ def choose_generator(requested: str, seq2seq: bool = False,
         raise ValueError(f"unknown generator {requested!r}; choose from {', '.join(GENERATORS)}")
     if requested == "transformers":
         return requested
-    import torch
-
     reason = None
     if seq2seq:
         reason = "encoder-decoder models are generated with transformers"

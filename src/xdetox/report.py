@@ -305,10 +305,14 @@ def summarize(completions: pd.DataFrame, info: RunInfo, measures: pd.DataFrame |
     prompts as the unit: a prompt's ZS and setting values are its mean toxicity
     (over samples), averaged over the seeds in which both have that prompt.
     """
-    frame = _prepare(completions, info)
-    summary = _with_measures(_with_scorers(_summarize(frame, info), frame, info), measures)
+    summary = _full_summary(_prepare(completions, info), info, measures)
     summary.pop("_projections", None)
     return summary
+
+
+def _full_summary(frame: pd.DataFrame, info: RunInfo, measures: pd.DataFrame | None) -> dict:
+    """The summary of a prepared frame, with the other scorers and the reference measures (plot points kept)."""
+    return _with_measures(_with_scorers(_summarize(frame, info), frame, info), measures)
 
 
 GroupKey = tuple[str, Setting, str, str, int]  # model, setting, target, split, seed
@@ -666,7 +670,7 @@ def write_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     frame = _prepare(completions, info)
-    summary = _with_measures(_with_scorers(_summarize(frame, info), frame, info), measures)
+    summary = _full_summary(frame, info, measures)
     (run_dir / SUMMARY_JSON).unlink(missing_ok=True)
     split = split or _default_split(summary)
     views = [v for v in _views(summary) if v.split == split]
