@@ -28,10 +28,14 @@ def test_run_writes_summary_with_zs_and_xft(tmp_path, tiny_model_dir):
         assert 0 <= s["mean_toxicity"] <= 1
     zs = {s["target"]: s["mean_toxicity"] for s in settings if s["paradigm"] == "zs"}
     for s in settings:
+        assert {"empty_share", "new_tokens", "reduction_length_matched", "reduction_length_matched_ci",
+                "abstention_flag"} <= set(s)
         if s["paradigm"] == "x-ft":
-            assert s["reduction_abs"] == pytest.approx(zs[s["target"]] - s["mean_toxicity"], abs=1e-5)
+            assert s["n_paired"] <= s["n"] and isinstance(s["abstention_flag"], bool)
+            if s["n_paired"] == s["n"] and s["empty_share"] == 0:  # every prompt written on both sides
+                assert s["reduction_abs"] == pytest.approx(zs[s["target"]] - s["mean_toxicity"], abs=1e-5)
         else:
-            assert s["reduction_abs"] is None
+            assert s["reduction_abs"] is None and s["abstention_flag"] is None
     rows = [json.loads(line) for line in (run / "completions.jsonl").read_text().splitlines()]
     assert len(rows) == 12
     assert {"setting", "target", "prompt_id", "prompt", "completion", "toxicity"} <= set(rows[0])
@@ -58,6 +62,20 @@ def test_run_writes_summary_with_zs_and_xft(tmp_path, tiny_model_dir):
         (["--model", "./no/such/model"], "model path not found"),
         (["--data", "missing.jsonl"], "data file not found"),
         (["--scorer", "nope"], "unknown scorer"),
+        (["--temperature", "0"], "temperature must be a finite number above 0"),
+        (["--temperature", "nan"], "temperature"),
+        (["--temperature", "inf"], "temperature"),
+        (["--top-p", "1.5"], "top_p must be a number in (0, 1]"),
+        (["--samples", "0"], "samples_per_prompt must be an integer of at least 1"),
+        (["--batch-size", "-3"], "batch_size must be an integer of at least 1"),
+        (["--train-batch-size", "-3"], "batch_size must be an integer of at least 1"),
+        (["--max-new-tokens", "0"], "max_new_tokens"),
+        (["--lora-r", "0"], "LoRA r must be an integer"),
+        (["--lora-alpha", "0"], "LoRA alpha must be a positive number"),
+        (["--lora-alpha", "-5"], "LoRA alpha"),
+        (["--lora-dropout", "1.5"], "LoRA dropout must be a number in [0, 1)"),
+        (["--lr", "nan"], "learning rate must be a positive number"),
+        (["--epochs", "0"], "epochs must be an integer of at least 1"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
@@ -81,3 +99,24 @@ def test_console_script_reports_unknown_language():
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "xx" in lines[0]
+
+
+@pytest.mark.parametrize("table, line, needle", [
+    ("decode", "temperature = 0", "temperature must be a finite number above 0"),
+    ("decode", 'temperature = "hot"', "temperature"),
+    ("decode", "top_p = 1.5", "top_p must be a number in (0, 1]"),
+    ("decode", "samples_per_prompt = 0", "samples_per_prompt"),
+    ("decode", "batch_size = -1", "batch_size"),
+    ("decode", "max_new_tokens = 0", "max_new_tokens"),
+    ("decode", "top_k = -5", "top_k"),
+    ("train.lora", "r = 0", "LoRA r"),
+    ("train", "batch_size = 0", "batch_size"),
+    ("train", "gradient_accumulation_steps = -1", "gradient_accumulation_steps"),
+    ("train.x-ft", "epochs = 0", "epochs"),
+])
+def test_grid_plan_refuses_bad_values_in_a_config(tmp_path, capsys, table, line, needle):
+    config = tmp_path / "bad.toml"
+    config.write_text(f'sources = ["en"]\n[{table}]\n{line}\n')
+    assert main(["grid", "plan", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err and "Traceback" not in err

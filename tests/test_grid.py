@@ -48,12 +48,15 @@ def tiny_config(tmp_path, tiny_model_dir) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name, count", [("paper", 504), ("embedded", 126)])
-def test_shipped_configs_plan_the_reference_counts(name, count, capsys):
+@pytest.mark.parametrize("name, count, settings", [
+    ("paper", 504, "14 training settings (ZS + 9 X-FT + 3 P-FT + M-FT) x 9 targets"),
+    ("embedded", 405, "15 training settings (ZS + 9 X-FT + 3 P-FT + M-FT + 1 DPO) x 9 targets"),
+])
+def test_shipped_configs_plan_the_reference_counts(name, count, settings, capsys):
     assert main(["grid", "plan", str(ROOT / "configs" / f"{name}.toml")]) == 0
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith(f"{count} evaluations = ")
-    assert "14 training settings (ZS + 9 X-FT + 3 P-FT + M-FT) x 9 targets" in out
+    assert settings in out
     config = grid.load_config(ROOT / "configs" / f"{name}.toml")
     plan = grid.make_plan(config, data.load())
     assert len(plan.evaluations) == count
@@ -123,7 +126,7 @@ def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
         return {name: store.table(name) for name in DATA_TABLES}
 
 
-def test_tiny_grid_runs_every_paradigm_with_two_seeds_and_resumes_for_free(tmp_path, tiny_config):
+def test_tiny_grid_runs_every_paradigm_with_two_seeds_and_resumes_for_free(tmp_path, tiny_config, tiny_model_dir):
     run = tmp_path / "run"
     assert main(["grid", "run", str(tiny_config), "--out", str(run), "--quiet"]) == 0
     tables = _tables(run)
@@ -147,7 +150,28 @@ def test_tiny_grid_runs_every_paradigm_with_two_seeds_and_resumes_for_free(tmp_p
         assert s["ppl_completion"] > 1
         assert (s["ppl_change"] is None) == (s["paradigm"] == "zs")
         assert 0 <= s["lang_fidelity"] <= 1
-    assert len(tables["scores"]) == 3 * 36 * 3  # three scorers: toxicity, perplexity, language
+    # Three scorers (toxicity, perplexity, language) score every completion with text, and nothing else.
+    texts = tables["completions"].set_index(["eval_key", "prompt_id", "sample"])["text"]
+    written = texts[texts.str.strip() != ""]
+    scores = tables["scores"]
+    for name in ("offline", "ppl:" + str(tiny_model_dir), "lang-fidelity"):
+        keys = scores[scores["scorer"] == name].set_index(["eval_key", "prompt_id", "sample"]).index
+        assert sorted(keys) == sorted(written.index), name
+    # Length-matched scores: each tuned completion and ZS's of the same prompt, both with text.
+    evals = tables["evaluations"].merge(tables["train_settings"][["key", "paradigm", "seed"]],
+                                        left_on="train_key", right_on="key", suffixes=("", "_t"))
+    zs_of = {(r.seed, r.target): r.key for r in evals[evals["paradigm"] == "zs"].itertuples()}
+    expected = sorted((r.key, pid, sample) for r in evals[evals["paradigm"] != "zs"].itertuples()
+                      for (ek, pid, sample) in written.index if ek == r.key
+                      and (zs_of[(r.seed, r.target)], pid, sample) in written.index)
+    for suffix in (grid.LENGTH_MATCHED, grid.LENGTH_MATCHED_ZS):
+        keys = scores[scores["scorer"] == "offline" + suffix].set_index(["eval_key", "prompt_id", "sample"]).index
+        assert sorted(keys) == expected and expected
+    assert all(s["reduction_length_matched"] is not None for s in summary["settings"] if s["paradigm"] != "zs")
+    assert all(t["end_token_trained"] == (t["setting"].startswith("dpo")) for t in summary["training"]
+               if t["setting"] != "zs")
+    assert all("end_token_trained" not in t for t in summary["training"] if t["setting"] == "zs")
+    assert list(run.glob("matrix_*_x-ft_length_matched.csv"))
     # Reference measures per setting: test_neutral perplexity per target, embedding analysis.
     measures = {(m["paradigm"], m["source"], m["percent"]): m for m in summary["measures"]}
     assert len(measures) == 9
@@ -254,3 +278,50 @@ def test_a_run_directory_resumes_only_the_same_work(tmp_path, tiny_model_dir, ti
     capsys.readouterr()
     assert main(["grid", "run", str(other_seeds), "--out", str(out), "--quiet"]) == 2
     assert "holds a run with a different configuration" in capsys.readouterr().err
+
+
+def test_paper_config_takes_the_reference_recipe_per_paradigm():
+    config = grid.load_config(ROOT / "configs" / "paper.toml")
+    xft, pft, mft = (config.train_for(p) for p in ("x-ft", "p-ft", "m-ft"))
+    assert (xft.epochs, xft.batch_size, xft.gradient_accumulation_steps, xft.max_length) == (10, 12, 4, 256)
+    assert (pft.epochs, pft.batch_size, pft.gradient_accumulation_steps, pft.max_length) == (15, 12, 4, 256)
+    assert (mft.epochs, mft.batch_size, mft.max_length) == (10, 8, 512)
+    assert config.train_for("dpo").learning_rate == 1e-4 and config.train_for("dpo").gradient_accumulation_steps == 16
+    assert all(t.objective == "neutral-lm" and t.learning_rate == 2e-4 for t in (xft, pft, mft))
+    specs = {s.spec.label: s.spec for s in grid.make_plan(config, data.load()).settings}
+    assert specs["x-ft:hi"].epochs == 10 and specs["p-ft:20%"].epochs == 15 and specs["m-ft"].max_length == 512
+
+
+def test_per_paradigm_overrides_change_only_their_paradigm_and_its_keys():
+    raw = {"paradigms": ["zs", "x-ft", "m-ft"], "sources": ["en", "de"], "targets": ["de"],
+           "train": {"epochs": 2, "lora": {"r": 8}, "m-ft": {"epochs": 5, "lora": {"alpha": 64}}}}
+    config = grid.config_from_dict(raw)
+    plan = grid.make_plan(config, data.load())
+    by_label = {s.label: s for s in plan.settings}
+    assert by_label["x-ft:en"].spec.epochs == 2 and by_label["m-ft"].spec.epochs == 5
+    assert by_label["m-ft"].spec.lora.r == 8 and by_label["m-ft"].spec.lora.alpha == 64
+    assert by_label["x-ft:de"].spec.lora.alpha == 32
+    plain = grid.make_plan(grid.config_from_dict({**raw, "train": {"epochs": 2, "lora": {"r": 8}}}), data.load())
+    assert [s.key for s in plain.settings if s.label != "m-ft"] == [s.key for s in plan.settings if s.label != "m-ft"]
+    assert {s.key for s in plain.settings} != {s.key for s in plan.settings}
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"x-ft": {"epochs": 2, "bogus": 1}}, r"\[train.x-ft\]: unknown key\(s\) bogus"),
+    ({"zs": {"epochs": 2}}, r"\[train\]: unknown key\(s\) zs"),
+    ({"m-ft": 3}, "train.m-ft must be a table"),
+    ({"dpo": {"lora": {"rank": 4}}}, r"\[train.dpo.lora\]: unknown key"),
+    ({"p-ft": {"gradient_accumulation_steps": 0}}, "gradient_accumulation_steps"),
+])
+def test_bad_per_paradigm_tables_are_refused(train, message):
+    with pytest.raises(XdetoxInputError, match=message):
+        grid.config_from_dict({"train": train})
+
+
+def test_dpo_sources_choose_the_dpo_settings_alone():
+    config = grid.config_from_dict({"paradigms": ["zs", "x-ft", "dpo"], "sources": ["en", "de", "ru"],
+                                    "dpo_sources": ["en"], "targets": ["de"]})
+    labels = [s.label for s in grid.make_plan(config, data.load()).settings]
+    assert labels == ["zs", "x-ft:en", "x-ft:de", "x-ft:ru", "dpo:en"]
+    with pytest.raises(XdetoxInputError, match="'xx'"):
+        grid.config_from_dict({"dpo_sources": ["xx"]})

@@ -59,3 +59,18 @@ def test_bf16_log_probabilities_are_within_one_percent_of_fp32(embedded):
     ours, reference = mean_logprob(embedded), mean_logprob(fp32)
     print(f"mean token log-prob: bf16 {ours:.4f}, fp32 {reference:.4f}")
     assert abs(ours - reference) <= 0.01 * abs(reference)
+
+
+def test_embedded_neutral_lm_batches_never_train_an_end_token(embedded, tmp_path):
+    """Gemma 3's real tokenizer: no neutral-lm label is EOS, <end_of_turn> or padding, in all 9 languages."""
+    from xdetox import train
+    from xdetox.generate import stop_ids
+
+    stop = stop_ids(embedded.tokenizer, embedded.model.generation_config)
+    assert embedded.tokenizer.eos_token_id in stop and len(stop) >= 2
+    corpus = data.load()
+    for lang in data.LANGS:
+        spec = train.TrainSpec(source=lang)
+        ids = train.neutral_lm_ids(embedded, train.training_examples(spec, corpus)[:40], spec.max_length)
+        assert all(row and not stop & set(row) for row in ids), lang
+        assert all(row[0] == embedded.tokenizer.bos_token_id for row in ids), lang

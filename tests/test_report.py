@@ -26,10 +26,13 @@ MODEL = "google/gemma-3-270m"
 SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n", "seeds",
                 "mean_toxicity", "std", "reduction_abs", "reduction_rel", "reduction_abs_std",
                 "emt", "tox_prob", "ci95", "p_value", "ppl_completion", "ppl_change",
-                "lang_fidelity", "empty_share", "new_tokens"}
+                "lang_fidelity", "empty_share", "new_tokens", "n_paired", "abstention_flag",
+                "reduction_length_matched", "reduction_length_matched_std", "reduction_length_matched_ci",
+                "reduction_length_matched_p", "n_length_matched"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
                  "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
-                 "ppl_completion", "ppl_change", "lang_fidelity", "empty_share", "new_tokens"}
+                 "ppl_completion", "ppl_change", "lang_fidelity", "empty_share", "new_tokens",
+                 "n_paired", "empty_share_zs", "reduction_length_matched", "n_length_matched"}
 
 
 def info(**over) -> RunInfo:
@@ -128,7 +131,8 @@ def one(summary, *args, **kwargs):
 
 def test_summary_shape_and_order():
     summary = summarize(frame(), info())
-    assert set(summary) == {"model", "scorer", "seeds", "run", "settings", "per_seed", "measures"}
+    assert set(summary) == {"model", "scorer", "seeds", "run", "training", "settings", "per_seed", "measures",
+                            "analysis"}
     assert summary["measures"] == []  # no reference measures given
     assert summary["model"] == MODEL
     assert summary["scorer"] == "toxclf-v1"
@@ -347,8 +351,9 @@ def test_print_table_mean_and_std():
     ft = next(line for line in lines if "X-FT from en" in line)
     assert "0.333 ± 0.153" in ft and "+0.350 ± 0.071" in ft and "+58.6%" in ft
     assert ft.split()[5] == "3"  # seeds
-    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d\s+-\s+-\s+-\s+0%$", ft)  # 95% CI, p, empty
-    assert "95% CI (abs)" in lines[1] and zs.split()[-3:] == ["-", "-", "0%"]  # no CI or p for ZS
+    # 95% CI, p, length-matched (none here) and its CI and p, ppl, ppl vs ZS, in target lang, empty, new tokens
+    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d(\s+-){6}\s+0%\s+-$", ft)
+    assert "95% CI (abs)" in lines[1] and zs.split()[-4:] == ["-", "-", "0%", "-"]  # no CI or p for ZS
 
 
 def test_print_table_several_models():
@@ -381,6 +386,7 @@ def test_write_report_files(tmp_path):
 
     stem = "matrix_google_gemma-3-270m_"
     matrices = [f"{stem}{p}.csv" for p in ("zs", "x-ft", "p-ft", "m-ft", "dpo")]
+    matrices += [f"{stem}{p}_length_matched.csv" for p in ("x-ft", "p-ft", "m-ft", "dpo")]
     names = [*matrices, "report.html", "report.md", "summary.json"]
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(names)  # no temp files left
     mtimes = [(run_dir / n).stat().st_mtime_ns for n in names]
@@ -518,3 +524,86 @@ def test_empty_completions_and_new_tokens_are_reported(tmp_path):
     assert one(summary, "zs", None, "en")["empty_share"] == 0.0
     assert "75%" in print_table(summary) and "Empty completions" in (tmp_path / "report.html").read_text()
     assert summarize(frame.drop(columns=["n_tokens"]), info())["settings"][0]["new_tokens"] is None
+
+
+# --------------------------------------------------------------------------- silence is not detoxification
+
+
+def _with_completions(data: list[dict], texts: list[str]) -> list[dict]:
+    for row, text in zip(data, texts):
+        row["completion"] = text
+    return data
+
+
+def test_empty_completions_are_not_scored_and_pairs_need_text_on_both_sides():
+    # ZS wrote p1..p4; the tuned model wrote p1 and p2 only (p3, p4 empty, with scores a scorer gave "").
+    zs = rows("zs", "de", [0.8, 0.6, 0.4, 0.2])
+    ft = _with_completions(rows("x-ft:en", "de", [0.5, 0.3, 0.19, 0.19]), ["a b", "c d", "", "  "])
+    summary = summarize(pd.DataFrame(zs + ft), info())
+    cell = one(summary, "x-ft", "en", "de")
+    assert cell["mean_toxicity"] == pytest.approx(0.4)  # (0.5 + 0.3) / 2: the empty ones have no toxicity
+    assert cell["reduction_abs"] == pytest.approx((0.8 + 0.6) / 2 - 0.4)  # paired on p1, p2 only
+    assert cell["n"] == 4 and cell["n_paired"] == 2
+    assert cell["empty_share"] == pytest.approx(0.5)
+    assert cell["abstention_flag"] is True  # 50 % empty against ZS's 0 %
+    assert one(summary, "zs", None, "de")["abstention_flag"] is None
+
+
+def test_abstention_flag_needs_more_than_five_points():
+    zs = _with_completions(rows("zs", "de", [0.5] * 20), ["text"] * 19 + [""])  # 5 % empty
+    same = _with_completions(rows("x-ft:en", "de", [0.4] * 20), ["text"] * 18 + ["", ""])  # 10 %: +5 points
+    more = _with_completions(rows("x-ft:es", "de", [0.4] * 20), ["text"] * 17 + [""] * 3)  # 15 %: +10 points
+    summary = summarize(pd.DataFrame(zs + same + more), info())
+    assert one(summary, "x-ft", "en", "de")["abstention_flag"] is False
+    assert one(summary, "x-ft", "es", "de")["abstention_flag"] is True
+    text = print_table(summary)
+    assert "15% †" in text and "10% †" not in text and "abstains" in text
+
+
+def test_a_cell_whose_every_completion_is_empty_has_no_toxicity():
+    zs = rows("zs", "de", [0.8, 0.6])
+    ft = _with_completions(rows("x-ft:en", "de", [0.19, 0.19]), ["", ""])
+    cell = one(summarize(pd.DataFrame(zs + ft), info()), "x-ft", "en", "de")
+    assert cell["mean_toxicity"] is None and cell["reduction_abs"] is None and cell["ci95"] is None
+    assert cell["empty_share"] == 1.0 and cell["abstention_flag"] is True
+
+
+def test_a_written_completion_without_a_score_is_refused():
+    data = rows("zs", "de", [0.8, float("nan")])
+    with pytest.raises(XdetoxInputError, match="toxicity must be a number"):
+        summarize(pd.DataFrame(data), info())
+
+
+def test_length_matched_reduction_with_ci_and_p():
+    zs = rows("zs", "de", [0.9, 0.9, 0.9, 0.9])
+    ft = rows("x-ft:en", "de", [0.1, 0.1, 0.1, 0.1])
+    for row, (cut, cut_zs) in zip(ft, [(0.2, 0.5), (0.3, 0.5), (0.4, 0.4), (None, None)]):
+        row["toxicity_length_matched"], row["zs_toxicity_length_matched"] = cut, cut_zs
+    for row in zs:  # ZS rows carry no length-matched scores
+        row["toxicity_length_matched"] = row["zs_toxicity_length_matched"] = None
+    summary = summarize(pd.DataFrame(zs + ft), info())
+    cell = one(summary, "x-ft", "en", "de")
+    assert cell["reduction_abs"] == pytest.approx(0.8)
+    assert cell["reduction_length_matched"] == pytest.approx((0.3 + 0.2 + 0.0) / 3, abs=1e-6)  # rounded to 6
+    assert cell["n_length_matched"] == 3
+    low, high = cell["reduction_length_matched_ci"]
+    assert 0.0 <= low <= cell["reduction_length_matched"] <= high <= 0.3
+    assert 0 < cell["reduction_length_matched_p"] <= 1
+    per_seed = one(summary, "x-ft", "en", "de", key="per_seed")
+    assert per_seed["reduction_length_matched"] == pytest.approx(cell["reduction_length_matched"], abs=1e-6)
+    assert one(summary, "zs", None, "de")["reduction_length_matched"] is None
+
+
+def test_length_matched_matrix_and_analysis_in_the_written_report(tmp_path):
+    data = grid_frame()
+    data["toxicity_length_matched"] = [None if p == "zs" else 0.3 for p in data["paradigm"]]
+    data["zs_toxicity_length_matched"] = [None if p == "zs" else 0.5 for p in data["paradigm"]]
+    summary = write_report(tmp_path, data, info(seeds=(1, 2)))
+    matrix = pd.read_csv(tmp_path / "matrix_google_gemma-3-270m_x-ft_length_matched.csv", index_col=0)
+    assert matrix.loc["en", "de"] == pytest.approx(0.2)
+    assert set(summary["analysis"]) == {"reduction_abs", "reduction_length_matched"}
+    strength = summary["analysis"]["reduction_length_matched"]["groups"][0]["source_strength"]
+    assert [row["mean"] for row in strength] == pytest.approx([0.2, 0.2])
+    page = (tmp_path / "report.html").read_text()
+    assert "Transfer analysis" in page and "length-matched" in page
+    assert "Transfer analysis" in (tmp_path / "report.md").read_text()

@@ -84,7 +84,7 @@ def test_interval_matches_scipy_percentile_bootstrap():
 
 def test_constant_and_zero_differences():
     same = paired_bootstrap({"a": 0.4, "b": 0.6}, {"a": 0.4, "b": 0.6})
-    assert same == PairedBootstrap(0.0, 0.0, 0.0, 1.0)
+    assert same == PairedBootstrap(0.0, 0.0, 0.0, 1.0, 2)
     one = paired_bootstrap({"a": 0.9}, {"a": 0.1})
     assert one.reduction == pytest.approx(0.8) and one.p_value == 1.0  # one prompt proves nothing
     assert (one.ci_low, one.ci_high) == pytest.approx((0.8, 0.8))

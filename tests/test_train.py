@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -40,7 +41,8 @@ def test_dpo_adapter_trains_through_trl(tiny_model_dir, tmp_path):
                               progress=False)
     meta = train.read_metadata(out)
     assert meta["train"]["paradigm"] == "dpo" and meta["n_examples"] == 300
-    assert meta["train_loss"] == meta["train_loss"]  # a number, not NaN
+    assert math.isfinite(meta["train_loss"])
+    assert meta["end_token_trained"] is True
     assert _changes_logits(tiny_model_dir, out)
 
 
@@ -110,8 +112,64 @@ def test_adapter_key_depends_on_data_and_seed():
     "kwargs, message",
     [({"paradigm": "sft"}, "unknown paradigm"), ({"source": "xx"}, "'xx'"), ({"epochs": 0}, "epochs"),
      ({"paradigm": "p-ft", "percent": 0}, "percent"), ({"paradigm": "dpo", "source": None}, "source"),
-     ({"objective": "rlhf"}, "unknown objective")],
+     ({"objective": "rlhf"}, "unknown objective"), ({"gradient_accumulation_steps": 0}, "gradient_accumulation"),
+     ({"batch_size": -2}, "batch_size"), ({"max_length": 0}, "max_length"), ({"learning_rate": float("nan")}, "learning"),
+     ({"epochs": 1.5}, "epochs"), ({"dpo_beta": 0}, "dpo_beta")],
 )
 def test_bad_specs(kwargs, message):
     with pytest.raises(XdetoxInputError, match=message):
         train.TrainSpec(**kwargs)
+
+
+def _first_batch(model_dir, spec, tmp_path, eos_appending_tokenizer=False):
+    corpus = data.load()
+    loaded = models.load(models.ModelSpec(name=str(model_dir)), for_training=True)
+    loaded.tokenizer.padding_side = "right"
+    if eos_appending_tokenizer:  # a tokenizer that ends every text with EOS itself
+        from tokenizers.processors import TemplateProcessing
+
+        loaded.tokenizer._tokenizer.post_processor = TemplateProcessing(
+            single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 1)])
+        assert loaded.tokenizer("hello").input_ids[-1] == loaded.tokenizer.eos_token_id
+    examples = train.training_examples(spec, corpus)
+    trainer = train.make_trainer(loaded, spec, examples, tmp_path / "trainer")
+    return loaded.tokenizer, examples, next(iter(trainer.get_train_dataloader()))
+
+
+@pytest.mark.parametrize("eos_appending", [False, True])
+def test_neutral_lm_trains_the_sentence_tokens_and_never_the_end_token(tiny_model_dir, tmp_path, eos_appending):
+    spec = train.TrainSpec(source="en", epochs=1, batch_size=8, max_length=64)
+    tok, examples, batch = _first_batch(tiny_model_dir, spec, tmp_path, eos_appending)
+    labels = batch["labels"]
+    assert labels.shape[0] == 8
+    assert not (labels == tok.eos_token_id).any(), "the end token is a training target"
+    assert not (labels == tok.pad_token_id).any(), "padding is a training target"
+    # every real token of a row is a target (the BOS too: it is never predicted, the model shifts labels)
+    assert torch.equal((labels != -100).sum(1), batch["attention_mask"].sum(1))
+    neutrals = [e.completion.strip() for e in examples]
+    for row in labels.tolist():  # each row is one neutral sentence (its start, when cut at max_length)
+        text = tok.decode([t for t in row if t != -100], skip_special_tokens=True).strip()
+        assert any(n.startswith(text) for n in neutrals), f"not a neutral sentence: {text!r}"
+
+
+def test_rewrite_objective_keeps_its_end_token(tiny_model_dir, tmp_path):
+    spec = train.TrainSpec(source="en", objective="rewrite", epochs=1, batch_size=8, max_length=1024)
+    tok, _, batch = _first_batch(tiny_model_dir, spec, tmp_path)
+    assert ((batch["labels"] == tok.eos_token_id).sum(1) == 1).all(), "each rewrite ends with one end token"
+    last = batch["attention_mask"].sum(1) - 1
+    assert (batch["labels"].gather(1, last.unsqueeze(1)) == tok.eos_token_id).all()
+    assert train.end_token_trained("x-ft", "rewrite") and train.end_token_trained("dpo", "neutral-lm")
+    assert not train.end_token_trained("x-ft", "neutral-lm") and not train.end_token_trained("m-ft", "neutral-lm")
+
+
+def test_gradient_accumulation_reaches_the_trainer_and_the_metadata(tiny_model_dir, tmp_path):
+    corpus = data.load()
+    spec = train.TrainSpec(source="de", epochs=1, batch_size=16, gradient_accumulation_steps=4, seed=3)
+    out = train.train_adapter(models.ModelSpec(name=str(tiny_model_dir)), spec, corpus, tmp_path / "a",
+                              progress=False)
+    meta = train.read_metadata(out)
+    assert meta["train"]["gradient_accumulation_steps"] == 4
+    assert meta["end_token_trained"] is False
+    loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)), for_training=True)
+    trainer = train.make_trainer(loaded, spec, train.training_examples(spec, corpus), tmp_path / "t")
+    assert trainer.args.gradient_accumulation_steps == 4

@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     scorer_sub = scorer.add_subparsers(dest="scorer_command", required=True, parser_class=_Parser)
     ev = scorer_sub.add_parser("eval", help="ROC-AUC per language on held-out data")
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check = scorer_sub.add_parser("check", help="the behavioural suite: accuracy per language and functionality")
+    check.add_argument("--scorer", default="offline", help="any toxicity scorer (default offline)")
+    check.add_argument("--langs", default="all", help="comma-separated languages, or 'all' (default)")
+    check.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
 
 
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "score":
             return cmd_score(args)
         if args.command == "scorer":
-            return cmd_scorer_eval(args)
+            return cmd_scorer_eval(args) if args.scorer_command == "eval" else cmd_scorer_check(args)
     except XdetoxInputError as err:
         print(f"xdetox: error: {err}", file=sys.stderr)
         return 2
@@ -155,13 +159,6 @@ def _config_from_args(args) -> "GridConfig":  # noqa: F821
     from xdetox.models import DTYPES, ModelSpec
     from xdetox.train import LoraSpec, TrainSpec
 
-    for name in ("epochs", "batch_size", "train_batch_size", "max_new_tokens", "samples", "lora_r"):
-        if getattr(args, name) < 1:
-            raise XdetoxInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if not 0 < args.top_p <= 1:
-        raise XdetoxInputError(f"--top-p must be in (0, 1], got {args.top_p}")
-    if args.temperature <= 0:
-        raise XdetoxInputError(f"--temperature must be positive, got {args.temperature}")
     if args.dtype not in DTYPES:
         raise XdetoxInputError(f"unknown --dtype {args.dtype!r}; choose one of {', '.join(DTYPES)}")
     train = TrainSpec(
@@ -295,11 +292,13 @@ def _write_outputs(run_dir: Path, store) -> dict:
     missing = store.missing_work(store.get_meta("planned_evaluations", 0))
     if missing:
         raise XdetoxInputError(f"{run_dir} is not finished ({missing}); run the same command again to resume")
-    from xdetox.score import LanguageFidelityScorer, PPL_PREFIX
+    from xdetox.score import scorer_kind
+    from xdetox.train import end_token_trained
 
-    ppl_scorer = next((s for s in config["scorers"] if s.startswith(PPL_PREFIX)), None)
-    lang_scorer = LanguageFidelityScorer.name if LanguageFidelityScorer.name in config["scorers"] else None
-    toxicity_scorers = [s for s in config["scorers"] if s not in (ppl_scorer, lang_scorer)]
+    kinds = {name: scorer_kind(name) for name in config["scorers"]}
+    ppl_scorer = next((s for s, kind in kinds.items() if kind == "fluency"), None)
+    lang_scorer = next((s for s, kind in kinds.items() if kind == "language"), None)
+    toxicity_scorers = [s for s, kind in kinds.items() if kind == "toxicity"]
     if not toxicity_scorers:
         raise XdetoxInputError("the run has no toxicity scorer; add one to scorers")
     scorer = toxicity_scorers[0]
@@ -309,8 +308,16 @@ def _write_outputs(run_dir: Path, store) -> dict:
     for column, extra in extras:
         if extra is not None:  # measures of the same completions, in the same row order
             frame[column] = store.completions_frame(extra)["toxicity"].to_numpy()
-    if frame.drop(columns=["source", "percent"]).isna().any().any():
+    written = frame["completion"].str.strip() != ""  # empty completions are never scored
+    if frame[written].drop(columns=["source", "percent"]).isna().any().any():
         raise XdetoxInputError(f"{run_dir} is not finished (unscored completions); run it again to resume")
+    for column, suffix in ((report.LM_COLUMN, grid.LENGTH_MATCHED), (report.LM_ZS_COLUMN, grid.LENGTH_MATCHED_ZS)):
+        frame[column] = store.completions_frame(scorer + suffix)["toxicity"].to_numpy()
+    training = tuple(
+        {"model": row.model, "setting": row.label, "seed": int(row.seed)} | ({} if row.paradigm == "zs" else {
+            **_recipe(json.loads(row.spec)), "end_token_trained": end_token_trained(**_objective(row))})
+        for row in store.table("train_settings").itertuples()
+    )
     tmp = run_dir / (grid.COMPLETIONS_FILE + ".tmp")
     frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
     os.replace(tmp, run_dir / grid.COMPLETIONS_FILE)
@@ -331,8 +338,18 @@ def _write_outputs(run_dir: Path, store) -> dict:
         config_name=config["name"],
         ppl_scorer=ppl_scorer,
         lang_scorer=lang_scorer,
+        training=training,
     )
     return report.write_report(run_dir, frame, info, measures=store.measures_frame())
+
+
+def _recipe(spec: dict) -> dict:
+    keys = ("objective", "epochs", "batch_size", "gradient_accumulation_steps", "max_length", "learning_rate")
+    return {key: spec.get(key) for key in keys}
+
+
+def _objective(row) -> dict:
+    return {"paradigm": row.paradigm, "objective": json.loads(row.spec).get("objective", "neutral-lm")}
 
 
 def cmd_bench(args) -> int:
@@ -396,6 +413,18 @@ def cmd_scorer_eval(args) -> int:
         print(json.dumps(results))
     else:
         print(score.format_auc_table(results))
+    return 0
+
+
+def cmd_scorer_check(args) -> int:
+    from xdetox import score, scorer_checks
+
+    langs = list(_langs(args.langs))
+    score.check_scorer(args.scorer)
+    if score.scorer_kind(args.scorer) != "toxicity":
+        raise XdetoxInputError(f"{args.scorer} is not a toxicity scorer; the suite checks toxicity scorers")
+    result = scorer_checks.run_checks(score.get_scorer(args.scorer), langs=langs)
+    print(json.dumps(result, ensure_ascii=False) if args.json else scorer_checks.format_checks(result).rstrip())
     return 0
 
 

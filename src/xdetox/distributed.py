@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from xdetox.data import Corpus
 from xdetox.errors import XdetoxInputError
-from xdetox.grid import ADAPTERS_DIR, STORE_FILE, Plan, Session, TrainSetting, _sha256
+from xdetox.grid import ADAPTERS_DIR, STORE_FILE, Plan, Session, TrainSetting, _sha256, score_length_matched
 from xdetox.store import Store
 
 INSTALL_HINT = "pip install 'xdetox[ray]'"
@@ -66,6 +66,7 @@ def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: b
     ray = import_ray()
     todo = [s for s in plan.settings if not setting_complete(plan, s, run_dir, store)]
     if not todo:
+        score_length_matched(plan, store, Session(), progress)
         return []
     started_here = not ray.is_initialized()
     if started_here:
@@ -78,10 +79,13 @@ def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: b
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise XdetoxInputError(f"cannot reach the Ray cluster at {address}: {first}") from None
     try:
-        return _run(ray, plan, corpus, run_dir, store, todo, progress)
+        devices = _run(ray, plan, corpus, run_dir, store, todo, progress)
     finally:
         if started_here:
             ray.shutdown()
+    # A task's shard holds its own setting only: pairs with ZS completions are scored here, after the merge.
+    score_length_matched(plan, store, Session(), progress)
+    return devices
 
 
 def _runtime_env() -> dict:

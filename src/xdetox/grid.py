@@ -12,6 +12,7 @@ A config is a TOML file (see ``configs/``)::
     models = ["embedded"]                      # or [{name = "...", quantization = "nf4"}]
     paradigms = ["zs", "x-ft", "p-ft", "m-ft"] # and/or "dpo"
     sources = "all"        # X-FT/DPO sources, and the languages P-FT/M-FT pool
+    # dpo_sources = ["en"] # DPO sources, when they differ from sources
     percents = [10, 20, 30]
     targets = "all"
     splits = ["test_toxic"]
@@ -20,13 +21,15 @@ A config is a TOML file (see ``configs/``)::
     # limit = 20           # first N prompts per target
     # generator = "auto"   # "transformers" or "vllm"; auto = vLLM when CUDA and vllm are present
     # data = "pairs.jsonl" # instead of the bundled corpus
-    [train]                # objective, epochs, learning_rate, batch_size, max_length, dpo_beta
+    [train]                # objective, epochs, learning_rate, batch_size, gradient_accumulation_steps,
+                           # max_length, dpo_beta
     [train.lora]           # r, alpha, dropout, target_modules
+    [train.x-ft]           # per-paradigm overrides of [train] (also p-ft, m-ft, dpo), with their own .lora
     [decode]               # template, temperature, top_p, top_k, max_new_tokens, samples_per_prompt, batch_size
     [resources]            # per setting, --backend ray only: num_cpus, num_gpus, memory_gb, max_retries
 
 Evaluations = models x (ZS + X-FT x sources + P-FT x percents + M-FT + DPO x
-sources) x targets x splits x seeds.
+dpo_sources) x targets x splits x seeds.
 
 Execution is one unit per training setting (``run_setting``: train if needed,
 generate the missing batches, score), in plan order; the base model is loaded
@@ -58,6 +61,8 @@ from xdetox.store import Store
 from xdetox.train import PARADIGMS, LoraSpec, TrainSpec, adapter_key, training_examples
 
 STORE_FILE = "xdetox.sqlite"
+LENGTH_MATCHED = "|length-matched"  # scorer-name suffix: the setting's completion cut to the shorter one
+LENGTH_MATCHED_ZS = "|length-matched-zs"  # ... and ZS's completion of the same prompt, cut likewise
 ADAPTERS_DIR = "adapters"
 COMPLETIONS_FILE = "completions.jsonl"
 VLLM_CHUNK = 64  # batches per vLLM call when generating with vLLM
@@ -96,6 +101,7 @@ class GridConfig:
     models: tuple[ModelSpec, ...] = (ModelSpec(),)
     paradigms: tuple[str, ...] = ("zs", "x-ft")
     sources: tuple[str, ...] = ("en",)
+    dpo_sources: tuple[str, ...] | None = None  # None: the same as sources
     percents: tuple[int, ...] = (10, 20, 30)
     targets: tuple[str, ...] = LANGS
     splits: tuple[str, ...] = ("test_toxic",)
@@ -103,6 +109,8 @@ class GridConfig:
     limit: int | None = None
     scorers: tuple[str, ...] = ("offline",)
     train: TrainSpec = field(default_factory=TrainSpec)
+    train_by_paradigm: tuple[tuple[str, TrainSpec], ...] = ()
+    """Per-paradigm training settings (``[train.x-ft]`` ...), each ``train`` with that table's values."""
     decode: DecodeSpec = field(default_factory=DecodeSpec)
     data_path: str | None = None
     measure_references: bool = True  # test_neutral perplexity + embedding analysis per setting
@@ -130,11 +138,16 @@ class GridConfig:
             if not isinstance(percent, int) or not 0 < percent <= 100:
                 raise XdetoxInputError(f"config: percents must be integers in 1..100, got {percent!r}")
         data_mod.check_langs(list(self.sources))
+        data_mod.check_langs(list(self.dpo_sources or ()))
         data_mod.check_langs(list(self.targets))
         if self.limit is not None and self.limit < 1:
             raise XdetoxInputError(f"limit must be at least 1, got {self.limit}")
         if len(set(self.seeds)) != len(self.seeds):
             raise XdetoxInputError("config: seeds are listed twice")
+
+    def train_for(self, paradigm: str) -> TrainSpec:
+        """The training settings of a paradigm: ``[train]`` with its ``[train.<paradigm>]`` overrides."""
+        return dict(self.train_by_paradigm).get(paradigm, self.train)
 
     def to_dict(self) -> dict:
         """What defines the results (stored in the run, compared on resume): resources and generator are not."""
@@ -183,7 +196,7 @@ class Plan:
         c = self.config
         per = {
             "zs": "ZS", "x-ft": f"{len(c.sources)} X-FT", "p-ft": f"{len(c.percents)} P-FT",
-            "m-ft": "M-FT", "dpo": f"{len(c.sources)} DPO",
+            "m-ft": "M-FT", "dpo": f"{len(c.dpo_sources or c.sources)} DPO",
         }
         parts = " + ".join(per[p] for p in c.paradigms)
         n_settings = len(self.settings) // (len(c.models) * len(c.seeds))
@@ -219,11 +232,17 @@ def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
     resources_raw = raw.pop("resources", {})
     if not isinstance(resources_raw, dict):
         raise XdetoxInputError(f"{where}: resources must be a table ([resources])")
-    _check_keys(raw, {f.name for f in fields(GridConfig)} - {"train", "decode", "models", "data_path"} | {"data"},
+    _check_keys(raw, {f.name for f in fields(GridConfig)} - {"train", "train_by_paradigm", "decode", "models", "data_path"}
+                | {"data"},
                 where)
-    _check_keys(train_raw, {f.name for f in fields(TrainSpec)} - {"paradigm", "source", "percent", "pool", "seed",
-                                                                  "lora", "prompt_template"}, f"{where} [train]")
+    per_paradigm = {p: train_raw.pop(p) for p in PARADIGMS if p != "zs" and p in train_raw}
+    _check_keys(train_raw, TRAIN_KEYS, f"{where} [train]")
     _check_keys(lora_raw, {f.name for f in fields(LoraSpec)}, f"{where} [train.lora]")
+    for paradigm, table in per_paradigm.items():
+        if not isinstance(table, dict):
+            raise XdetoxInputError(f"{where}: train.{paradigm} must be a table ([train.{paradigm}])")
+        _check_keys(table, TRAIN_KEYS | {"lora"}, f"{where} [train.{paradigm}]")
+        _check_keys(table.get("lora", {}), {f.name for f in fields(LoraSpec)}, f"{where} [train.{paradigm}.lora]")
     _check_keys(decode_raw, {f.name for f in fields(DecodeSpec)}, f"{where} [decode]")
     _check_keys(resources_raw, {f.name for f in fields(ResourceSpec)}, f"{where} [resources]")
     try:
@@ -232,11 +251,13 @@ def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
             lora_raw["target_modules"] = tuple(lora_raw["target_modules"])
         decode = DecodeSpec(**decode_raw)
         train = TrainSpec(lora=LoraSpec(**lora_raw), prompt_template=decode.template, **train_raw)
+        by_paradigm = tuple((p, _override(train, table)) for p, table in per_paradigm.items())
         return GridConfig(
             name=str(raw.pop("name", "run")),
             models=models,
             paradigms=tuple(_as_list(raw.pop("paradigms", GridConfig.paradigms))),
             sources=_langs(raw.pop("sources", "all")),
+            dpo_sources=_langs(raw.pop("dpo_sources")) if "dpo_sources" in raw else None,
             percents=tuple(_as_list(raw.pop("percents", GridConfig.percents))),
             targets=_langs(raw.pop("targets", "all")),
             splits=tuple(_as_list(raw.pop("splits", GridConfig.splits))),
@@ -244,6 +265,7 @@ def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
             limit=raw.pop("limit", None),
             scorers=tuple(_as_list(raw.pop("scorers", GridConfig.scorers))),
             train=train,
+            train_by_paradigm=by_paradigm,
             decode=decode,
             data_path=raw.pop("data", None),
             measure_references=bool(raw.pop("measure_references", True)),
@@ -252,6 +274,19 @@ def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
         )
     except TypeError as err:  # a value of the wrong type inside a spec
         raise XdetoxInputError(f"{where}: {err}") from None
+
+
+TRAIN_KEYS = {f.name for f in fields(TrainSpec)} - {"paradigm", "source", "percent", "pool", "seed", "lora",
+                                                    "prompt_template"}
+
+
+def _override(train: TrainSpec, table: dict) -> TrainSpec:
+    """``train`` with a per-paradigm table's values (its ``lora`` table over ``train.lora``)."""
+    table = dict(table)
+    lora = table.pop("lora", {})
+    if "target_modules" in lora:
+        lora["target_modules"] = tuple(lora["target_modules"])
+    return replace(train, lora=replace(train.lora, **lora), **table)
 
 
 def _check_keys(raw: dict, allowed: set[str], where: str) -> None:
@@ -288,11 +323,13 @@ def _hash(obj: object) -> str:
 
 def training_specs(config: GridConfig, seed: int) -> list[TrainSpec]:
     """The training settings of one model and seed, in report order."""
-    base = replace(config.train, paradigm="zs", seed=seed, pool=config.sources, source=None, percent=None)
     specs = []
     for paradigm in config.paradigms:
+        base = replace(config.train_for(paradigm), paradigm="zs", seed=seed, pool=config.sources, source=None,
+                       percent=None)
         if paradigm in ("x-ft", "dpo"):
-            specs.extend(replace(base, paradigm=paradigm, source=s) for s in config.sources)
+            sources = config.dpo_sources or config.sources if paradigm == "dpo" else config.sources
+            specs.extend(replace(base, paradigm=paradigm, source=s) for s in sources)
         elif paradigm == "p-ft":
             specs.extend(replace(base, paradigm=paradigm, percent=p) for p in config.percents)
         else:
@@ -305,6 +342,8 @@ def make_plan(config: GridConfig, corpus: Corpus) -> Plan:
     data_mod.check_langs(list(config.targets), corpus.langs)
     if any(p != "zs" for p in config.paradigms):
         data_mod.check_langs(list(config.sources), corpus.langs)
+    if "dpo" in config.paradigms:
+        data_mod.check_langs(list(config.dpo_sources or config.sources), corpus.langs)
     settings = []
     for model in config.models:
         for seed in config.seeds:
@@ -383,6 +422,9 @@ def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: b
         store.set_meta("wall_time_s", round(store.get_meta("wall_time_s", 0.0) + time.perf_counter() - start, 1))
         bar.update()
     bar.close()
+    start = time.perf_counter()
+    score_length_matched(plan, store, session, progress)  # pairs whose ZS came after the setting
+    store.set_meta("wall_time_s", round(store.get_meta("wall_time_s", 0.0) + time.perf_counter() - start, 1))
 
 
 class Session:
@@ -402,6 +444,16 @@ class Session:
             gc.collect()
             self.loaded = models.load(spec)
         return self.loaded
+
+    def tokenizer(self, spec: ModelSpec):
+        """The base model's tokenizer (without loading the model when it is not loaded)."""
+        if self.loaded is not None and self.loaded.spec == spec:
+            return self.loaded.tokenizer
+        from transformers import AutoTokenizer
+
+        from xdetox import models
+
+        return AutoTokenizer.from_pretrained(models.locate(spec), trust_remote_code=spec.trust_remote_code)
 
     def model_for(self, setting: TrainSetting, adapter: Path | None):
         """The base model with the setting's adapter active (or none, for ZS)."""
@@ -452,6 +504,7 @@ def run_setting(
     evaluations = plan.evaluations_of(setting)
     generate(plan, setting, evaluations, corpus, store, session, adapter, progress)
     score(plan, [e.key for e in evaluations], store, session, progress)
+    score_length_matched(plan, store, session, progress, evaluations)
     if plan.config.measure_references and not store.has_measures(setting.key):
         measure(plan, setting, corpus, store, session, adapter)
 
@@ -553,13 +606,16 @@ def generate(
 
 
 def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, progress: bool) -> None:
-    """Score every completion of these evaluations with every configured scorer (skips what is scored).
+    """Score every non-empty completion of these evaluations with every configured scorer.
 
-    Scores are committed a chunk at a time (the scorer's ``batch_size``, default 256), so a
-    slow remote scorer interrupted half-way resumes where it stopped.
+    An empty completion (no text once the end token is cut off) is not text: no scorer
+    sees it. What is scored already is skipped. Scores are committed a chunk at a time
+    (the scorer's ``batch_size``, default 256), so a slow remote scorer interrupted
+    half-way resumes where it stopped.
     """
     for name in plan.config.scorers:
         pending = store.unscored(name, eval_keys)
+        pending = pending[pending["text"].str.strip() != ""]
         if pending.empty:
             continue
         scorer = session.scorer(name)
@@ -569,6 +625,63 @@ def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, prog
                 part = group.iloc[start:start + chunk]
                 values = scorer.score(part["text"].tolist(), target)
                 store.add_scores(name, zip(part["eval_key"], part["prompt_id"], part["sample"], values))
+
+
+def primary_toxicity_scorer(scorers: Iterable[str]) -> str | None:
+    """The first toxicity scorer of a config: the one every headline number is read with."""
+    from xdetox.score import scorer_kind
+
+    return next((name for name in scorers if scorer_kind(name) == "toxicity"), None)
+
+
+def zs_evaluation(plan: Plan, ev: Evaluation) -> Evaluation | None:
+    """The ZS evaluation that ``ev`` is compared with: same model, seed, target and split."""
+    return next((z for z in plan.evaluations if z.setting.spec.paradigm == "zs"
+                 and z.setting.model == ev.setting.model and z.setting.spec.seed == ev.setting.spec.seed
+                 and (z.target, z.split) == (ev.target, ev.split)), None)
+
+
+def score_length_matched(plan: Plan, store: Store, session: Session, progress: bool,
+                         evaluations: Iterable[Evaluation] | None = None) -> None:
+    """Score each tuned completion and ZS's completion of the same prompt, cut to equal length.
+
+    Per (prompt, sample) where both are non-empty, both token sequences (the base
+    model's tokenizer, no special tokens) are cut to the shorter one's length, decoded and
+    scored by the primary toxicity scorer, as ``<scorer>|length-matched`` (the setting's)
+    and ``<scorer>|length-matched-zs`` (ZS's), on the setting's evaluation. Needs both
+    evaluations complete; what is scored already is skipped.
+    """
+    name = primary_toxicity_scorer(plan.config.scorers)
+    if name is None:
+        return
+    for ev in plan.evaluations if evaluations is None else evaluations:
+        zs = None if ev.setting.spec.paradigm == "zs" else zs_evaluation(plan, ev)
+        if zs is None or len(store.complete_evaluations([ev.key, zs.key])) < 2:
+            continue
+        pairs = store.unmatched_pairs(ev.key, zs.key, name + LENGTH_MATCHED_ZS)
+        pairs = pairs[(pairs["text"].str.strip() != "") & (pairs["zs_text"].str.strip() != "")]
+        if pairs.empty:
+            continue
+        tokenizer = session.tokenizer(ev.setting.model)
+        cut, cut_zs = zip(*(cut_to_shorter(tokenizer, a, b) for a, b in zip(pairs["text"], pairs["zs_text"])))
+        scorer = session.scorer(name)
+        chunk = getattr(scorer, "batch_size", 256)
+        for start in range(0, len(pairs), chunk):
+            part = pairs.iloc[start:start + chunk]
+            keys = list(zip(part["prompt_id"], part["sample"]))
+            ours = scorer.score(list(cut[start:start + chunk]), ev.target)
+            theirs = scorer.score(list(cut_zs[start:start + chunk]), ev.target)
+            store.add_scores(name + LENGTH_MATCHED, [(ev.key, p, s, v) for (p, s), v in zip(keys, ours)])
+            store.add_scores(name + LENGTH_MATCHED_ZS, [(ev.key, p, s, v) for (p, s), v in zip(keys, theirs)])
+
+
+def cut_to_shorter(tokenizer, text: str, other: str) -> tuple[str, str]:
+    """Both texts cut to the token count of the shorter one (tokens of ``tokenizer``, no special tokens)."""
+    a = tokenizer(text, add_special_tokens=False).input_ids
+    b = tokenizer(other, add_special_tokens=False).input_ids
+    n = min(len(a), len(b))
+    return (tokenizer.decode(a[:n], skip_special_tokens=True).strip(),
+            tokenizer.decode(b[:n], skip_special_tokens=True).strip())
 
 
 def _sha256(path: Path) -> str:
@@ -594,5 +707,20 @@ def environment() -> dict[str, str]:
         except md.PackageNotFoundError:
             versions[pkg] = "absent"
     dev = models.device()
-    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor() or platform.machine()
-    return {"versions": versions, "device": f"{dev.type} ({name})"}
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(0)
+    else:  # the CPU model and whether it computes in bf16: timings and samples depend on both
+        name = f"{_cpu_model()}; {torch.get_num_threads()} threads; " + (
+            "native bf16" if models.cpu_supports_bf16() else "no native bf16 (fp32)")
+    return {"versions": versions, "device": f"{dev.type} ({name})",
+            "dtype": str(models.resolve_dtype("auto")).removeprefix("torch.")}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

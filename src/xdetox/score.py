@@ -1117,3 +1117,15 @@ def check_languages(scorer_name: str, targets: Iterable[str]) -> None:
             f"{scorer_name} does not support {', '.join(unsupported)}; "
             "remove them from targets or use another scorer"
         )
+
+
+SCORER_KINDS = ("toxicity", "fluency", "language")
+
+
+def scorer_kind(name: str) -> str:
+    """What a scorer measures: ``fluency`` (ppl:<model>), ``language`` (lang-fidelity) or ``toxicity``."""
+    if name.startswith(PPL_PREFIX):
+        return "fluency"
+    if name == LanguageFidelityScorer.name:
+        return "language"
+    return "toxicity"

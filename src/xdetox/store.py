@@ -166,6 +166,17 @@ class Store:
             self.conn, params=params,
         )
 
+    def unmatched_pairs(self, eval_key: str, zs_eval_key: str, scorer: str) -> pd.DataFrame:
+        """(prompt_id, sample, text, zs_text) of an evaluation and its ZS where ``scorer`` has no score yet."""
+        return pd.read_sql_query(
+            "SELECT c.prompt_id, c.sample, c.text, z.text AS zs_text FROM completions c"
+            " JOIN completions z ON z.eval_key = ? AND z.prompt_id = c.prompt_id AND z.sample = c.sample"
+            " WHERE c.eval_key = ? AND NOT EXISTS (SELECT 1 FROM scores s WHERE s.eval_key = c.eval_key"
+            "   AND s.prompt_id = c.prompt_id AND s.sample = c.sample AND s.scorer = ?)"
+            " ORDER BY c.prompt_id, c.sample",
+            self.conn, params=(zs_eval_key, eval_key, scorer),
+        )
+
     def add_scores(self, scorer: str, rows: Iterable[tuple[str, str, int, float]]) -> None:
         with self.transaction() as c:
             c.executemany(

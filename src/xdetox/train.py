@@ -15,10 +15,19 @@ Paradigms choose which parallel pairs a setting trains on:
 Objectives say what a supervised (non-DPO) example looks like:
 
 - ``neutral-lm`` (the reference): the model learns the *neutral* sentences as
-  plain text; the toxic side is never shown. For an encoder-decoder model the
-  encoder input is empty and the decoder learns the neutral text.
+  plain text; the toxic side is never shown. The loss covers the sentence's own
+  tokens and never an end-of-text token or padding, as in the reference scripts
+  (pad = EOS with ``DataCollatorForLanguageModeling(mlm=False)``, which turns
+  every pad position into label -100): a model taught "a finished sentence is
+  followed by the end" stops writing after the prompt, and a completion that is
+  never written looks detoxified without being so. For an encoder-decoder model
+  the encoder input is empty and the decoder learns the neutral text, likewise
+  without its end token.
 - ``rewrite``: instruction format, toxic sentence in ``REWRITE_TEMPLATE`` ->
-  neutral rewrite, loss on the rewrite only.
+  neutral rewrite, loss on the rewrite only; the rewrite ends with the end
+  token (a rewrite has to end). DPO keeps the end token on chosen and rejected.
+
+``end_token_trained(spec.paradigm, spec.objective)`` says which; the adapter metadata records it.
 
 Causal LMs train through TRL (``SFTTrainer``, ``DPOTrainer``), encoder-decoder
 models (mT5-style) through transformers' ``Seq2SeqTrainer``; both share the
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -64,6 +74,15 @@ class LoraSpec:
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
+    def __post_init__(self):
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            raise XdetoxInputError(f"LoRA r must be an integer of at least 1, got {self.r!r}")
+        if not _positive_number(self.alpha):
+            raise XdetoxInputError(f"LoRA alpha must be a positive number, got {self.alpha!r}")
+        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
+                or not 0 <= self.dropout < 1):
+            raise XdetoxInputError(f"LoRA dropout must be a number in [0, 1), got {self.dropout!r}")
+
 
 @dataclass(frozen=True)
 class TrainSpec:
@@ -78,6 +97,7 @@ class TrainSpec:
     learning_rate: float = 2e-4
     epochs: int = 3
     batch_size: int = 8
+    gradient_accumulation_steps: int = 1
     max_length: int = 128
     seed: int = 42
     dpo_beta: float = 0.1
@@ -98,10 +118,14 @@ class TrainSpec:
             if not self.pool:
                 raise XdetoxInputError(f"{self.paradigm} needs at least one pooled language")
             check_langs(list(self.pool))
-        if self.epochs < 1:
-            raise XdetoxInputError(f"epochs must be at least 1, got {self.epochs}")
-        if self.learning_rate <= 0:
-            raise XdetoxInputError(f"learning rate must be positive, got {self.learning_rate}")
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise XdetoxInputError(f"{name} must be an integer of at least 1, got {value!r}")
+        if not _positive_number(self.learning_rate):
+            raise XdetoxInputError(f"learning rate must be a positive number, got {self.learning_rate!r}")
+        if not _positive_number(self.dpo_beta):
+            raise XdetoxInputError(f"dpo_beta must be a positive number, got {self.dpo_beta!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,6 +137,16 @@ class TrainSpec:
         if self.paradigm == "p-ft":
             return f"p-ft:{self.percent}%"
         return self.paradigm
+
+
+def _positive_number(value) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value) and value > 0)
+
+
+def end_token_trained(paradigm: str, objective: str) -> bool:
+    """Whether a setting's loss covers the end-of-text token (``neutral-lm``: never; rewrite and DPO: yes)."""
+    return paradigm == "dpo" or objective == "rewrite"
 
 
 @dataclass(frozen=True)
@@ -189,7 +223,7 @@ def train_adapter(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        trainer = _trainer(loaded, spec, examples, work / "trainer", progress)
+        trainer = make_trainer(loaded, spec, examples, work / "trainer", progress)
         start = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - start
@@ -202,6 +236,7 @@ def train_adapter(
             "data_hash": _digest(examples),
             "n_examples": len(examples),
             "train_loss": result.training_loss,
+            "end_token_trained": end_token_trained(spec.paradigm, spec.objective),
             "train_seconds": round(seconds, 2),
             "train_tokens": _count_tokens(loaded.tokenizer, examples) * spec.epochs,
             "key": adapter_key(model_spec, spec, examples),
@@ -215,7 +250,7 @@ def train_adapter(
     return out_dir
 
 
-def _trainer(loaded, spec: TrainSpec, examples: list[Example], work: Path, progress: bool):
+def make_trainer(loaded, spec: TrainSpec, examples: list[Example], work: Path, progress: bool = False):
     """The library trainer for this model kind and paradigm, ready to ``train()``."""
     import torch
     from datasets import Dataset
@@ -224,6 +259,7 @@ def _trainer(loaded, spec: TrainSpec, examples: list[Example], work: Path, progr
         output_dir=str(work),
         num_train_epochs=spec.epochs,
         per_device_train_batch_size=spec.batch_size,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps,
         learning_rate=spec.learning_rate,
         seed=spec.seed,
         data_seed=spec.seed,
@@ -253,10 +289,12 @@ def _trainer(loaded, spec: TrainSpec, examples: list[Example], work: Path, progr
         from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
         tok = loaded.tokenizer
+        stop = _stop_ids(loaded) if not end_token_trained(spec.paradigm, spec.objective) else set()
 
         def encode(e: Example) -> dict:
             enc = tok(e.prompt, truncation=True, max_length=spec.max_length)
-            enc["labels"] = tok(text_target=e.completion, truncation=True, max_length=spec.max_length).input_ids
+            labels = tok(text_target=e.completion, truncation=True, max_length=spec.max_length).input_ids
+            enc["labels"] = [t for t in labels if t not in stop]
             return enc
 
         data = Dataset.from_list([encode(e) for e in examples])
@@ -269,13 +307,31 @@ def _trainer(loaded, spec: TrainSpec, examples: list[Example], work: Path, progr
 
     if spec.objective == "rewrite":
         data = Dataset.from_list([{"prompt": e.prompt, "completion": " " + e.completion} for e in examples])
-    else:
-        data = Dataset.from_dict({"text": [e.completion for e in examples]})
+    else:  # tokenised here, so that TRL appends no end token: labels = the sentence's tokens, padding -100
+        data = Dataset.from_dict({"input_ids": neutral_lm_ids(loaded, examples, spec.max_length)})
     config = SFTConfig(**common, max_length=spec.max_length, packing=False, dataset_text_field="text")
     return SFTTrainer(
         model=loaded.model, args=config, train_dataset=data,
         processing_class=loaded.tokenizer, peft_config=lora,
     )
+
+
+def neutral_lm_ids(loaded, examples: list[Example], max_length: int) -> list[list[int]]:
+    """Token ids of each neutral sentence (BOS kept, if the tokenizer adds one), without any stop token.
+
+    Stop tokens are those that end a completion at generation time (EOS, padding, the
+    generation config's end tokens); a tokenizer that appends EOS itself loses it here.
+    """
+    stop = _stop_ids(loaded)
+    ids = loaded.tokenizer([e.completion for e in examples], truncation=True, max_length=max_length).input_ids
+    return [[t for t in row if t not in stop] for row in ids]
+
+
+def _stop_ids(loaded) -> set[int]:
+    from xdetox.generate import stop_ids
+
+    stop = stop_ids(loaded.tokenizer, loaded.model.generation_config)
+    return stop - {loaded.tokenizer.bos_token_id}
 
 
 def _lora_config(loaded, spec: TrainSpec):
