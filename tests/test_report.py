@@ -28,11 +28,11 @@ SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n"
                 "emt", "tox_prob", "ci95", "p_value", "ppl_completion", "ppl_change",
                 "lang_fidelity", "empty_share", "new_tokens", "n_paired", "abstention_flag",
                 "reduction_length_matched", "reduction_length_matched_std", "reduction_length_matched_ci",
-                "reduction_length_matched_p", "n_length_matched"}
+                "reduction_length_matched_p", "n_length_matched", "flags"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
                  "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
                  "ppl_completion", "ppl_change", "lang_fidelity", "empty_share", "new_tokens",
-                 "n_paired", "empty_share_zs", "reduction_length_matched", "n_length_matched"}
+                 "n_paired", "empty_share_zs", "reduction_length_matched", "n_length_matched", "flags"}
 
 
 def info(**over) -> RunInfo:
@@ -352,8 +352,8 @@ def test_print_table_mean_and_std():
     assert "0.333 ± 0.153" in ft and "+0.350 ± 0.071" in ft and "+58.6%" in ft
     assert ft.split()[5] == "3"  # seeds
     # 95% CI, p, length-matched (none here) and its CI and p, ppl, ppl vs ZS, in target lang, empty, new tokens
-    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d(\s+-){6}\s+0%\s+-$", ft)
-    assert "95% CI (abs)" in lines[1] and zs.split()[-4:] == ["-", "-", "0%", "-"]  # no CI or p for ZS
+    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d(\s+-){6}\s+0%\s+-\s+0%\s+0%$", ft)
+    assert "95% CI (abs)" in lines[1] and zs.split()[-6:] == ["-", "-", "0%", "-", "0%", "0%"]  # no CI or p for ZS
 
 
 def test_print_table_several_models():
@@ -607,3 +607,13 @@ def test_length_matched_matrix_and_analysis_in_the_written_report(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "Transfer analysis" in page and "length-matched" in page
     assert "Transfer analysis" in (tmp_path / "report.md").read_text()
+
+
+def test_flag_shares_count_short_and_other_script_completions():
+    zs = _with_completions(rows("zs", "ru", [0.5] * 4),
+                           ["Это обычное длинное предложение", "Hello there my friend", "да", "  "])
+    cell = one(summarize(pd.DataFrame(zs), info()), "zs", None, "ru")
+    # three non-empty completions: one in Latin script, one short ("да"), one fine
+    assert cell["flags"] == {"short": pytest.approx(1 / 3, abs=1e-6), "no_letters": 0.0,
+                             "other_script": pytest.approx(1 / 3, abs=1e-6)}
+    assert cell["empty_share"] == 0.25

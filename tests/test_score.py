@@ -381,6 +381,7 @@ def small_offline(small_scorer, small_cache, monkeypatch) -> OfflineScorer:
 def test_cli_score_file_and_stdin(small_offline, tmp_path, capsys, monkeypatch) -> None:
     texts = ["You are a stupid idiot", "", "Thank you for the lovely dinner"]
     expected = [f"{v:.6f}" for v in small_offline.score(texts, "en")]
+    expected[1] = "nan"  # an empty line is not text: it is not scored
     path = tmp_path / "texts.txt"
     path.write_text("\n".join(texts) + "\n", encoding="utf-8")
     assert main(["score", "--scorer", "offline", "--lang", "en", str(path)]) == 0

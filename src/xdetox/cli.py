@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--scorer", default="offline",
                        help="offline (default), perspective or hf:<model id or path>[#<label>]")
     score.add_argument("--lang", required=True, help="language of the texts, e.g. en")
-    score.add_argument("file", help="one text per line ('-': stdin); an empty line is scored as the empty text")
+    score.add_argument("file", help="one text per line ('-': stdin); a line empty after normalisation prints nan")
+    score.add_argument("--json", action="store_true",
+                       help='one JSON object per line: {"toxicity": value or null, "flags": [...]}')
 
     scorer = sub.add_parser("scorer", help="toxicity scorer tools")
     scorer_sub = scorer.add_subparsers(dest="scorer_command", required=True, parser_class=_Parser)
@@ -293,6 +295,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
     if missing:
         raise XdetoxInputError(f"{run_dir} is not finished ({missing}); run the same command again to resume")
     from xdetox.score import scorer_kind
+    from xdetox.text import is_empty
     from xdetox.train import end_token_trained
 
     kinds = {name: scorer_kind(name) for name in config["scorers"]}
@@ -308,7 +311,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
     for column, extra in extras:
         if extra is not None:  # measures of the same completions, in the same row order
             frame[column] = store.completions_frame(extra)["toxicity"].to_numpy()
-    written = frame["completion"].str.strip() != ""  # empty completions are never scored
+    written = ~frame["completion"].map(is_empty)  # empty completions are never scored
     if frame[written].drop(columns=["source", "percent"]).isna().any().any():
         raise XdetoxInputError(f"{run_dir} is not finished (unscored completions); run it again to resume")
     for column, suffix in ((report.LM_COLUMN, grid.LENGTH_MATCHED), (report.LM_ZS_COLUMN, grid.LENGTH_MATCHED_ZS)):
@@ -377,16 +380,28 @@ def cmd_report(args) -> int:
 
 
 def cmd_score(args) -> int:
-    """One line out per line in: the text's toxicity as %.6f (an empty line scores as "")."""
+    """One line out per line in: the text's toxicity as %.6f, ``nan`` for a text empty after normalisation.
+
+    With ``--json``: ``{"toxicity": value or null, "flags": [...]}`` per line (``text.text_flags``).
+    """
     from xdetox import score
+    from xdetox.text import is_empty, text_flags
 
     score.check_languages(args.scorer, [args.lang])
     texts = _read_lines(args.file)
     scorer = score.get_scorer(args.scorer)
     chunk = getattr(scorer, "batch_size", 256)
     for start in range(0, len(texts), chunk):
-        for value in scorer.score(texts[start:start + chunk], args.lang):
-            print(f"{value:.6f}")
+        part = texts[start:start + chunk]
+        written = [t for t in part if not is_empty(t)]
+        values = iter(scorer.score(written, args.lang) if written else [])
+        for text in part:
+            value = None if is_empty(text) else next(values)
+            if args.json:
+                flags = [] if value is None else text_flags(text, args.lang)
+                print(json.dumps({"toxicity": None if value is None else round(value, 6), "flags": flags}))
+            else:
+                print("nan" if value is None else f"{value:.6f}")
         sys.stdout.flush()
     return 0
 

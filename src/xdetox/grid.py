@@ -58,6 +58,7 @@ from xdetox.errors import XdetoxInputError
 from xdetox.generate import DecodeSpec, derive_seed, make_batches
 from xdetox.models import ModelSpec
 from xdetox.store import Store
+from xdetox.text import is_empty
 from xdetox.train import PARADIGMS, LoraSpec, TrainSpec, adapter_key, training_examples
 
 STORE_FILE = "xdetox.sqlite"
@@ -608,14 +609,14 @@ def generate(
 def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, progress: bool) -> None:
     """Score every non-empty completion of these evaluations with every configured scorer.
 
-    An empty completion (no text once the end token is cut off) is not text: no scorer
-    sees it. What is scored already is skipped. Scores are committed a chunk at a time
+    An empty completion (nothing left after normalisation, ``text.is_empty``) is not
+    text: no scorer sees it. What is scored already is skipped. Scores are committed a chunk at a time
     (the scorer's ``batch_size``, default 256), so a slow remote scorer interrupted
     half-way resumes where it stopped.
     """
     for name in plan.config.scorers:
         pending = store.unscored(name, eval_keys)
-        pending = pending[pending["text"].str.strip() != ""]
+        pending = pending[~pending["text"].map(is_empty)]
         if pending.empty:
             continue
         scorer = session.scorer(name)
@@ -659,7 +660,7 @@ def score_length_matched(plan: Plan, store: Store, session: Session, progress: b
         if zs is None or len(store.complete_evaluations([ev.key, zs.key])) < 2:
             continue
         pairs = store.unmatched_pairs(ev.key, zs.key, name + LENGTH_MATCHED_ZS)
-        pairs = pairs[(pairs["text"].str.strip() != "") & (pairs["zs_text"].str.strip() != "")]
+        pairs = pairs[~pairs["text"].map(is_empty) & ~pairs["zs_text"].map(is_empty)]
         if pairs.empty:
             continue
         tokenizer = session.tokenizer(ev.setting.model)

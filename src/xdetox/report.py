@@ -65,6 +65,7 @@ import pandas as pd
 
 from xdetox.data import LANG_NAMES, LANGS, PROMPT_SETS
 from xdetox.errors import XdetoxInputError
+from xdetox.text import FLAGS, is_empty, text_flags
 from xdetox.transfer import analysis_html, analysis_markdown, transfer_analysis
 
 # Known paradigms in report order; an unknown one sorts after these, by name.
@@ -203,6 +204,7 @@ class SeedResult:
     empty_share_zs: float | None = None  # ZS's empty share, same seed, target and split
     reduction_length_matched: float | None = None  # mean ZS − setting over completions cut to equal length
     n_length_matched: int | None = None  # completion pairs behind it
+    flags: dict[str, float] | None = None  # per text flag, its share among the non-empty completions
 
     def to_dict(self) -> dict:
         return _flatten(self)
@@ -236,6 +238,7 @@ class CellResult:
     reduction_length_matched_ci: tuple[float, float] | None = None  # paired bootstrap, prompts as the unit
     reduction_length_matched_p: float | None = None
     n_length_matched: int | None = None  # prompts behind that CI
+    flags: dict[str, float] | None = None  # mean over seeds of the per-seed flag shares
 
     @classmethod
     def over_seeds(cls, cell: Cell, per_seed: Sequence[SeedResult],
@@ -269,6 +272,7 @@ class CellResult:
                                          else (length_matched.ci_low, length_matched.ci_high)),
             reduction_length_matched_p=None if length_matched is None else length_matched.p_value,
             n_length_matched=None if length_matched is None else length_matched.n,
+            flags=_mean_flags([r.flags for r in per_seed if r.flags]),
             ppl_completion=_mean([r.ppl_completion for r in per_seed if r.ppl_completion is not None]),
             ppl_change=_mean([r.ppl_change for r in per_seed if r.ppl_change is not None]),
             lang_fidelity=_mean([r.lang_fidelity for r in per_seed if r.lang_fidelity is not None]),
@@ -418,8 +422,13 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
             empty_share_zs=None if zs is None else float(zs["_empty"].mean()),
             reduction_length_matched=float(matched.mean()) if matched is not None and len(matched) else None,
             n_length_matched=None if matched is None else len(matched),
+            flags={flag: float(scored["_" + flag].mean()) for flag in FLAGS} if len(scored) else None,
         ))
     return results
+
+
+def _mean_flags(shares: Sequence[dict[str, float]]) -> dict[str, float] | None:
+    return {flag: _mean([s[flag] for s in shares]) for flag in FLAGS} if shares else None
 
 
 def _length_matched_diffs(group: pd.DataFrame) -> pd.Series | None:
@@ -710,7 +719,7 @@ def matrix_filename(model: str, paradigm: str, suffix: str = "") -> str:
 TABLE_HEADER: tuple[str, ...] = (
     "target", "setting", "n", "seeds", "toxicity", "reduction (abs)", "reduction (rel)",
     "95% CI (abs)", "p", "length-matched", "95% CI (l-m)", "p (l-m)", "ppl", "ppl vs ZS",
-    "in target lang", "empty", "new tokens",
+    "in target lang", "empty", "new tokens", "short", "other script",
 )
 ABSTENTION_MARK = "†"
 ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions differs from ZS's by more than "
@@ -730,6 +739,7 @@ def _table_row(r: CellResult) -> tuple[str, ...]:
         "-" if r.lang_fidelity is None else f"{100 * r.lang_fidelity:.0f}%",
         empty + (f" {ABSTENTION_MARK}" if r.abstention_flag else ""),
         "-" if r.new_tokens is None else f"{r.new_tokens:.1f}",
+        *("-" if not r.flags else f"{100 * r.flags[flag]:.0f}%" for flag in ("short", "other_script")),
     )
 
 
@@ -1002,6 +1012,11 @@ def _method(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
          "off (the model ended at once); new tokens: mean tokens written per completion. An empty "
          "completion is not text and gets no score; a setting that stops writing more often than ZS "
          f"abstains rather than detoxifies. {ABSTENTION_NOTE}"),
+        ("Flags", "short: share of non-empty completions with fewer than 3 words or 4 letters (Chinese: "
+         "letters only); other script: share whose letters are mostly in another script than the "
+         "target's. Both are scored by the same model, but a lexical scorer reads little in a short "
+         f"text and was trained on the target's script; {SUMMARY_JSON} gives every flag's share "
+         "(`flags`, also `no_letters`)."),
         ("Decoding", _kv(run.get("decode") or {})),
         ("LoRA / training", f"{_kv(run.get('lora') or {})}; {run.get('epochs')} epoch(s); "
          f"prompt limit {run.get('limit') or 'none'}."),
@@ -1374,7 +1389,12 @@ def _prepare(completions: pd.DataFrame, info: RunInfo) -> pd.DataFrame:
         for paradigm, source, percent in zip(frame["paradigm"], frame["source"], frame["percent"])
     ]
     # An empty completion is not text: whatever a scorer said of it is dropped.
-    frame["_empty"] = frame["completion"].fillna("").astype(str).str.strip() == ""
+    frame["_empty"] = frame["completion"].map(is_empty)
+    for flag in FLAGS:  # what makes a score less trustworthy (short text, another script, ...)
+        frame["_" + flag] = False
+    for index, (text, target) in frame.loc[~frame["_empty"], ["completion", "target"]].iterrows():
+        for flag in text_flags(str(text), str(target)):
+            frame.at[index, "_" + flag] = True
     measured = ["toxicity", *(EXTRA_TOXICITY + name for name in extra_scorers(frame))]
     for column in [*measured, "ppl", "lang_fidelity", LM_COLUMN, LM_ZS_COLUMN]:
         if column in frame.columns:

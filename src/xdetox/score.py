@@ -95,11 +95,9 @@ import hashlib
 import json
 import os
 import random
-import re
 import sys
 import tempfile
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -116,6 +114,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from xdetox.cache import cache_dir
 from xdetox.data import LANGS, load_bundled
 from xdetox.errors import XdetoxInputError
+from xdetox.text import SCRIPTS, dominant_script, normalize  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -137,39 +136,6 @@ class Scorer(Protocol):
 
 
 # --------------------------------------------------------------------------- normalise
-
-_QUOTES = str.maketrans({
-    "\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u00b4": "'", "`": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
-})
-_WHITESPACE = re.compile(r"\s+")
-# "do n't", "ca n't", "don 't", "it 's", "you 're", "we 've", "i 'm", "they 'll", "he 'd"
-_SPLIT_CONTRACTION = re.compile(r"(\w)\s+(n't|'(?:t|s|re|ve|ll|d|m))\b")
-_SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,!?;:%)\]}…。，、！？；：])")
-_SPACE_AFTER_OPEN = re.compile(r"([(\[{])\s+")
-_INNER_APOSTROPHE = re.compile(r"(\w)'(\w)")  # don't -> dont, that's -> thats
-_LONG_RUN = re.compile(r"(.)\1{3,}")  # soooooo -> sooo, !!!!!! -> !!!
-# control characters, zero-width space, BOM, soft hyphen (an obfuscation trick)
-_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff\u00ad]")
-
-
-def normalize(text: str) -> str:
-    """Canonical form of a text for the lexical scorer (idempotent).
-
-    NFKC, invisible characters dropped, unified quotes, lower-case, whitespace collapsed, tokeniser splits undone
-    ("don 't" -> "dont", "it !" -> "it!", "( x )" -> "(x)"), apostrophes inside words
-    removed (so "don't" and "dont" meet), runs of 4+ equal characters cut to 3.
-    """
-    out = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
-    out = out.translate(_QUOTES).lower()
-    out = _WHITESPACE.sub(" ", out)
-    out = _SPLIT_CONTRACTION.sub(r"\1\2", out)
-    out = _SPACE_BEFORE_PUNCT.sub(r"\1", out)
-    out = _SPACE_AFTER_OPEN.sub(r"\1", out)
-    out = _INNER_APOSTROPHE.sub(r"\1\2", out)
-    out = _LONG_RUN.sub(r"\1\1\1", out)
-    return out.strip()
-
 
 # --------------------------------------------------------------------------- config
 
@@ -986,33 +952,6 @@ class PerplexityScorer:
 
 
 # --------------------------------------------------------------------------- language fidelity
-
-SCRIPTS: dict[str, str] = {
-    "en": "Latin", "es": "Latin", "de": "Latin", "zh": "Han", "ar": "Arabic", "hi": "Devanagari",
-    "uk": "Cyrillic", "ru": "Cyrillic", "am": "Ethiopic",
-}
-_SCRIPT_RANGES: tuple[tuple[str, int, int], ...] = (
-    ("Latin", 0x0041, 0x024F), ("Cyrillic", 0x0400, 0x052F), ("Arabic", 0x0600, 0x06FF),
-    ("Arabic", 0x0750, 0x077F), ("Arabic", 0xFB50, 0xFDFF), ("Arabic", 0xFE70, 0xFEFF),
-    ("Devanagari", 0x0900, 0x097F), ("Ethiopic", 0x1200, 0x139F), ("Ethiopic", 0x2D80, 0x2DDF),
-    ("Ethiopic", 0xAB00, 0xAB2F), ("Han", 0x3400, 0x4DBF), ("Han", 0x4E00, 0x9FFF),
-    ("Han", 0xF900, 0xFAFF), ("Han", 0x20000, 0x2FA1F),
-)
-
-
-def dominant_script(text: str) -> str | None:
-    """The script most of a text's letters are written in (None without letters)."""
-    counts: dict[str, int] = {}
-    for ch in text:
-        if not ch.isalpha():
-            continue
-        code = ord(ch)
-        for script, low, high in _SCRIPT_RANGES:
-            if low <= code <= high:
-                counts[script] = counts.get(script, 0) + 1
-                break
-    return max(counts, key=counts.get) if counts else None
-
 
 class LanguageFidelityScorer:
     """``lang-fidelity``: 1.0 when a completion is written in the target language, else 0.0.
