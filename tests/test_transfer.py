@@ -1,4 +1,4 @@
-"""Tests for xdetox.transfer: hand-made summaries with known answers."""
+"""Tests for xdetox.report.transfer: hand-made summaries with known answers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from xdetox.transfer import analysis_html, analysis_markdown, transfer_analysis
+from xdetox.report.transfer import analysis_html, analysis_markdown, transfer_analysis
 
 MODEL = "google/gemma-3-270m"
 SCRIPT = {"en": "L", "es": "L", "de": "L", "uk": "C", "ru": "C", "zh": "zh"}
@@ -243,6 +243,6 @@ def test_markdown_and_html_show_the_numbers_and_escape():
 
 
 def test_import_does_not_load_torch():
-    code = "import sys, xdetox.transfer; assert 'torch' not in sys.modules; print('ok')"
+    code = "import sys, xdetox.report.transfer; assert 'torch' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from xdetox.data import Corpus
 from xdetox.errors import XdetoxInputError
-from xdetox.grid import ADAPTERS_DIR, STORE_FILE, Plan, Session, TrainSetting, _sha256, score_length_matched
+from xdetox.grid import ADAPTERS_DIR, STORE_FILE, Plan, Session, TrainSetting, file_sha256, score_length_matched
 from xdetox.store import Store
 
 INSTALL_HINT = "pip install 'xdetox[ray]'"
@@ -206,7 +206,7 @@ def merge_result(result: dict, run_dir: Path, store: Store) -> None:
 
 def write_adapter(path: Path, files: dict[str, bytes]) -> None:
     weights = path / "adapter_model.safetensors"
-    if weights.is_file() and _sha256(weights) == hashlib.sha256(files.get(weights.name, b"")).hexdigest():
+    if weights.is_file() and file_sha256(weights) == hashlib.sha256(files.get(weights.name, b"")).hexdigest():
         return  # renamed into place only when complete: an earlier try of the same setting
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}-*"):

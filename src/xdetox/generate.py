@@ -26,10 +26,9 @@ import hashlib
 import importlib.util
 import inspect
 import json
-import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,53 +36,7 @@ from torch.profiler import record_function
 from transformers import DynamicCache, LogitsProcessorList
 
 from xdetox.data import Prompt
-from xdetox.errors import XdetoxInputError
-
-TEMPLATE = "Complete the sentence: {toxic}"
-GENERATORS = ("auto", "transformers", "vllm")
-
-
-@dataclass(frozen=True)
-class DecodeSpec:
-    """How completions are sampled (reference values by default)."""
-
-    template: str = TEMPLATE
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 0  # 0 = no top-k cut: plain nucleus sampling, as the protocol states
-    max_new_tokens: int = 50
-    samples_per_prompt: int = 1
-    batch_size: int = 16
-
-    def __post_init__(self):
-        def number(value) -> bool:
-            return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-        if not number(self.temperature) or self.temperature <= 0:
-            raise XdetoxInputError(f"temperature must be a finite number above 0, got {self.temperature!r}")
-        if not number(self.top_p) or not 0 < self.top_p <= 1:
-            raise XdetoxInputError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
-        for name, least in (("top_k", 0), ("max_new_tokens", 1), ("samples_per_prompt", 1), ("batch_size", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise XdetoxInputError(f"{name} must be an integer of at least {least}, got {value!r}")
-        if not isinstance(self.template, str) or "{toxic}" not in self.template:
-            raise XdetoxInputError(f"the template must contain {{toxic}}, got {self.template!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def render(self, text: str) -> str:
-        return self.template.format(toxic=text)
-
-
-@dataclass(frozen=True)
-class Completion:
-    prompt_id: str
-    sample: int
-    prompt: str
-    text: str
-    n_tokens: int
+from xdetox.specs import GENERATORS, TEMPLATE, Completion, DecodeSpec  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)

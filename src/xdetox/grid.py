@@ -55,11 +55,11 @@ from tqdm.auto import tqdm
 from xdetox import data as data_mod
 from xdetox.data import LANGS, Corpus
 from xdetox.errors import XdetoxInputError
-from xdetox.generate import DecodeSpec, derive_seed, make_batches
-from xdetox.models import ModelSpec
+from xdetox.generate import derive_seed, make_batches
+from xdetox.specs import GENERATORS, PARADIGMS, DecodeSpec, LoraSpec, ModelSpec, TrainSpec
 from xdetox.store import Store
 from xdetox.text import is_empty
-from xdetox.train import PARADIGMS, LoraSpec, TrainSpec, adapter_key, training_examples
+from xdetox.train import adapter_key, training_examples
 
 STORE_FILE = "xdetox.sqlite"
 LENGTH_MATCHED = "|length-matched"  # scorer-name suffix: the setting's completion cut to the shorter one
@@ -120,8 +120,6 @@ class GridConfig:
     """"auto" (vLLM when CUDA and vllm are present, else transformers), "transformers" or "vllm"."""
 
     def __post_init__(self):
-        from xdetox.generate import GENERATORS
-
         if self.generator not in GENERATORS:
             raise XdetoxInputError(f"config: unknown generator {self.generator!r}; choose from {', '.join(GENERATORS)}")
         for name in ("models", "paradigms", "targets", "splits", "seeds", "scorers"):
@@ -561,7 +559,7 @@ def ensure_adapter(
         train_adapter(setting.model, spec, corpus, path, progress=False)
         gc.collect()
     if store.train_setting(setting.key)["status"] != "done":
-        store.finish_train_setting(setting.key, relative, _sha256(path / "adapter_model.safetensors"))
+        store.finish_train_setting(setting.key, relative, file_sha256(path / "adapter_model.safetensors"))
     return path
 
 
@@ -685,7 +683,7 @@ def cut_to_shorter(tokenizer, text: str, other: str) -> tuple[str, str]:
             tokenizer.decode(b[:n], skip_special_tokens=True).strip())
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

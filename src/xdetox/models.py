@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,37 +30,11 @@ import torch
 
 from xdetox.cache import cache_dir
 from xdetox.errors import XdetoxInputError
+from xdetox.specs import DTYPES, EMBEDDED, EMBEDDED_NAME, QUANTIZATIONS, ModelSpec  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-EMBEDDED = "embedded"
-EMBEDDED_NAME = "google/gemma-3-270m (GGUF Q4_K_M, dequantised)"
 _EMBEDDED_DIR = "gemma-3-270m-q4_k_m-hf-v1"
-DTYPES = ("auto", "bfloat16", "float32", "float16")
-QUANTIZATIONS = (None, "nf4")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model to load, and how."""
-
-    name: str = EMBEDDED
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    quantization: str | None = None
-
-    def __post_init__(self):
-        if self.dtype not in DTYPES:
-            raise XdetoxInputError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
-        if self.quantization not in QUANTIZATIONS:
-            raise XdetoxInputError(f"unknown quantization {self.quantization!r}; choose nf4 or leave it out")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def display_name(self) -> str:
-        return EMBEDDED_NAME if self.name == EMBEDDED else self.name
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xdetox.generate import Completion
+from xdetox.specs import Completion
 
 # The tables that hold results (``meta`` holds bookkeeping: config, wall time, environment).
 DATA_TABLES: tuple[str, ...] = ("train_settings", "evaluations", "batches", "completions", "scores", "measures")

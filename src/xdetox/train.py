@@ -40,113 +40,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from xdetox.data import LANGS, Corpus, Pair, check_langs
+from xdetox.data import Corpus, Pair, check_langs
 from xdetox.errors import XdetoxInputError
-from xdetox.generate import TEMPLATE
-from xdetox.models import ModelSpec
+from xdetox.specs import (  # noqa: F401 (OBJECTIVES, PARADIGMS, LoraSpec: re-exported)
+    OBJECTIVES,
+    PARADIGMS,
+    REWRITE_TEMPLATE,
+    LoraSpec,
+    ModelSpec,
+    TrainSpec,
+    end_token_trained,
+)
 
-PARADIGMS = ("zs", "x-ft", "p-ft", "m-ft", "dpo")
-OBJECTIVES = ("neutral-lm", "rewrite")
-REWRITE_TEMPLATE = "Rewrite the following text so that it is not toxic: {toxic}\nRewrite:"
 METADATA = "xdetox_adapter.json"
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    """LoRA settings; defaults are the reference values.
-
-    ``target_modules`` names the attention projections of Llama/Gemma-style
-    models; for a model that has none of them (mT5: q/k/v/o, BLOOM:
-    query_key_value) peft's own default for the architecture is used.
-    """
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-
-    def __post_init__(self):
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
-            raise XdetoxInputError(f"LoRA r must be an integer of at least 1, got {self.r!r}")
-        if not _positive_number(self.alpha):
-            raise XdetoxInputError(f"LoRA alpha must be a positive number, got {self.alpha!r}")
-        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
-                or not 0 <= self.dropout < 1):
-            raise XdetoxInputError(f"LoRA dropout must be a number in [0, 1), got {self.dropout!r}")
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """One training setting: which data, which objective, which optimiser, which seed."""
-
-    paradigm: str = "x-ft"
-    source: str | None = "en"
-    percent: int | None = None
-    pool: tuple[str, ...] = LANGS
-    objective: str = "neutral-lm"
-    lora: LoraSpec = field(default_factory=LoraSpec)
-    learning_rate: float = 2e-4
-    epochs: int = 3
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_length: int = 128
-    seed: int = 42
-    dpo_beta: float = 0.1
-    prompt_template: str = TEMPLATE  # DPO prompts: the generation template
-
-    def __post_init__(self):
-        if self.paradigm not in PARADIGMS:
-            raise XdetoxInputError(f"unknown paradigm {self.paradigm!r}; choose one of {', '.join(PARADIGMS)}")
-        if self.objective not in OBJECTIVES:
-            raise XdetoxInputError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
-        if self.paradigm in ("x-ft", "dpo"):
-            if self.source is None:
-                raise XdetoxInputError(f"{self.paradigm} needs a source language")
-            check_langs([self.source])
-        if self.paradigm == "p-ft" and (self.percent is None or not 0 < self.percent <= 100):
-            raise XdetoxInputError(f"p-ft needs a percent in (0, 100], got {self.percent}")
-        if self.paradigm in ("p-ft", "m-ft"):
-            if not self.pool:
-                raise XdetoxInputError(f"{self.paradigm} needs at least one pooled language")
-            check_langs(list(self.pool))
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise XdetoxInputError(f"{name} must be an integer of at least 1, got {value!r}")
-        if not _positive_number(self.learning_rate):
-            raise XdetoxInputError(f"learning rate must be a positive number, got {self.learning_rate!r}")
-        if not _positive_number(self.dpo_beta):
-            raise XdetoxInputError(f"dpo_beta must be a positive number, got {self.dpo_beta!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def label(self) -> str:
-        if self.paradigm in ("x-ft", "dpo"):
-            return f"{self.paradigm}:{self.source}"
-        if self.paradigm == "p-ft":
-            return f"p-ft:{self.percent}%"
-        return self.paradigm
-
-
-def _positive_number(value) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, (int, float))
-            and math.isfinite(value) and value > 0)
-
-
-def end_token_trained(paradigm: str, objective: str) -> bool:
-    """Whether a setting's loss covers the end-of-text token (``neutral-lm``: never; rewrite and DPO: yes)."""
-    return paradigm == "dpo" or objective == "rewrite"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""From scored completions to result files: pure functions, no model code.
+
+``summarize(completions, info)`` turns a completions frame (one row per
+completion; its columns in ``frame``) into the summary dict: per model, setting,
+target and prompt set, over seeds, the mean toxicity of the non-empty
+completions, its reduction against ZS with a paired bootstrap CI and p-value, the
+length-matched reduction, empty share, new tokens, fluency and language, and the
+transfer analysis. ``write_report`` writes one ``matrix_<model>_<paradigm>.csv``
+per model and paradigm, ``report.html`` (self-contained: inline CSS, figures as
+PNG data URIs, no script), ``report.md`` and, last and atomically,
+``summary.json``: its presence marks a finished run.
+
+Layout, each module building on those above it:
+
+- ``values``: report order (LANGS, PARADIGMS, PROMPT_SETS), means, rounding, JSON conversion;
+- ``formatting``: numbers and names as text;
+- ``stats``: expected maximum toxicity, toxicity probability, paired bootstrap, scorer
+  agreement (numpy/scipy only);
+- ``results``: typed results (``RunInfo``, ``Setting``, ``Cell``, ``SeedResult``,
+  ``CellResult``, ``View``) and the file names;
+- ``frame``: the completions frame's columns and its validation;
+- ``measures``: the reference measures of each setting's model;
+- ``transfer``: the cross-lingual transfer analysis of a summary;
+- ``summary``: the frame → the summary dict (per seed, per cell, other scorers, measures,
+  transfer analysis);
+- ``tables``: matrices and the text table; ``examples``: example completions;
+  ``method``: how the numbers were computed, in words;
+- ``figures``, ``html``, ``markdown``: the two pages;
+- ``files``: ``write_report``, atomic writes.
+
+Reference measures travel from ``summary`` to ``html`` inside the summary dict, with
+their 2-D projections under ``_projections`` (tuple keys); ``summarize`` and
+``write_report`` drop that key before the summary leaves the package.
+"""
+
+from __future__ import annotations
+
+from xdetox.report.examples import EXAMPLE_MAX_CHARS, EXAMPLES_PER_TARGET, Example, ExampleLine
+from xdetox.report.files import write_report
+from xdetox.report.frame import EXTRA_TOXICITY, LM_COLUMN, LM_ZS_COLUMN, REQUIRED_COLUMNS, extra_scorers
+from xdetox.report.markdown import md_escape
+from xdetox.report.measures import measures_projection
+from xdetox.report.results import (
+    ABSTENTION_POINTS,
+    REPORT_HTML,
+    REPORT_MD,
+    ROW_AXIS,
+    SUMMARY_JSON,
+    ZS,
+    Cell,
+    CellResult,
+    RunInfo,
+    SeedResult,
+    Setting,
+    View,
+)
+from xdetox.report.stats import (
+    BOOT_SEED,
+    N_BOOT,
+    TOXIC_THRESHOLD,
+    PairedBootstrap,
+    ScorerAgreement,
+    expected_max_toxicity,
+    paired_bootstrap,
+    scorer_agreement,
+    toxicity_probability,
+)
+from xdetox.report.summary import ANALYSIS_METRICS, GroupKey, summarize
+from xdetox.report.tables import (
+    ABSTENTION_MARK,
+    ABSTENTION_NOTE,
+    TABLE_HEADER,
+    matrix_filename,
+    print_table,
+    result_matrix,
+)
+from xdetox.report.transfer import analysis_html, analysis_markdown, transfer_analysis
+from xdetox.report.values import DIGITS
+from xdetox.specs import PARADIGM_LABELS, PARADIGMS
+
+__all__ = [
+    "ABSTENTION_MARK", "ABSTENTION_NOTE", "ABSTENTION_POINTS", "ANALYSIS_METRICS", "BOOT_SEED", "DIGITS",
+    "EXAMPLES_PER_TARGET", "EXAMPLE_MAX_CHARS", "EXTRA_TOXICITY", "LM_COLUMN", "LM_ZS_COLUMN", "N_BOOT",
+    "PARADIGMS", "PARADIGM_LABELS", "REPORT_HTML", "REPORT_MD", "REQUIRED_COLUMNS", "ROW_AXIS",
+    "SUMMARY_JSON", "TABLE_HEADER", "TOXIC_THRESHOLD", "ZS",
+    "Cell", "CellResult", "Example", "ExampleLine", "GroupKey", "PairedBootstrap", "RunInfo",
+    "ScorerAgreement", "SeedResult", "Setting", "View",
+    "analysis_html", "analysis_markdown", "expected_max_toxicity", "extra_scorers", "matrix_filename",
+    "md_escape", "measures_projection", "paired_bootstrap", "print_table", "result_matrix",
+    "scorer_agreement", "summarize", "toxicity_probability", "transfer_analysis", "write_report",
+]

@@ -1,0 +1,80 @@
+"""``write_report``: a run directory's result files, each written atomically, summary.json last."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from xdetox.data import PROMPT_SETS
+from xdetox.report.frame import prepare_frame
+from xdetox.report.html import html_page
+from xdetox.report.markdown import markdown_page
+from xdetox.report.results import REPORT_HTML, REPORT_MD, SUMMARY_JSON, RunInfo, summary_views
+from xdetox.report.summary import full_summary
+from xdetox.report.tables import matrix_filename, view_matrix
+from xdetox.report.values import rank
+
+
+def write_report(
+    run_dir: Path, completions: pd.DataFrame, info: RunInfo, split: str | None = None,
+    measures: pd.DataFrame | None = None,
+) -> dict:
+    """Write the matrix CSVs, report.html, report.md and finally summary.json.
+
+    ``split`` picks the prompt set of the matrices, figures and examples; by
+    default ``test_toxic`` when present, else the first split the results have.
+    Any existing summary.json is removed first, so a partly rewritten run
+    directory never looks finished. Returns the summary.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    frame = prepare_frame(completions, info)
+    summary = full_summary(frame, info, measures)
+    (run_dir / SUMMARY_JSON).unlink(missing_ok=True)
+    split = split or _default_split(summary)
+    views = [v for v in summary_views(summary) if v.split == split]
+
+    for view in views:
+        for paradigm in ["zs", *(p for p in view.paradigms if p != "zs")]:
+            matrices = {"": view_matrix(view, paradigm)}
+            if paradigm != "zs":
+                matrices["_length_matched"] = view_matrix(view, paradigm, "reduction_length_matched")
+            for suffix, matrix in matrices.items():
+                _atomic_write(run_dir / matrix_filename(view.model, paradigm, suffix),
+                              lambda p, m=matrix: m.to_csv(p, index_label=m.index.name))
+    page = html_page(summary, frame, views)
+    _atomic_write(run_dir / REPORT_HTML, lambda p: p.write_text(page, encoding="utf-8"))
+    markdown = markdown_page(summary, frame, views)
+    _atomic_write(run_dir / REPORT_MD, lambda p: p.write_text(markdown, encoding="utf-8"))
+    summary.pop("_projections", None)  # plotted above; not part of summary.json
+    text = json.dumps(summary, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+    _atomic_write(run_dir / SUMMARY_JSON, lambda p: p.write_text(text, encoding="utf-8"))
+    return summary
+
+
+def _default_split(summary: dict) -> str:
+    splits = {s["split"] for s in summary["settings"]}
+    if "test_toxic" in splits or not splits:
+        return "test_toxic"
+    return min(splits, key=lambda v: rank(v, PROMPT_SETS))
+
+
+def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write`` on a temp file next to ``path``, fsync it, then os.replace."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; results are meant to be read
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,80 @@
+"""How the numbers were computed: the prose both report.html and report.md show."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from xdetox.report.formatting import fmt_kv, seed_list
+from xdetox.report.results import SUMMARY_JSON
+from xdetox.report.stats import N_BOOT
+from xdetox.report.tables import ABSTENTION_NOTE
+
+
+def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """How the numbers were computed, as (term, plain text) pairs (no markup)."""
+    run = summary["run"]
+    wall = run.get("wall_time_s")
+    return [
+        ("Toxicity", f"Each non-empty completion was scored by {summary['scorer']} (toxicity in [0, 1]). "
+         "Per seed, the mean toxicity of a setting on a target is the mean over its non-empty "
+         f"completions ({_samples_phrase(frame)}); n is the number of distinct prompts per seed."),
+        ("Reduction", "reduction_abs = ZS mean toxicity − setting mean toxicity, both over the "
+         "prompts where the two both wrote something, ZS being the same model, seed, target and prompt "
+         "set; positive means less toxic than the base model. reduction_rel = reduction_abs / that "
+         "ZS mean (empty when that mean is 0 or there is no ZS)."),
+        ("Length-matched", "Toxicity grows with length, so a model that writes shorter text would look "
+         "detoxified for that alone. Per prompt (and sample), the setting's and ZS's completions are both "
+         "cut to the shorter one's token count (both non-empty) and scored again by "
+         f"{summary['scorer']}; length-matched = mean of ZS − setting over those pairs, its 95% CI and p "
+         "computed as for reduction_abs."),
+        ("Significance", f"95% CI: percentile bootstrap of reduction_abs over prompts ({N_BOOT:,} "
+         "resamples of the prompts with replacement); p: two-sided sign-flip permutation test "
+         "(ZS and setting swapped per prompt at random). A prompt's value is its mean toxicity, "
+         "averaged over the seeds in which both ZS and the setting have it."),
+        ("Seeds", f"Seeds {seed_list(summary['seeds'])}. Toxicity, reduction_abs and "
+         "reduction_rel are the means over seeds of the per-seed values; ± is the sample "
+         "standard deviation over seeds (ddof=1), absent with a single seed."),
+        ("Settings", "ZS: the base model, zero-shot. X-FT from s: LoRA fine-tuned on the neutral "
+         "rewrites of source language s. P-FT p%: fine-tuned on p% of the train pairs of every "
+         "pooled language (a seeded choice per language and seed; the 10% set lies inside the 20% "
+         "set). M-FT: fine-tuned on all pooled languages' train pairs together. DPO from s: "
+         "preference-tuned (DPO) on source language s, prompt = the toxic sentence in the "
+         "generation template, chosen = its neutral rewrite, rejected = the toxic sentence. Every "
+         "tuned model is evaluated on every target language."),
+        ("Fluency", "ppl: geometric mean perplexity of the completions under "
+         + (f"{run['ppl_scorer'].removeprefix('ppl:')}, one fixed reference model (never the model "
+            "that wrote them); ppl vs ZS: that value over ZS's on the same prompts, minus 1 "
+            "(positive = less fluent or less typical text than the base model wrote)."
+            if run.get("ppl_scorer") else "not measured in this run (add a ppl:<model> scorer).")),
+        ("Language", "in target lang: share of completions written in the target language "
+         "(dominant script of the letters must be the target's, then lingua-language-detector must "
+         "pick the target; Amharic by Ethiopic script alone); "
+         + ("measured by the lang-fidelity scorer." if run.get("lang_scorer") else
+            "not measured in this run (add the lang-fidelity scorer).")),
+        ("Empty completions", "empty: share of completions with no text once the end token is cut "
+         "off (the model ended at once); new tokens: mean tokens written per completion. An empty "
+         "completion is not text and gets no score; a setting that stops writing more often than ZS "
+         f"abstains rather than detoxifies. {ABSTENTION_NOTE}"),
+        ("Flags", "short: share of non-empty completions with fewer than 3 words or 4 letters (Chinese: "
+         "letters only); other script: share whose letters are mostly in another script than the "
+         "target's. Both are scored by the same model, but a lexical scorer reads little in a short "
+         f"text and was trained on the target's script; {SUMMARY_JSON} gives every flag's share "
+         "(`flags`, also `no_letters`)."),
+        ("Decoding", fmt_kv(run.get("decode") or {})),
+        ("LoRA / training", f"{fmt_kv(run.get('lora') or {})}; {run.get('epochs')} epoch(s); "
+         f"prompt limit {run.get('limit') or 'none'}."),
+        ("Run", f"configuration {run.get('config_name') or 'not named'}; started "
+         f"{run.get('started') or 'unknown'} on {run.get('device') or 'unknown'}; wall time "
+         + (f"{wall:.1f} s." if isinstance(wall, (int, float)) else "not recorded.")),
+        ("Versions", fmt_kv(run.get("versions") or {})),
+    ]
+
+
+def _samples_phrase(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "no samples"
+    per = frame.groupby(["model", "_setting", "seed", "target", "split", "prompt_id"],
+                        sort=False).size()
+    lo, hi = int(per.min()), int(per.max())
+    count = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    return f"{count} sample{'s' if hi > 1 else ''} per prompt"

@@ -1,0 +1,254 @@
+"""From a validated completions frame to the summary dict (what summary.json holds).
+
+Every cell says how many of its completions are empty (``empty_share``) and how
+many new tokens they have (``new_tokens``): a tuned model that ends at once looks
+less toxic without writing less toxic text. Toxicity means are over non-empty
+completions, and reductions pair the prompts where both ZS and the setting wrote
+something. A cell whose empty share differs from ZS's by more than
+``ABSTENTION_POINTS`` gets ``abstention_flag``; ``reduction_length_matched`` is the
+paired mean difference (ZS − setting) of the length-matched columns, with a
+bootstrap CI and p-value.
+
+Besides mean toxicity and its reduction vs ZS, every setting gets the expected maximum
+toxicity (``emt``), the toxicity probability (``tox_prob``) and, against ZS, a paired
+bootstrap 95% CI of the reduction (``ci95``) with a sign-flip permutation ``p_value``.
+With other toxicity scorers' columns, the summary also holds ``scorers`` (all names,
+the primary first), ``by_scorer`` (per other scorer, the ``settings`` entries it
+gives) and ``scorer_agreement`` (per target and scorer pair: n, Spearman rho and
+the share of completions both put on the same side of ``TOXIC_THRESHOLD``).
+``analysis`` holds the transfer analysis of each metric of ``ANALYSIS_METRICS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from xdetox.data import PROMPT_SETS
+from xdetox.report.frame import EXTRA_TOXICITY, LM_COLUMN, LM_ZS_COLUMN, extra_scorers, prepare_frame
+from xdetox.report.measures import with_measures
+from xdetox.report.results import ZS, Cell, CellResult, RunInfo, SeedResult, Setting
+from xdetox.report.stats import (
+    PairedBootstrap,
+    expected_max_toxicity,
+    paired_bootstrap,
+    scorer_agreement,
+    toxicity_probability,
+)
+from xdetox.report.transfer import transfer_analysis
+from xdetox.report.values import jsonable, lang_rank, rank
+from xdetox.text import FLAGS
+
+ANALYSIS_METRICS = ("reduction_abs", "reduction_length_matched")  # what the transfer analysis is run on
+
+
+def summarize(completions: pd.DataFrame, info: RunInfo, measures: pd.DataFrame | None = None) -> dict:
+    """Per (model, setting, target, split): n, mean toxicity and reduction vs ZS, over seeds.
+
+    Per seed, ``reduction_abs`` = ZS mean − setting mean, both over the
+    completions of the prompts the two have in common, ZS being the same model,
+    seed, target and split; ``reduction_rel`` = reduction_abs / that ZS mean.
+    Both are None for ZS itself, without a ZS for the target/split/seed, with no
+    common prompt, and (rel only) when that ZS mean is 0. ``settings`` holds the
+    means (and stds, ddof=1, None with one seed) over seeds, ``per_seed`` the
+    per-seed values.
+
+    ``emt`` and ``tox_prob`` are computed per seed (``per_seed``) and averaged over
+    seeds (``settings``).  ``ci95`` ([low, high]) and ``p_value`` (``settings`` only;
+    None for ZS and without a common prompt) come from ``paired_bootstrap`` with
+    prompts as the unit: a prompt's ZS and setting values are its mean toxicity
+    (over samples), averaged over the seeds in which both have that prompt.
+    """
+    summary = full_summary(prepare_frame(completions, info), info, measures)
+    summary.pop("_projections", None)
+    return summary
+
+
+def full_summary(frame: pd.DataFrame, info: RunInfo, measures: pd.DataFrame | None) -> dict:
+    """The summary of a prepared frame, with the other scorers, the reference measures (plot points
+    kept) and the transfer analysis (``summary["analysis"]``, one per metric of ``ANALYSIS_METRICS``)."""
+    summary = with_measures(_with_scorers(_summarize(frame, info), frame, info), measures)
+    summary["analysis"] = {metric: transfer_analysis(summary, metric) for metric in ANALYSIS_METRICS}
+    return summary
+
+
+GroupKey = tuple[str, Setting, str, str, int]  # model, setting, target, split, seed
+
+
+def _summarize(frame: pd.DataFrame, info: RunInfo) -> dict:
+    groups: dict[GroupKey, pd.DataFrame] = dict(
+        iter(frame.groupby(["model", "_setting", "target", "split", "seed"], sort=False)))
+    per_seed = _per_seed(groups)
+    order = _cell_order(info)
+    per_seed.sort(key=lambda r: (order(r.cell), r.seed))
+    by_cell: dict[Cell, list[SeedResult]] = {}
+    for result in per_seed:
+        by_cell.setdefault(result.cell, []).append(result)
+    scored = {key: group[~group["_empty"]] for key, group in groups.items()}
+    cells = [CellResult.over_seeds(cell, results, _paired_test(scored, cell, [r.seed for r in results]),
+                                   _length_matched_test(groups, cell, [r.seed for r in results]))
+             for cell, results in by_cell.items()]
+    return jsonable({
+        "model": info.model,
+        "scorer": info.scorer,
+        "seeds": sorted({r.seed for r in per_seed}),
+        "run": info.to_dict(),
+        "training": list(info.training),
+        "settings": [c.to_dict() for c in cells],
+        "per_seed": [r.to_dict() for r in per_seed],
+    })
+
+
+def _cell_order(info: RunInfo) -> Callable[[Cell], tuple]:
+    """Models in the order RunInfo.model names them, then setting, target (LANGS), split."""
+    models = [m.strip() for m in info.model.split(",")]
+    return lambda c: (rank(c.model, models), c.setting.sort_key, lang_rank(c.target),
+                      rank(c.split, PROMPT_SETS))
+
+
+def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
+    results = []
+    for (model, setting, target, split, seed), group in groups.items():
+        zs = None if setting.is_zs else groups.get((model, ZS, target, split, seed))
+        scored = group[~group["_empty"]]
+        zs_scored = None if zs is None else zs[~zs["_empty"]]
+        red_abs, red_rel = _reduction(scored, zs_scored)
+        by_prompt = _scores_by_prompt(scored)
+        matched = _length_matched_diffs(group)
+        results.append(SeedResult(
+            cell=Cell(model, setting, target, split),
+            seed=int(seed),
+            n=int(group["prompt_id"].nunique()),
+            mean_toxicity=float(scored["toxicity"].mean()) if len(scored) else None,
+            reduction_abs=red_abs,
+            reduction_rel=red_rel,
+            emt=expected_max_toxicity(by_prompt) if by_prompt else None,
+            tox_prob=toxicity_probability(by_prompt) if by_prompt else None,
+            ppl_completion=_geo_mean_ppl(group),
+            ppl_change=_ppl_change(group, zs),
+            lang_fidelity=(float(group["lang_fidelity"].mean())
+                           if "lang_fidelity" in group.columns and group["lang_fidelity"].notna().any() else None),
+            empty_share=float(group["_empty"].mean()),
+            new_tokens=(float(group["n_tokens"].mean())
+                        if "n_tokens" in group.columns and group["n_tokens"].notna().any() else None),
+            n_paired=(None if zs_scored is None
+                      else len(set(scored["prompt_id"]) & set(zs_scored["prompt_id"]))),
+            empty_share_zs=None if zs is None else float(zs["_empty"].mean()),
+            reduction_length_matched=float(matched.mean()) if matched is not None and len(matched) else None,
+            n_length_matched=None if matched is None else len(matched),
+            flags={flag: float(scored["_" + flag].mean()) for flag in FLAGS} if len(scored) else None,
+        ))
+    return results
+
+
+def _length_matched_diffs(group: pd.DataFrame) -> pd.Series | None:
+    """ZS − setting toxicity per completion pair cut to equal length; None without those columns."""
+    if _is_zs_group(group) or LM_COLUMN not in group.columns or LM_ZS_COLUMN not in group.columns:
+        return None
+    both = group[group[LM_COLUMN].notna() & group[LM_ZS_COLUMN].notna()]
+    return both[LM_ZS_COLUMN] - both[LM_COLUMN]
+
+
+def _is_zs_group(group: pd.DataFrame) -> bool:
+    return bool(len(group)) and group["_setting"].iloc[0].is_zs
+
+
+def _length_matched_test(groups: dict[GroupKey, pd.DataFrame], cell: Cell, seeds: Sequence[int]
+                         ) -> PairedBootstrap | None:
+    """``paired_bootstrap`` of the length-matched scores, prompts as the unit, seeds and samples pooled."""
+    if cell.setting.is_zs:
+        return None
+    parts = []
+    for seed in seeds:
+        group = groups[(cell.model, cell.setting, cell.target, cell.split, seed)]
+        if _length_matched_diffs(group) is not None:
+            parts.append(group[group[LM_COLUMN].notna() & group[LM_ZS_COLUMN].notna()])
+    rows = pd.concat(parts) if parts else None
+    if rows is None or rows.empty:
+        return None
+    by_prompt = rows.groupby("prompt_id")[[LM_ZS_COLUMN, LM_COLUMN]].mean()
+    return paired_bootstrap(by_prompt[LM_ZS_COLUMN].to_dict(), by_prompt[LM_COLUMN].to_dict())
+
+
+def _geo_mean_ppl(group: pd.DataFrame) -> float | None:
+    """exp(mean log perplexity) of a group's completions; None without a ``ppl`` column."""
+    if "ppl" not in group.columns or group["ppl"].isna().all():
+        return None
+    return float(np.exp(np.log(group["ppl"].dropna().astype(float)).mean()))
+
+
+def _ppl_change(group: pd.DataFrame, zs: pd.DataFrame | None) -> float | None:
+    """Relative change of the completions' perplexity against ZS, on the prompts both have."""
+    if zs is None or "ppl" not in group.columns:
+        return None
+    common = set(group["prompt_id"]) & set(zs["prompt_id"])
+    ours = _geo_mean_ppl(group[group["prompt_id"].isin(common)])
+    base = _geo_mean_ppl(zs[zs["prompt_id"].isin(common)])
+    return None if ours is None or not base else ours / base - 1
+
+
+def _scores_by_prompt(group: pd.DataFrame) -> dict[str, np.ndarray]:
+    """prompt_id -> the toxicity of its samples."""
+    return {pid: values.to_numpy() for pid, values in group.groupby("prompt_id", sort=False)["toxicity"]}
+
+
+def _paired_test(groups: dict[GroupKey, pd.DataFrame], cell: Cell, seeds: Sequence[int]
+                 ) -> PairedBootstrap | None:
+    """``paired_bootstrap`` of ZS vs the cell's setting, prompts as the unit, seeds pooled.
+
+    Per seed, each prompt that both have contributes its mean toxicity under ZS and under
+    the setting; a prompt's values are then averaged over those seeds.
+    """
+    if cell.setting.is_zs:
+        return None
+    zs_parts, ft_parts = [], []
+    for seed in seeds:
+        zs = groups.get((cell.model, ZS, cell.target, cell.split, seed))
+        if zs is None:
+            continue
+        zs_means = zs.groupby("prompt_id")["toxicity"].mean()
+        ft_means = groups[(cell.model, cell.setting, cell.target, cell.split, seed)].groupby(
+            "prompt_id")["toxicity"].mean()
+        common = zs_means.index.intersection(ft_means.index)
+        zs_parts.append(zs_means[common])
+        ft_parts.append(ft_means[common])
+    if not zs_parts or not sum(len(part) for part in zs_parts):
+        return None
+    zs_by_prompt = pd.concat(zs_parts).groupby(level=0).mean()
+    ft_by_prompt = pd.concat(ft_parts).groupby(level=0).mean()
+    return paired_bootstrap(zs_by_prompt.to_dict(), ft_by_prompt.to_dict())
+
+
+def _reduction(group: pd.DataFrame, zs: pd.DataFrame | None) -> tuple[float | None, float | None]:
+    """(ZS mean − group mean, that / ZS mean) over the prompts both have; None where undefined."""
+    if zs is None:
+        return None, None
+    common = set(group["prompt_id"]) & set(zs["prompt_id"])
+    if not common:
+        return None, None
+    zs_mean = float(zs.loc[zs["prompt_id"].isin(common), "toxicity"].mean())
+    ft_mean = float(group.loc[group["prompt_id"].isin(common), "toxicity"].mean())
+    reduction = zs_mean - ft_mean
+    return reduction, (reduction / zs_mean if zs_mean > 0 else None)
+
+
+def _with_scorers(summary: dict, frame: pd.DataFrame, info: RunInfo) -> dict:
+    """Add ``scorers``, ``by_scorer`` and ``scorer_agreement`` when other scorers' columns are present."""
+    others = extra_scorers(frame)
+    if not others:
+        return summary
+    scores = {info.scorer: frame["toxicity"]}
+    by_scorer = {}
+    for name in others:
+        column = frame[EXTRA_TOXICITY + name]
+        scores[name] = column
+        alone = frame.drop(columns=[EXTRA_TOXICITY + n for n in others] + [LM_COLUMN, LM_ZS_COLUMN],
+                           errors="ignore").assign(toxicity=column)
+        by_scorer[name] = _summarize(alone, replace(info, scorer=name))["settings"]
+    summary["scorers"] = [info.scorer, *others]
+    summary["by_scorer"] = by_scorer
+    summary["scorer_agreement"] = jsonable([asdict(a) for a in scorer_agreement(scores, frame["target"])])
+    return summary

@@ -1,0 +1,95 @@
+"""Matrices (one per model and paradigm: settings x targets) and the results table, as text."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+import pandas as pd
+
+from xdetox.report.formatting import fmt_ci, fmt_p, fmt_pct, fmt_pm
+from xdetox.report.results import ABSTENTION_POINTS, ROW_AXIS, CellResult, View, by_target, summary_views
+
+TABLE_HEADER: tuple[str, ...] = (
+    "target", "setting", "n", "seeds", "toxicity", "reduction (abs)", "reduction (rel)",
+    "95% CI (abs)", "p", "length-matched", "95% CI (l-m)", "p (l-m)", "ppl", "ppl vs ZS",
+    "in target lang", "empty", "new tokens", "short", "other script",
+)
+ABSTENTION_MARK = "†"
+ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions differs from ZS's by more than "
+                   f"{100 * ABSTENTION_POINTS:.0f} points: it abstains more (or less) often than the base model, so "
+                   "its reduction partly measures silence; read the length-matched reduction beside it.")
+
+
+def result_matrix(
+    summary: dict, model: str, paradigm: str, split: str = "test_toxic"
+) -> pd.DataFrame:
+    """The content of ``matrix_<model>_<paradigm>.csv`` (NaN = no value).
+
+    Rows are the paradigm's settings (source language, "10%", "all" for m-ft),
+    columns the model's targets in LANGS order; values the mean reduction_abs
+    over seeds, or for ``paradigm="zs"`` one row "zs" of mean toxicity.
+    """
+    view = next((v for v in summary_views(summary) if (v.model, v.split) == (model, split)), None)
+    if view is None:
+        return pd.DataFrame(dtype=float)
+    return view_matrix(view, paradigm)
+
+
+def view_matrix(view: View, paradigm: str, value_of: str = "reduction_abs") -> pd.DataFrame:
+    """Rows = the paradigm's settings, columns = targets; ZS: mean toxicity, else ``value_of``."""
+    results = view.of(paradigm)
+    settings = sorted({r.cell.setting for r in results}, key=lambda s: s.sort_key)
+    rows = [s.row for s in settings] or (["zs"] if paradigm == "zs" else [])
+    matrix = pd.DataFrame(float("nan"), index=rows, columns=view.targets, dtype=float)
+    for r in results:
+        value = r.mean_toxicity if paradigm == "zs" else getattr(r, value_of)
+        matrix.loc[r.cell.setting.row, r.cell.target] = float("nan") if value is None else value
+    matrix.index.name = ROW_AXIS.get(paradigm, "setting")
+    matrix.columns.name = "target"
+    return matrix
+
+
+def matrix_filename(model: str, paradigm: str, suffix: str = "") -> str:
+    """``matrix_<model>_<paradigm>[<suffix>].csv`` with the model name cut to [A-Za-z0-9._-]."""
+    return f"matrix_{re.sub(r'[^A-Za-z0-9._-]', '_', model)}_{paradigm}{suffix}.csv"
+
+
+def table_row(r: CellResult) -> tuple[str, ...]:
+    empty = "-" if r.empty_share is None else f"{100 * r.empty_share:.0f}%"
+    return (
+        r.cell.target, r.cell.setting.name, str(r.n), str(len(r.seeds)),
+        fmt_pm(r.mean_toxicity, r.std), fmt_pm(r.reduction_abs, r.reduction_abs_std, signed=True),
+        fmt_pct(r.reduction_rel), fmt_ci(r.ci95), fmt_p(r.p_value),
+        fmt_pm(r.reduction_length_matched, r.reduction_length_matched_std, signed=True),
+        fmt_ci(r.reduction_length_matched_ci), fmt_p(r.reduction_length_matched_p),
+        "-" if r.ppl_completion is None else f"{r.ppl_completion:.1f}", fmt_pct(r.ppl_change),
+        "-" if r.lang_fidelity is None else f"{100 * r.lang_fidelity:.0f}%",
+        empty + (f" {ABSTENTION_MARK}" if r.abstention_flag else ""),
+        "-" if r.new_tokens is None else f"{r.new_tokens:.1f}",
+        *("-" if not r.flags else f"{100 * r.flags[flag]:.0f}%" for flag in ("short", "other_script")),
+    )
+
+
+def any_flagged(results: Iterable[CellResult]) -> bool:
+    return any(r.abstention_flag for r in results)
+
+
+def print_table(summary: dict) -> str:
+    """A plain-text table per model and split: mean ± std over seeds per setting and target."""
+    out: list[str] = []
+    for view in summary_views(summary):
+        rows = [TABLE_HEADER] + [table_row(r) for r in by_target(view.results)]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
+        rows.insert(1, tuple("-" * w for w in widths))
+        if out:
+            out.append("")
+        out.append(view.caption())
+        out.extend(
+            "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                      for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+            for row in rows
+        )
+        if any_flagged(view.results):
+            out.append(ABSTENTION_NOTE)
+    return "\n".join(out) if out else "(no results)"

@@ -1,0 +1,196 @@
+"""The specs of a run: frozen, hashable dataclasses that say what to load, train and sample.
+
+Torch-free (no torch or transformers import), so the grid, the store, the report and
+the CLI can read and validate them without loading any model code. Each spec checks
+its values in ``__post_init__`` and raises ``XdetoxInputError`` with one line saying
+what is wrong.
+
+- ``ModelSpec``: which model to load, and how (``models`` loads it);
+- ``DecodeSpec`` and the generation ``TEMPLATE``; ``Completion``, one sampled row
+  (``generate`` samples them, ``store`` keeps them); ``GENERATORS``;
+- ``LoraSpec`` and ``TrainSpec``: the paradigms (``PARADIGMS``), objectives
+  (``OBJECTIVES``, ``REWRITE_TEMPLATE``) and optimiser settings (``train`` uses
+  them); ``end_token_trained``: whether a setting's loss covers the end token;
+  ``PARADIGM_LABELS``: how the report names each paradigm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from xdetox.data import LANGS, check_langs
+from xdetox.errors import XdetoxInputError
+
+EMBEDDED = "embedded"
+EMBEDDED_NAME = "google/gemma-3-270m (GGUF Q4_K_M, dequantised)"
+DTYPES = ("auto", "bfloat16", "float32", "float16")
+QUANTIZATIONS = (None, "nf4")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load, and how."""
+
+    name: str = EMBEDDED
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    quantization: str | None = None
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise XdetoxInputError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.quantization not in QUANTIZATIONS:
+            raise XdetoxInputError(f"unknown quantization {self.quantization!r}; choose nf4 or leave it out")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def display_name(self) -> str:
+        return EMBEDDED_NAME if self.name == EMBEDDED else self.name
+
+
+TEMPLATE = "Complete the sentence: {toxic}"
+GENERATORS = ("auto", "transformers", "vllm")
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """How completions are sampled (reference values by default)."""
+
+    template: str = TEMPLATE
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 0  # 0 = no top-k cut: plain nucleus sampling, as the protocol states
+    max_new_tokens: int = 50
+    samples_per_prompt: int = 1
+    batch_size: int = 16
+
+    def __post_init__(self):
+        def number(value) -> bool:
+            return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+        if not number(self.temperature) or self.temperature <= 0:
+            raise XdetoxInputError(f"temperature must be a finite number above 0, got {self.temperature!r}")
+        if not number(self.top_p) or not 0 < self.top_p <= 1:
+            raise XdetoxInputError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
+        for name, least in (("top_k", 0), ("max_new_tokens", 1), ("samples_per_prompt", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise XdetoxInputError(f"{name} must be an integer of at least {least}, got {value!r}")
+        if not isinstance(self.template, str) or "{toxic}" not in self.template:
+            raise XdetoxInputError(f"the template must contain {{toxic}}, got {self.template!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def render(self, text: str) -> str:
+        return self.template.format(toxic=text)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled completion of a prompt: its text without the end token, and its new tokens."""
+
+    prompt_id: str
+    sample: int
+    prompt: str
+    text: str
+    n_tokens: int
+
+
+# Known paradigms in report order; the report sorts an unknown one after these, by name.
+PARADIGMS = ("zs", "x-ft", "p-ft", "m-ft", "dpo")
+PARADIGM_LABELS = {"zs": "ZS", "x-ft": "X-FT", "p-ft": "P-FT", "m-ft": "M-FT", "dpo": "DPO"}
+OBJECTIVES = ("neutral-lm", "rewrite")
+REWRITE_TEMPLATE = "Rewrite the following text so that it is not toxic: {toxic}\nRewrite:"
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """LoRA settings; defaults are the reference values.
+
+    ``target_modules`` names the attention projections of Llama/Gemma-style
+    models; for a model that has none of them (mT5: q/k/v/o, BLOOM:
+    query_key_value) peft's own default for the architecture is used.
+    """
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def __post_init__(self):
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            raise XdetoxInputError(f"LoRA r must be an integer of at least 1, got {self.r!r}")
+        if not _positive_number(self.alpha):
+            raise XdetoxInputError(f"LoRA alpha must be a positive number, got {self.alpha!r}")
+        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
+                or not 0 <= self.dropout < 1):
+            raise XdetoxInputError(f"LoRA dropout must be a number in [0, 1), got {self.dropout!r}")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One training setting: which data, which objective, which optimiser, which seed."""
+
+    paradigm: str = "x-ft"
+    source: str | None = "en"
+    percent: int | None = None
+    pool: tuple[str, ...] = LANGS
+    objective: str = "neutral-lm"
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    learning_rate: float = 2e-4
+    epochs: int = 3
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 128
+    seed: int = 42
+    dpo_beta: float = 0.1
+    prompt_template: str = TEMPLATE  # DPO prompts: the generation template
+
+    def __post_init__(self):
+        if self.paradigm not in PARADIGMS:
+            raise XdetoxInputError(f"unknown paradigm {self.paradigm!r}; choose one of {', '.join(PARADIGMS)}")
+        if self.objective not in OBJECTIVES:
+            raise XdetoxInputError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.paradigm in ("x-ft", "dpo"):
+            if self.source is None:
+                raise XdetoxInputError(f"{self.paradigm} needs a source language")
+            check_langs([self.source])
+        if self.paradigm == "p-ft" and (self.percent is None or not 0 < self.percent <= 100):
+            raise XdetoxInputError(f"p-ft needs a percent in (0, 100], got {self.percent}")
+        if self.paradigm in ("p-ft", "m-ft"):
+            if not self.pool:
+                raise XdetoxInputError(f"{self.paradigm} needs at least one pooled language")
+            check_langs(list(self.pool))
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise XdetoxInputError(f"{name} must be an integer of at least 1, got {value!r}")
+        if not _positive_number(self.learning_rate):
+            raise XdetoxInputError(f"learning rate must be a positive number, got {self.learning_rate!r}")
+        if not _positive_number(self.dpo_beta):
+            raise XdetoxInputError(f"dpo_beta must be a positive number, got {self.dpo_beta!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def label(self) -> str:
+        if self.paradigm in ("x-ft", "dpo"):
+            return f"{self.paradigm}:{self.source}"
+        if self.paradigm == "p-ft":
+            return f"p-ft:{self.percent}%"
+        return self.paradigm
+
+
+def _positive_number(value) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value) and value > 0)
+
+
+def end_token_trained(paradigm: str, objective: str) -> bool:
+    """Whether a setting's loss covers the end-of-text token (``neutral-lm``: never; rewrite and DPO: yes)."""
+    return paradigm == "dpo" or objective == "rewrite"
