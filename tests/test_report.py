@@ -617,3 +617,15 @@ def test_flag_shares_count_short_and_other_script_completions():
     assert cell["flags"] == {"short": pytest.approx(1 / 3, abs=1e-6), "no_letters": 0.0,
                              "other_script": pytest.approx(1 / 3, abs=1e-6)}
     assert cell["empty_share"] == 0.25
+
+
+def test_method_prints_the_scorers_validation_figures_for_the_run_languages(tmp_path):
+    figures = {"paradetox_test": {"de": 0.905, "en": 0.974, "am": 0.5}, "pairwise": {"de": 0.97},
+               "heldout": {}, "ece": {"de": 0.05}}
+    write_report(tmp_path / "with", frame(), info(scorer_validation=figures))
+    text = (tmp_path / "with" / "report.md").read_text()
+    line = next(line for line in text.splitlines() if "**Scorer validation**" in line)
+    assert "paradetox test AUC: en 0.974, de 0.905" in line and "pairwise accuracy" in line and "am" not in line
+    assert "held-out" not in line and "calibration error (ECE): de 0.050" in line
+    write_report(tmp_path / "without", frame(), info())
+    assert "xdetox scorer eval --scorer toxclf-v1" in (tmp_path / "without" / "report.md").read_text()

@@ -416,8 +416,7 @@ def test_cli_score_bad_input_exits_2(small_offline, tmp_path, capsys, monkeypatc
 
 def test_cli_scorer_eval_json_shape(monkeypatch, capsys) -> None:
     results = {"paradetox_test": {"en": 0.97, "de": 0.9}, "heldout": {"en": 0.95}}
-    monkeypatch.setattr(score, "get_scorer", lambda name: object())
-    monkeypatch.setattr(score, "evaluate_offline", lambda scorer: results)
+    monkeypatch.setattr(score, "scorer_validation", lambda name, compute=False: results)
     assert main(["scorer", "eval", "--json"]) == 0
     assert capsys.readouterr().out == '{"paradetox_test": {"en": 0.97, "de": 0.9}, "heldout": {"en": 0.95}}\n'
     assert json.loads(json.dumps(results)) == results

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     scorer = sub.add_parser("scorer", help="toxicity scorer tools")
     scorer_sub = scorer.add_subparsers(dest="scorer_command", required=True, parser_class=_Parser)
-    ev = scorer_sub.add_parser("eval", help="ROC-AUC per language on held-out data")
+    ev = scorer_sub.add_parser("eval", help="a toxicity scorer's validation figures per language (cached)")
+    ev.add_argument("--scorer", default="offline", help="any toxicity scorer (default offline)")
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check = scorer_sub.add_parser("check", help="the behavioural suite: accuracy per language and functionality")
     check.add_argument("--scorer", default="offline", help="any toxicity scorer (default offline)")
@@ -294,7 +295,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
     missing = store.missing_work(store.get_meta("planned_evaluations", 0))
     if missing:
         raise XdetoxInputError(f"{run_dir} is not finished ({missing}); run the same command again to resume")
-    from xdetox.score import scorer_kind
+    from xdetox.score import scorer_kind, scorer_validation
     from xdetox.text import is_empty
     from xdetox.train import end_token_trained
 
@@ -342,6 +343,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
         ppl_scorer=ppl_scorer,
         lang_scorer=lang_scorer,
         training=training,
+        scorer_validation=scorer_validation(scorer),
     )
     return report.write_report(run_dir, frame, info, measures=store.measures_frame())
 
@@ -420,10 +422,13 @@ def _read_lines(path: str) -> list[str]:
 
 
 def cmd_scorer_eval(args) -> int:
+    """paradetox test AUC, pairwise accuracy, held-out AUC, behavioural suite, ECE: per language."""
     from xdetox import score
 
-    scorer = score.get_scorer("offline")
-    results = score.evaluate_offline(scorer)
+    score.check_scorer(args.scorer)
+    if score.scorer_kind(args.scorer) != "toxicity":
+        raise XdetoxInputError(f"{args.scorer} is not a toxicity scorer")
+    results = score.scorer_validation(args.scorer, compute=True)
     if args.json:
         print(json.dumps(results))
     else:

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from xdetox.data import Corpus
 from xdetox.errors import XdetoxInputError
-from xdetox.grid import ADAPTERS_DIR, STORE_FILE, Plan, Session, TrainSetting, file_sha256, score_length_matched
+from xdetox.grid import (ADAPTERS_DIR, STORE_FILE, Plan, Session, TrainSetting, check_scorer_identity, file_sha256,
+                         score_length_matched)
 from xdetox.store import Store
 
 INSTALL_HINT = "pip install 'xdetox[ray]'"
@@ -64,6 +65,8 @@ def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: b
     the tasks ran on (empty when nothing was left to do).
     """
     ray = import_ray()
+    for name in plan.config.scorers:  # the shards' scores join this store: same models or none
+        check_scorer_identity(store, name)
     todo = [s for s in plan.settings if not setting_complete(plan, s, run_dir, store)]
     if not todo:
         score_length_matched(plan, store, Session(), progress)

@@ -411,6 +411,8 @@ def check_runnable(config: GridConfig, here: bool = True) -> None:
 
 def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: bool = True) -> None:
     """Run every training setting in plan order (local, in-process)."""
+    for name in plan.config.scorers:  # scores of another model than today's are dropped first
+        check_scorer_identity(store, name)
     session = Session()
     bar = tqdm(total=len(plan.settings), desc="settings", unit="setting", disable=not progress, position=0)
     for setting in plan.settings:
@@ -613,6 +615,7 @@ def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, prog
     half-way resumes where it stopped.
     """
     for name in plan.config.scorers:
+        check_scorer_identity(store, name)
         pending = store.unscored(name, eval_keys)
         pending = pending[~pending["text"].map(is_empty)]
         if pending.empty:
@@ -653,6 +656,7 @@ def score_length_matched(plan: Plan, store: Store, session: Session, progress: b
     name = primary_toxicity_scorer(plan.config.scorers)
     if name is None:
         return
+    check_scorer_identity(store, name)
     for ev in plan.evaluations if evaluations is None else evaluations:
         zs = None if ev.setting.spec.paradigm == "zs" else zs_evaluation(plan, ev)
         if zs is None or len(store.complete_evaluations([ev.key, zs.key])) < 2:
@@ -672,6 +676,24 @@ def score_length_matched(plan: Plan, store: Store, session: Session, progress: b
             theirs = scorer.score(list(cut_zs[start:start + chunk]), ev.target)
             store.add_scores(name + LENGTH_MATCHED, [(ev.key, p, s, v) for (p, s), v in zip(keys, ours)])
             store.add_scores(name + LENGTH_MATCHED_ZS, [(ev.key, p, s, v) for (p, s), v in zip(keys, theirs)])
+
+
+def check_scorer_identity(store: Store, name: str) -> None:
+    """A scorer name whose model changed since the run scored with it (a new ``offline``, say)
+    would mix two instruments in one column: its old scores (and their length-matched
+    derivatives) are dropped, with a line saying so, and the run scores everything again."""
+    from xdetox.score import scorer_identity
+
+    identity = scorer_identity(name)
+    key = f"scorer_identity:{name}"
+    recorded = store.get_meta(key)
+    if recorded == identity:
+        return
+    if store.has_scores(name):  # scored by another model (or before runs recorded which)
+        tqdm.write(f"xdetox: scorer {name} is not the model this run scored with"
+                   f" ({recorded or 'unrecorded'} -> {identity}); its scores are computed again")
+        store.drop_scores([name, name + LENGTH_MATCHED, name + LENGTH_MATCHED_ZS])
+    store.set_meta(key, identity)
 
 
 def cut_to_shorter(tokenizer, text: str, other: str) -> tuple[str, str]:

@@ -100,7 +100,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -114,6 +114,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from xdetox.cache import cache_dir
 from xdetox.data import LANGS, load_bundled
 from xdetox.errors import XdetoxInputError
+from xdetox.scorers.semantic import SemanticScorer
 from xdetox.text import SCRIPTS, dominant_script, normalize  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
@@ -394,7 +395,7 @@ def _log(progress: bool, message: str) -> None:
         print(f"[xdetox score] {message}", file=sys.stderr, flush=True)
 
 
-def _check_input(scorer: Scorer, texts: list[str], lang: str) -> None:
+def check_input(scorer: Scorer, texts: list[str], lang: str) -> None:
     """``XdetoxInputError`` for a language the scorer does not support, TypeError for a non-string."""
     if lang not in scorer.supported_languages:
         raise XdetoxInputError(
@@ -475,7 +476,7 @@ class OfflineScorer:
 
     def score(self, texts: list[str], lang: str) -> list[float]:
         """Toxicity probability of each text; ``lang`` is checked but not a feature."""
-        _check_input(self, texts, lang)
+        check_input(self, texts, lang)
         if not texts:
             return []
         probs = self.pipeline.predict_proba(self.prepare(texts))[:, 1]
@@ -662,7 +663,7 @@ class PerspectiveScorer:
 
     def score(self, texts: list[str], lang: str) -> list[float]:
         """TOXICITY probability of each text in ``lang`` (refused before any request if unsupported)."""
-        _check_input(self, texts, lang)
+        check_input(self, texts, lang)
         return [self._score_one(text, lang) if text.strip() else 0.0 for text in texts]
 
     def _score_one(self, text: str, lang: str) -> float:
@@ -803,7 +804,7 @@ class HFScorer:
 
     def score(self, texts: list[str], lang: str) -> list[float]:
         """Toxicity probability of each text; ``lang`` is checked but not used."""
-        _check_input(self, texts, lang)
+        check_input(self, texts, lang)
         scores: list[float] = []
         for start in range(0, len(texts), self.batch_size):
             scores.extend(self._score_batch(texts[start:start + self.batch_size]))
@@ -947,7 +948,7 @@ class PerplexityScorer:
         return cls(name, loaded.model, loaded.tokenizer)
 
     def score(self, texts: list[str], lang: str) -> list[float]:
-        _check_input(self, texts, lang)
+        check_input(self, texts, lang)
         return perplexity(self.model, self.tokenizer, texts)  # batch_size: the store's commit unit
 
 
@@ -976,7 +977,7 @@ class LanguageFidelityScorer:
         self._detector = LanguageDetectorBuilder.from_languages(*self._codes).build()
 
     def score(self, texts: list[str], lang: str) -> list[float]:
-        _check_input(self, texts, lang)
+        check_input(self, texts, lang)
         scripts = [dominant_script(t) for t in texts]
         ask = [i for i, script in enumerate(scripts) if script == SCRIPTS[lang] and lang != "am"]
         detected = self._detector.detect_languages_in_parallel_of([texts[i] for i in ask])
@@ -988,6 +989,7 @@ class LanguageFidelityScorer:
 
 SCORERS: dict[str, Callable[[], Scorer]] = {
     "offline": OfflineScorer.load,
+    "offline-semantic": SemanticScorer.load,
     "perspective": PerspectiveScorer.from_env,
     "lang-fidelity": LanguageFidelityScorer,
 }
@@ -1068,3 +1070,42 @@ def scorer_kind(name: str) -> str:
     if name == LanguageFidelityScorer.name:
         return "language"
     return "toxicity"
+
+
+@lru_cache(maxsize=None)
+def scorer_identity(name: str) -> str | None:
+    """What a run records beside a scorer's scores: the model behind the name (None: the name says all).
+
+    ``offline`` and ``offline-semantic`` are trained here, so their identity is their cache key
+    (config, bundled data, format, library versions): a run resumed after the model changed
+    rescores instead of mixing two instruments in one column.
+    """
+    if name == "offline":
+        return f"offline-lexical-{OfflineScorerConfig().key()}"
+    if name == "offline-semantic":
+        from xdetox.scorers.semantic import SemanticScorerConfig
+
+        return f"offline-semantic-{SemanticScorerConfig().key()}"
+    return None
+
+
+def scorer_validation(name: str, compute: bool = False) -> dict[str, dict[str, float]] | None:
+    """A toxicity scorer's validation figures (``xdetox.scorers.validation``), per language.
+
+    Cached per model identity: ``compute=False`` only reads that cache (None when the figures
+    were never computed on this machine, or the scorer has no fixed identity); ``compute=True``
+    computes and caches them (minutes: every paradetox test pair, the validation slice and the
+    behavioural suite are scored).
+    """
+    from xdetox.scorers.validation import cached_validation, validate
+
+    identity = scorer_identity(name)
+    if identity is None:
+        return validate(get_scorer(name)) if compute else None
+    path = cache_dir("scorers") / f"validation-{identity}.json"
+    if not compute:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+    return cached_validation(get_scorer(name), path)

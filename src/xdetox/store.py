@@ -177,6 +177,15 @@ class Store:
             self.conn, params=(zs_eval_key, eval_key, scorer),
         )
 
+    def has_scores(self, scorer: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM scores WHERE scorer = ? LIMIT 1", (scorer,)).fetchone() is not None
+
+    def drop_scores(self, scorers: Iterable[str]) -> None:
+        """Forget every score of these scorer names (their model changed: the run rescores)."""
+        names = list(scorers)
+        with self.transaction() as c:
+            c.executemany("DELETE FROM scores WHERE scorer = ?", [(n,) for n in names])
+
     def add_scores(self, scorer: str, rows: Iterable[tuple[str, str, int, float]]) -> None:
         with self.transaction() as c:
             c.executemany(

@@ -8,6 +8,7 @@ from xdetox.report.formatting import fmt_kv, seed_list
 from xdetox.report.results import SUMMARY_JSON
 from xdetox.report.stats import N_BOOT
 from xdetox.report.tables import ABSTENTION_NOTE
+from xdetox.report.values import lang_rank
 
 
 def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
@@ -60,6 +61,7 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
          "target's. Both are scored by the same model, but a lexical scorer reads little in a short "
          f"text and was trained on the target's script; {SUMMARY_JSON} gives every flag's share "
          "(`flags`, also `no_letters`)."),
+        ("Scorer validation", _validation_phrase(summary, frame)),
         ("Decoding", fmt_kv(run.get("decode") or {})),
         ("LoRA / training", f"{fmt_kv(run.get('lora') or {})}; {run.get('epochs')} epoch(s); "
          f"prompt limit {run.get('limit') or 'none'}."),
@@ -68,6 +70,29 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
          + (f"{wall:.1f} s." if isinstance(wall, (int, float)) else "not recorded.")),
         ("Versions", fmt_kv(run.get("versions") or {})),
     ]
+
+
+VALIDATION_LABELS = {
+    "paradetox_test": "paradetox test AUC", "pairwise": "pairwise accuracy (toxic above its own rewrite)",
+    "heldout": "held-out corpus AUC", "behavioural": "behavioural suite accuracy",
+    "behavioural_benign_short": "benign short texts accuracy", "ece": "calibration error (ECE)",
+}
+
+
+def _validation_phrase(summary: dict, frame: pd.DataFrame) -> str:
+    """The toxicity scorer's validation figures for the run's target languages, or how to get them."""
+    figures = summary["run"].get("scorer_validation")
+    if not figures:
+        return (f"{summary['scorer']} has no validation figures cached on this machine; "
+                f"`xdetox scorer eval --scorer {summary['scorer']}` computes them (the next report shows them).")
+    langs = sorted(set(frame["target"]), key=lang_rank) if not frame.empty else []
+    parts = []
+    for figure, label in VALIDATION_LABELS.items():
+        values = figures.get(figure) or {}
+        here = [f"{lang} {values[lang]:.3f}" for lang in langs if values.get(lang) is not None]
+        if here:
+            parts.append(f"{label}: " + ", ".join(here))
+    return f"{summary['scorer']} (xdetox scorer eval): " + "; ".join(parts) + "."
 
 
 def _samples_phrase(frame: pd.DataFrame) -> str:

@@ -46,6 +46,7 @@ class RunInfo:
     ppl_scorer: str | None = None  # the ppl:<model> scorer behind the ``ppl`` column, if any
     lang_scorer: str | None = None  # the scorer behind the ``lang_fidelity`` column, if any
     training: tuple[dict, ...] = ()  # per training setting: label, seed, recipe, end_token_trained
+    scorer_validation: dict | None = None  # the toxicity scorer's validation figures {figure: {lang: value}}
 
     def to_dict(self) -> dict:
         """A JSON-serialisable deep copy (numpy scalars -> Python, NaN -> None)."""

@@ -1,0 +1,110 @@
+"""How far a toxicity scorer can be trusted, per language, on data it was not trained on.
+
+``validate(scorer)`` returns ``{figure: {lang: value}}`` with
+
+* ``paradetox_test``: ROC-AUC on the bundled paradetox test split (toxic sentences vs
+  their neutral rewrites, 100 pairs per language);
+* ``pairwise``: the share of those pairs in which the toxic sentence scores above its own
+  neutral rewrite (ties count half);
+* ``heldout``: ROC-AUC on the toxicity corpus' validation slice (texts whose
+  ``heldout_hash`` lies in ``VALIDATION_SLICE``, at most ``max_per_lang`` per language;
+  no offline model trains or calibrates on it; no Ukrainian corpus exists);
+* ``behavioural``: accuracy at 0.5 on the behavioural suite (``xdetox.scorer_checks``),
+  ``behavioural_benign_short`` the same on its benign short-text groups;
+* ``ece``: expected calibration error (10 equal-width bins) on paradetox test and the
+  validation slice together.
+
+The figures are computed once per scorer model and cached (``cached_validation``), so a
+run's report can print them for its languages without scoring anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from xdetox.data import LANGS
+
+VALIDATION_SLICE = (0.1, 0.2)  # heldout_hash range: outside every offline model's training and calibration
+FIGURES = ("paradetox_test", "pairwise", "heldout", "behavioural", "behavioural_benign_short", "ece")
+
+
+def validation_rows(max_per_lang: int = 1000):
+    """The corpus' validation slice, at most ``max_per_lang`` rows per language (hash order)."""
+    from xdetox.score import OfflineScorerConfig, TOXICITY_LANGS, heldout_hash, toxicity_corpus
+
+    config = OfflineScorerConfig()
+    low, high = VALIDATION_SLICE
+    rows = [r for r in toxicity_corpus(config.drop_sources, config.max_chars) if low <= heldout_hash(r.text) < high]
+    kept = []
+    for lang in TOXICITY_LANGS:
+        mine = sorted((r for r in rows if r.lang == lang), key=lambda r: heldout_hash(r.text))
+        kept.extend(mine[:max_per_lang])
+    return kept
+
+
+def validate(scorer, langs: Iterable[str] = LANGS, max_per_lang: int = 1000) -> dict[str, dict[str, float]]:
+    """Every figure of the module docstring for ``scorer`` on ``langs`` (JSON-serialisable)."""
+    from sklearn.metrics import roc_auc_score
+
+    from xdetox import scorer_checks
+    from xdetox.score import OfflineScorerConfig, paradetox_rows
+
+    langs = [lang for lang in langs if lang in scorer.supported_languages]
+    results: dict[str, dict[str, float]] = {name: {} for name in FIGURES}
+    test = paradetox_rows("test", OfflineScorerConfig().max_chars)
+    heldout = validation_rows(max_per_lang)
+    for lang in langs:
+        pairs = [r for r in test if r.lang == lang]
+        toxic = [r.text for r in pairs if r.label == 1]
+        neutral = [r.text for r in pairs if r.label == 0]
+        tox_scores = np.asarray(scorer.score(toxic, lang))
+        neu_scores = np.asarray(scorer.score(neutral, lang))
+        labels = np.r_[np.ones(len(toxic)), np.zeros(len(neutral))]
+        scores = np.r_[tox_scores, neu_scores]
+        results["paradetox_test"][lang] = float(roc_auc_score(labels, scores))
+        results["pairwise"][lang] = float(np.mean((tox_scores > neu_scores) + 0.5 * (tox_scores == neu_scores)))
+        mine = [r for r in heldout if r.lang == lang]
+        if len({r.label for r in mine}) == 2:
+            held_scores = np.asarray(scorer.score([r.text for r in mine], lang))
+            held_labels = np.array([r.label for r in mine])
+            results["heldout"][lang] = float(roc_auc_score(held_labels, held_scores))
+            scores, labels = np.r_[scores, held_scores], np.r_[labels, held_labels]
+        results["ece"][lang] = expected_calibration_error(scores, labels)
+    checks = scorer_checks.run_checks(scorer, langs=langs)
+    for lang, figures in checks["languages"].items():
+        results["behavioural"][lang] = figures["accuracy"]
+        results["behavioural_benign_short"][lang] = checks["benign_short_accuracy"][lang]
+    return results
+
+
+def expected_calibration_error(scores: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """sum over equal-width score bins of (bin share) x |mean label − mean score|."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
+    which = np.minimum((scores * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        here = which == b
+        if here.any():
+            total += here.mean() * abs(labels[here].mean() - scores[here].mean())
+    return float(total)
+
+
+def cached_validation(scorer, cache_file: Path) -> dict[str, dict[str, float]]:
+    """``validate(scorer)`` on every language, read from ``cache_file`` or computed and written there."""
+    if cache_file.is_file():
+        try:
+            return json.loads(cache_file.read_text())
+        except (OSError, ValueError):
+            pass
+    results = validate(scorer)
+    fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=cache_file.name, suffix=".tmp")
+    os.close(fd)
+    Path(tmp).write_text(json.dumps(results, indent=1))
+    os.replace(tmp, cache_file)
+    return results

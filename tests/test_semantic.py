@@ -1,0 +1,106 @@
+"""The stacked offline scorer (lexical + multilingual-e5 head), its validation figures and run safety."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from xdetox import score
+from xdetox.errors import XdetoxInputError
+from xdetox.scorers import semantic, validation
+
+SMALL = semantic.SemanticScorerConfig(
+    head_rows_per_lang=10, calibration_rows_per_lang=20, paradetox_pairs_per_lang=10,
+    lexical={"ngram_range": (1, 3), "max_rows_per_lang": 300},
+)
+
+
+@pytest.fixture(scope="module")
+def small_semantic(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDETOX_CACHE", str(tmp_path_factory.mktemp("semantic-cache")))
+        first = semantic.SemanticScorer.load(SMALL, progress=False)
+        again = semantic.SemanticScorer.load(SMALL, progress=False)  # from the cache
+        return first, again
+
+
+def test_embeddings_are_normalised_and_independent_of_batch_order():
+    texts = ["Hello there.", "Ты дурак.", "这是一个句子。", "ሰላም ነው", "x " * 200]
+    together = semantic.embed(texts)
+    assert together.shape == (5, 384)
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-3)
+    alone = np.vstack([semantic.embed([t]) for t in texts])
+    assert np.allclose(together, alone, atol=1e-5)
+    assert semantic.embed([]).shape == (0, 384)
+
+
+def test_stacked_scorer_scores_probabilities_and_ranks_insults_above_rewrites(small_semantic):
+    scorer, cached = small_semantic
+    toxic = ["You are a stupid idiot and everybody hates you.", "Du bist ein verdammter Idiot."]
+    neutral = ["You are wrong and people disagree with you.", "Du liegst leider falsch."]
+    for lang, t, n in (("en", toxic[0], neutral[0]), ("de", toxic[1], neutral[1])):
+        values = scorer.score([t, n], lang)
+        assert all(0.0 <= v <= 1.0 for v in values)
+        assert values[0] > values[1], lang
+    assert cached.score(toxic, "en") == pytest.approx(scorer.score(toxic, "en"))
+    assert scorer.score([], "en") == []
+    with pytest.raises(XdetoxInputError, match="does not support"):
+        scorer.score(["x"], "fr")
+    assert scorer.combiner.coef_.shape == (1, 5)
+
+
+def test_combiner_features_and_calibration_rows_stay_out_of_validation():
+    f = semantic.combiner_features(np.array([0.5, 0.9]), np.array([0.5, 0.1]), np.array([False, True]))
+    assert f.shape == (2, 5) and f[0].tolist() == pytest.approx([0, 0, 0, 0, 0], abs=1e-9)
+    assert f[1, 2] == 1 and f[1, 3] == pytest.approx(f[1, 0]) and f[1, 4] == pytest.approx(f[1, 1])
+    low, high = semantic.CALIBRATION_SLICE
+    v_low, v_high = validation.VALIDATION_SLICE
+    assert high <= v_low or v_high <= low, "calibration and validation slices must not overlap"
+    head, calibration = semantic._rows(SMALL)
+    assert all(low <= score.heldout_hash(r.text) < high for r in calibration)
+    held = {r.text for r in validation.validation_rows(max_per_lang=50)}
+    assert not held & {r.text for r in head} and not held & {r.text for r in calibration}
+
+
+def test_expected_calibration_error_known_values():
+    assert validation.expected_calibration_error(np.array([0.05, 0.95]), np.array([0, 1])) == pytest.approx(0.05)
+    assert validation.expected_calibration_error(np.array([0.9, 0.9]), np.array([0, 0])) == pytest.approx(0.9)
+
+
+def test_validate_gives_every_figure_per_language(small_semantic, monkeypatch):
+    scorer, _ = small_semantic
+    from xdetox import scorer_checks
+
+    few = [c for c in scorer_checks.load_suite(["en", "uk"]) if c.id.endswith(("000", "001"))]
+    monkeypatch.setattr(scorer_checks, "load_suite", lambda langs=None: [c for c in few if c.lang in langs])
+    results = validation.validate(scorer, langs=["en", "uk"], max_per_lang=40)
+    assert set(results) == set(validation.FIGURES)
+    assert set(results["paradetox_test"]) == set(results["pairwise"]) == {"en", "uk"}
+    assert set(results["heldout"]) == {"en"}  # no Ukrainian corpus
+    for figure in ("paradetox_test", "pairwise", "behavioural", "ece"):
+        assert all(0 <= v <= 1 for v in results[figure].values()), figure
+    json.dumps(results, allow_nan=False)
+
+
+def test_identity_names_the_model_and_a_changed_scorer_rescores_a_run(tmp_path, monkeypatch):
+    from xdetox import grid
+    from xdetox.store import Store
+
+    assert score.scorer_identity("offline").startswith("offline-lexical-")
+    assert score.scorer_identity("offline-semantic").startswith("offline-semantic-")
+    assert score.scorer_identity("lang-fidelity") is None
+    with Store(tmp_path / "s.sqlite") as store:
+        store.add_scores("offline", [("e", "p1", 0, 0.3)])  # an old run: scored before identities were kept
+        store.add_scores("offline|length-matched", [("e", "p1", 0, 0.2)])
+        store.add_scores("lang-fidelity", [("e", "p1", 0, 1.0)])
+        grid.check_scorer_identity(store, "offline")
+        assert not store.has_scores("offline") and not store.has_scores("offline|length-matched")
+        assert store.has_scores("lang-fidelity")
+        store.add_scores("offline", [("e", "p1", 0, 0.4)])
+        grid.check_scorer_identity(store, "offline")  # same model: kept
+        assert store.has_scores("offline")
+        monkeypatch.setattr(score, "scorer_identity", lambda name: "offline-lexical-other")
+        grid.check_scorer_identity(store, "offline")  # the model changed: dropped
+        assert not store.has_scores("offline")
