@@ -290,6 +290,11 @@ def test_paper_config_takes_the_reference_recipe_per_paradigm():
     assert all(t.objective == "neutral-lm" and t.learning_rate == 2e-4 for t in (xft, pft, mft))
     specs = {s.spec.label: s.spec for s in grid.make_plan(config, data.load()).settings}
     assert specs["x-ft:hi"].epochs == 10 and specs["p-ft:20%"].epochs == 15 and specs["m-ft"].max_length == 512
+    table = grid.plan_table(grid.make_plan(config, data.load()), data.load()).splitlines()
+    assert "epochs x batch" in table[0]
+    rows = {line.split()[1]: line.split() for line in table[1:] if "aya-23-8B" in line}
+    assert rows["x-ft:hi"][4:8] == ["10", "x", "48", "256"] and rows["p-ft:10%"][4:8] == ["15", "x", "48", "256"]
+    assert rows["m-ft"][4:8] == ["10", "x", "32", "512"] and rows["zs"][4:6] == ["-", "-"]
 
 
 def test_per_paradigm_overrides_change_only_their_paradigm_and_its_keys():

@@ -370,14 +370,21 @@ def make_plan(config: GridConfig, corpus: Corpus) -> Plan:
 
 
 def plan_table(plan: Plan, corpus: Corpus) -> str:
-    """One line per training setting: model, setting, seed, training examples, evaluations."""
-    rows = [("model", "setting", "seed", "examples", "evaluations")]
+    """One line per training setting: model, setting, seed, training examples, recipe, evaluations.
+
+    The recipe is epochs x (batch size x gradient accumulation) and max length: the
+    per-paradigm tables of a config show here.
+    """
+    rows = [("model", "setting", "seed", "examples", "epochs x batch", "max length", "evaluations")]
     counts: dict[str, int] = {}
     for ev in plan.evaluations:
         counts[ev.setting.key] = counts.get(ev.setting.key, 0) + 1
     for s in plan.settings:
-        n = "-" if s.spec.paradigm == "zs" else str(len(training_examples(s.spec, corpus)))
-        rows.append((s.model.name, s.label, str(s.spec.seed), n, str(counts[s.key])))
+        zs = s.spec.paradigm == "zs"
+        n = "-" if zs else str(len(training_examples(s.spec, corpus)))
+        recipe = "-" if zs else f"{s.spec.epochs} x {s.spec.batch_size * s.spec.gradient_accumulation_steps}"
+        length = "-" if zs else str(s.spec.max_length)
+        rows.append((s.model.name, s.label, str(s.spec.seed), n, recipe, length, str(counts[s.key])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
