@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", action="store_true",
                        help="also profile xdetox's generator (torch.profiler): where the time goes")
 
+    export = sub.add_parser("export", help="one tuned setting of a run as a standalone model + model card")
+    export.add_argument("run_dir", help="a finished xdetox run directory")
+    export.add_argument("--setting", required=True, help="x-ft:<lang>, p-ft:<percent>%%, m-ft or dpo:<lang>")
+    export.add_argument("--seed", type=int, default=None, help="which seed, when the run has several")
+    export.add_argument("--out", required=True, help="new (or empty) directory to write the export into")
+    export.add_argument("--no-merge", action="store_true", help="write the PEFT adapter instead of merged weights")
+    export.add_argument("--dtype", default="bfloat16", help="merged weights: bfloat16 (default) or float32")
+
     report = sub.add_parser("report", help="rebuild a run's report from its store")
     report.add_argument("run_dir")
 
@@ -125,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_bench(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "export":
+            return cmd_export(args)
         if args.command == "score":
             return cmd_score(args)
         if args.command == "scorer":
@@ -378,6 +388,14 @@ def cmd_report(args) -> int:
     with Store(run_dir / grid.STORE_FILE) as store:
         summary = _write_outputs(run_dir, store)
     print(report.print_table(summary))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from xdetox.export import export
+
+    out = export(args.run_dir, args.setting, args.out, seed=args.seed, merge=not args.no_merge, dtype=args.dtype)
+    print(f"wrote {out}")
     return 0
 
 
