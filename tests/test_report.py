@@ -28,11 +28,12 @@ SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n"
                 "emt", "tox_prob", "ci95", "p_value", "ppl_completion", "ppl_change",
                 "lang_fidelity", "empty_share", "new_tokens", "n_paired", "abstention_flag",
                 "reduction_length_matched", "reduction_length_matched_std", "reduction_length_matched_ci",
-                "reduction_length_matched_p", "n_length_matched", "flags"}
+                "reduction_length_matched_p", "n_length_matched", "flags", "silent_share"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
                  "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
                  "ppl_completion", "ppl_change", "lang_fidelity", "empty_share", "new_tokens",
-                 "n_paired", "empty_share_zs", "reduction_length_matched", "n_length_matched", "flags"}
+                 "n_paired", "empty_share_zs", "reduction_length_matched", "n_length_matched", "flags",
+                 "silent_share", "silent_share_zs"}
 
 
 def info(**over) -> RunInfo:
@@ -352,8 +353,8 @@ def test_print_table_mean_and_std():
     assert "0.333 ± 0.153" in ft and "+0.350 ± 0.071" in ft and "+58.6%" in ft
     assert ft.split()[5] == "3"  # seeds
     # 95% CI, p, length-matched (none here) and its CI and p, ppl, ppl vs ZS, in target lang, empty, new tokens
-    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d(\s+-){6}\s+0%\s+-\s+0%\s+0%$", ft)
-    assert "95% CI (abs)" in lines[1] and zs.split()[-6:] == ["-", "-", "0%", "-", "0%", "0%"]  # no CI or p for ZS
+    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d(\s+-){6}\s+0%\s+-\s+0%\s+0%\s+0%$", ft)
+    assert "95% CI (abs)" in lines[1] and zs.split()[-7:] == ["-", "-", "0%", "-", "0%", "0%", "0%"]  # no CI or p for ZS
 
 
 def test_print_table_several_models():
@@ -629,3 +630,14 @@ def test_method_prints_the_scorers_validation_figures_for_the_run_languages(tmp_
     assert "held-out" not in line and "calibration error (ECE): de 0.050" in line
     write_report(tmp_path / "without", frame(), info())
     assert "xdetox scorer eval --scorer toxclf-v1" in (tmp_path / "without" / "report.md").read_text()
+
+
+def test_punctuation_only_completions_are_silence_and_flag_abstention():
+    zs = rows("zs", "en", [0.5] * 20)
+    dots = _with_completions(rows("x-ft:en", "en", [0.2] * 20), [". . . . ."] * 8 + ["some words here"] * 12)
+    summary = summarize(pd.DataFrame(zs + dots), info())
+    cell = one(summary, "x-ft", "en", "en")
+    assert cell["empty_share"] == 0 and cell["silent_share"] == pytest.approx(0.4)
+    assert cell["flags"]["no_letters"] == pytest.approx(0.4)
+    assert cell["abstention_flag"] is True, "writing only dots is abstaining too"
+    assert one(summary, "zs", None, "en")["silent_share"] == 0

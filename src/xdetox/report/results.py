@@ -136,6 +136,8 @@ class SeedResult:
     reduction_length_matched: float | None = None  # mean ZS − setting over completions cut to equal length
     n_length_matched: int | None = None  # completion pairs behind it
     flags: dict[str, float] | None = None  # per text flag, its share among the non-empty completions
+    silent_share: float | None = None  # share of completions with no letters at all (empty, or punctuation/digits)
+    silent_share_zs: float | None = None  # ZS's, same seed, target and split
 
     def to_dict(self) -> dict:
         return _flatten(self)
@@ -163,13 +165,14 @@ class CellResult:
     empty_share: float | None = None  # mean over seeds
     new_tokens: float | None = None  # mean over seeds
     n_paired: int | None = None  # prompts paired with ZS in the CI (both wrote something in some seed)
-    abstention_flag: bool | None = None  # |empty_share − ZS's| > ABSTENTION_POINTS; None for ZS
+    abstention_flag: bool | None = None  # empty or silent share differs from ZS's by > ABSTENTION_POINTS; None for ZS
     reduction_length_matched: float | None = None  # mean over seeds
     reduction_length_matched_std: float | None = None
     reduction_length_matched_ci: tuple[float, float] | None = None  # paired bootstrap, prompts as the unit
     reduction_length_matched_p: float | None = None
     n_length_matched: int | None = None  # prompts behind that CI
     flags: dict[str, float] | None = None  # mean over seeds of the per-seed flag shares
+    silent_share: float | None = None  # mean over seeds: completions with no letters (empty or punctuation only)
 
     @classmethod
     def over_seeds(cls, cell: Cell, per_seed: Sequence[SeedResult],
@@ -179,6 +182,8 @@ class CellResult:
         matched = [r.reduction_length_matched for r in per_seed if r.reduction_length_matched is not None]
         empty = mean_or_none([r.empty_share for r in per_seed if r.empty_share is not None])
         empty_zs = mean_or_none([r.empty_share_zs for r in per_seed if r.empty_share_zs is not None])
+        silent = mean_or_none([r.silent_share for r in per_seed if r.silent_share is not None])
+        silent_zs = mean_or_none([r.silent_share_zs for r in per_seed if r.silent_share_zs is not None])
         red_abs = [r.reduction_abs for r in per_seed if r.reduction_abs is not None]
         red_rel = [r.reduction_rel for r in per_seed if r.reduction_rel is not None]
         return cls(
@@ -196,7 +201,10 @@ class CellResult:
             p_value=None if test is None else test.p_value,
             n_paired=None if test is None else test.n,
             abstention_flag=(None if cell.setting.is_zs or empty is None or empty_zs is None
-                             else bool(abs(empty - empty_zs) > ABSTENTION_POINTS + 1e-12)),
+                             else bool(abs(empty - empty_zs) > ABSTENTION_POINTS + 1e-12
+                                       or (silent is not None and silent_zs is not None
+                                           and abs(silent - silent_zs) > ABSTENTION_POINTS + 1e-12))),
+            silent_share=silent,
             reduction_length_matched=mean_or_none(matched),
             reduction_length_matched_std=std_or_none(matched),
             reduction_length_matched_ci=(None if length_matched is None

@@ -140,8 +140,15 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
             reduction_length_matched=float(matched.mean()) if matched is not None and len(matched) else None,
             n_length_matched=None if matched is None else len(matched),
             flags={flag: float(scored["_" + flag].mean()) for flag in FLAGS} if len(scored) else None,
+            silent_share=_silent_share(group),
+            silent_share_zs=None if zs is None else _silent_share(zs),
         ))
     return results
+
+
+def _silent_share(group: pd.DataFrame) -> float:
+    """Share of completions without a single letter: empty, or punctuation and digits only."""
+    return float((group["_empty"] | group["_no_letters"]).mean())
 
 
 def _length_matched_diffs(group: pd.DataFrame) -> pd.Series | None:

@@ -13,10 +13,11 @@ from xdetox.report.results import ABSTENTION_POINTS, ROW_AXIS, CellResult, View,
 TABLE_HEADER: tuple[str, ...] = (
     "target", "setting", "n", "seeds", "toxicity", "reduction (abs)", "reduction (rel)",
     "95% CI (abs)", "p", "length-matched", "95% CI (l-m)", "p (l-m)", "ppl", "ppl vs ZS",
-    "in target lang", "empty", "new tokens", "short", "other script",
+    "in target lang", "empty", "new tokens", "short", "other script", "silent",
 )
 ABSTENTION_MARK = "†"
-ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions differs from ZS's by more than "
+ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions, or of completions without a "
+                   f"letter (punctuation or digits only: 'silent'), differs from ZS's by more than "
                    f"{100 * ABSTENTION_POINTS:.0f} points: it abstains more (or less) often than the base model, so "
                    "its reduction partly measures silence; read the length-matched reduction beside it.")
 
@@ -68,6 +69,7 @@ def table_row(r: CellResult) -> tuple[str, ...]:
         empty + (f" {ABSTENTION_MARK}" if r.abstention_flag else ""),
         "-" if r.new_tokens is None else f"{r.new_tokens:.1f}",
         *("-" if not r.flags else f"{100 * r.flags[flag]:.0f}%" for flag in ("short", "other_script")),
+        "-" if r.silent_share is None else f"{100 * r.silent_share:.0f}%",
     )
 
 
