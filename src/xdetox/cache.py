@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -17,3 +19,31 @@ def cache_dir(*parts: str) -> Path:
     path = base.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def load_or_build(path: Path, build: Callable[[], dict], log: Callable[[str], None]) -> dict:
+    """The state pickled at ``path`` (joblib), or ``build()``'s, written there first.
+
+    A foreign or damaged file is reported through ``log`` and rebuilt. The new file is
+    written to a temporary sibling and renamed into place (mode 0644), so a reader never
+    sees half of it.
+    """
+    import joblib
+
+    if path.is_file():
+        try:
+            return joblib.load(path)
+        except Exception as err:  # a foreign or damaged file: rebuild it
+            log(f"ignoring unreadable cache {path.name}: {err}")
+    state = build()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        joblib.dump(state, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log(f"cached at {path}")
+    return state

@@ -96,7 +96,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -111,7 +110,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from xdetox.cache import cache_dir
+from xdetox.cache import cache_dir, load_or_build
 from xdetox.data import LANGS, load_bundled
 from xdetox.errors import XdetoxInputError
 from xdetox.scorers.semantic import SemanticScorer
@@ -447,28 +446,13 @@ class OfflineScorer:
     def load(cls, config: OfflineScorerConfig = OfflineScorerConfig(),
              progress: bool = True) -> OfflineScorer:
         """The cached scorer for ``config``; trained and cached on first use."""
-        import joblib
 
-        path = cls.cache_path(config)
-        if path.is_file():
-            try:
-                state = joblib.load(path)
-                return cls(config, state["pipeline"], state["train_seconds"])
-            except Exception as err:  # a foreign or damaged file: rebuild it
-                _log(progress, f"ignoring unreadable cache {path.name}: {err}")
-        scorer = cls.train(config, progress=progress)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            joblib.dump({"pipeline": scorer.pipeline, "train_seconds": scorer.train_seconds,
-                         "config": asdict(config)}, tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        _log(progress, f"cached at {path}")
-        return scorer
+        def build() -> dict:
+            scorer = cls.train(config, progress=progress)
+            return {"pipeline": scorer.pipeline, "train_seconds": scorer.train_seconds, "config": asdict(config)}
+
+        state = load_or_build(cls.cache_path(config), build, lambda message: _log(progress, message))
+        return cls(config, state["pipeline"], state["train_seconds"])
 
     def prepare(self, texts: Iterable[str]) -> list[str]:
         """What the model reads: normalised text, cut to ``max_chars``."""

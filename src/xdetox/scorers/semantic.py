@@ -34,15 +34,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from xdetox.cache import cache_dir
+from xdetox.cache import cache_dir, load_or_build
 from xdetox.data import LANGS
 from xdetox.errors import XdetoxInputError
 from xdetox.text import text_flags
@@ -174,30 +172,16 @@ class SemanticScorer:
     @classmethod
     def load(cls, config: SemanticScorerConfig = SemanticScorerConfig(), progress: bool = True) -> SemanticScorer:
         """The cached scorer for ``config``; trained and cached on first use."""
-        import joblib
-
         from xdetox.score import OfflineScorer, OfflineScorerConfig
 
-        path = cls.cache_path(config)
-        if path.is_file():
-            try:
-                state = joblib.load(path)
-                lexical = OfflineScorer.load(OfflineScorerConfig(**config.lexical), progress=progress)
-                return cls(config, lexical, state["head"], state["combiner"], state["train_seconds"])
-            except Exception as err:  # a foreign or damaged file: rebuild it
-                _log(progress, f"ignoring unreadable cache {path.name}: {err}")
-        scorer = cls.train(config, progress=progress)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            joblib.dump({"head": scorer.head, "combiner": scorer.combiner, "train_seconds": scorer.train_seconds,
-                         "config": asdict(config)}, tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return scorer
+        def build() -> dict:
+            scorer = cls.train(config, progress=progress)
+            return {"head": scorer.head, "combiner": scorer.combiner, "train_seconds": scorer.train_seconds,
+                    "config": asdict(config)}
+
+        state = load_or_build(cls.cache_path(config), build, lambda message: _log(progress, message))
+        lexical = OfflineScorer.load(OfflineScorerConfig(**config.lexical), progress=progress)
+        return cls(config, lexical, state["head"], state["combiner"], state["train_seconds"])
 
     def score(self, texts: list[str], lang: str) -> list[float]:
         """Toxicity probability of each text; ``lang`` decides only what counts as short."""
