@@ -442,6 +442,7 @@ class Session:
         self.loaded = None
         self.peft = None
         self.scorers: dict[str, object] = {}
+        self.tokenizers: dict[ModelSpec, object] = {}  # tokenizers loaded without their model
         self.vllm = None  # (ModelSpec, VLLMGenerator) of the last model generated with vLLM
 
     def base(self, spec: ModelSpec):
@@ -457,11 +458,14 @@ class Session:
         """The base model's tokenizer (without loading the model when it is not loaded)."""
         if self.loaded is not None and self.loaded.spec == spec:
             return self.loaded.tokenizer
-        from transformers import AutoTokenizer
+        if spec not in self.tokenizers:  # loaded once: the sweep after a Ray run asks for every evaluation
+            from transformers import AutoTokenizer
 
-        from xdetox import models
+            from xdetox import models
 
-        return AutoTokenizer.from_pretrained(models.locate(spec), trust_remote_code=spec.trust_remote_code)
+            self.tokenizers[spec] = AutoTokenizer.from_pretrained(models.locate(spec),
+                                                                  trust_remote_code=spec.trust_remote_code)
+        return self.tokenizers[spec]
 
     def model_for(self, setting: TrainSetting, adapter: Path | None):
         """The base model with the setting's adapter active (or none, for ZS)."""
