@@ -523,7 +523,7 @@ def test_empty_completions_and_new_tokens_are_reported(tmp_path):
     xft = one(summary, "x-ft", "en", "en")
     assert xft["empty_share"] == 0.75 and xft["new_tokens"] == 1.75
     assert one(summary, "zs", None, "en")["empty_share"] == 0.0
-    assert "75%" in print_table(summary) and "Empty completions" in (tmp_path / "report.html").read_text()
+    assert "75%" in print_table(summary) and "Empty and silent completions" in (tmp_path / "report.html").read_text()
     assert summarize(frame.drop(columns=["n_tokens"]), info())["settings"][0]["new_tokens"] is None
 
 
@@ -632,12 +632,29 @@ def test_method_prints_the_scorers_validation_figures_for_the_run_languages(tmp_
     assert "xdetox scorer eval --scorer toxclf-v1" in (tmp_path / "without" / "report.md").read_text()
 
 
-def test_punctuation_only_completions_are_silence_and_flag_abstention():
+def test_punctuation_only_completions_are_silence_not_text_and_flag_abstention():
     zs = rows("zs", "en", [0.5] * 20)
-    dots = _with_completions(rows("x-ft:en", "en", [0.2] * 20), [". . . . ."] * 8 + ["some words here"] * 12)
+    # 8 runs of dots (a scorer gave them 0.0), 12 written completions at 0.2
+    dots = _with_completions(rows("x-ft:en", "en", [0.0] * 8 + [0.2] * 12),
+                             [". . . . ."] * 8 + ["some words here"] * 12)
     summary = summarize(pd.DataFrame(zs + dots), info())
     cell = one(summary, "x-ft", "en", "en")
     assert cell["empty_share"] == 0 and cell["silent_share"] == pytest.approx(0.4)
-    assert cell["flags"]["no_letters"] == pytest.approx(0.4)
+    assert cell["mean_toxicity"] == pytest.approx(0.2), "the dots' scores are dropped"
+    assert cell["reduction_abs"] == pytest.approx(0.3) and cell["n_paired"] == 12
+    assert cell["flags"]["no_letters"] == 0.0, "flags describe the scored completions"
     assert cell["abstention_flag"] is True, "writing only dots is abstaining too"
     assert one(summary, "zs", None, "en")["silent_share"] == 0
+
+
+def test_a_length_matched_pair_needs_text_on_both_sides():
+    zs = _with_completions(rows("zs", "de", [0.9] * 3), ["ein Satz hier", "! ! ! !", "noch ein Satz"])
+    ft = rows("x-ft:en", "de", [0.1] * 3)
+    for row in ft:  # a store from before silence was excluded: every pair carries scores
+        row["toxicity_length_matched"], row["zs_toxicity_length_matched"] = 0.1, 0.6
+    for row in zs:
+        row["toxicity_length_matched"] = row["zs_toxicity_length_matched"] = None
+    cell = one(summarize(pd.DataFrame(zs + ft), info()), "x-ft", "en", "de")
+    assert cell["n_length_matched"] == 2 and cell["n_paired"] == 2
+    assert cell["silent_share"] == 0 and one(summarize(pd.DataFrame(zs + ft), info()), "zs", None, "de")[
+        "silent_share"] == pytest.approx(1 / 3)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from xdetox.text import FLAGS, dominant_script, is_empty, normalize, text_flags
+from xdetox.text import FLAGS, dominant_script, is_empty, is_silent, normalize, text_flags
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t", "\u200b", "\u200b \ufeff", None])
@@ -17,6 +17,16 @@ def test_empty_after_normalisation(text):
 @pytest.mark.parametrize("text", [",", ".", "0", "a", "你", "ሰ"])
 def test_a_single_visible_character_is_text(text):
     assert not is_empty(text)
+
+
+@pytest.mark.parametrize("text", ["", ". . . . .", "! ! ! !", "...", "2024 !!", "1. 2. 3.", "​,", "-- ; --"])
+def test_punctuation_and_digits_alone_are_silent(text):
+    assert is_silent(text)
+
+
+@pytest.mark.parametrize("text", ["a", "no.", "你", "ሰ", "Я", "🖕", "1 idiot", "x . . . ."])
+def test_one_letter_or_pictograph_is_text(text):
+    assert not is_silent(text)
 
 
 @pytest.mark.parametrize("text, lang, flags", [
@@ -53,12 +63,12 @@ def test_cli_score_prints_nan_for_empty_lines_and_flags_with_json(tmp_path, caps
     from xdetox.cli import main
 
     path = tmp_path / "texts.txt"
-    path.write_text("You are an idiot and everybody knows it.\n\n\u200b\nHello\n", encoding="utf-8")
+    path.write_text("You are an idiot and everybody knows it.\n\n\u200b\nHello\n. . . .\n", encoding="utf-8")
     assert main(["score", "--scorer", "offline", "--lang", "en", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and lines[1] == lines[2] == "nan"
+    assert len(lines) == 5 and lines[1] == lines[2] == lines[4] == "nan"
     assert 0 <= float(lines[0]) <= 1 and 0 <= float(lines[3]) <= 1
     assert main(["score", "--scorer", "offline", "--lang", "en", "--json", str(path)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["flags"] for r in rows] == [[], [], [], ["short"]]
+    assert [r["flags"] for r in rows] == [[], ["silent"], ["silent"], ["short"], ["silent"]]
     assert rows[1]["toxicity"] is None and rows[0]["toxicity"] == pytest.approx(float(lines[0]), abs=1e-6)

@@ -306,7 +306,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
     if missing:
         raise XdetoxInputError(f"{run_dir} is not finished ({missing}); run the same command again to resume")
     from xdetox.score import scorer_kind, scorer_validation
-    from xdetox.text import is_empty
+    from xdetox.text import is_silent
     from xdetox.train import end_token_trained
 
     kinds = {name: scorer_kind(name) for name in config["scorers"]}
@@ -322,7 +322,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
     for column, extra in extras:
         if extra is not None:  # measures of the same completions, in the same row order
             frame[column] = store.completions_frame(extra)["toxicity"].to_numpy()
-    written = ~frame["completion"].map(is_empty)  # empty completions are never scored
+    written = ~frame["completion"].map(is_silent)  # silent completions are never scored
     if frame[written].drop(columns=["source", "percent"]).isna().any().any():
         raise XdetoxInputError(f"{run_dir} is not finished (unscored completions); run it again to resume")
     for column, suffix in ((report.LM_COLUMN, grid.LENGTH_MATCHED), (report.LM_ZS_COLUMN, grid.LENGTH_MATCHED_ZS)):
@@ -400,12 +400,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_score(args) -> int:
-    """One line out per line in: the text's toxicity as %.6f, ``nan`` for a text empty after normalisation.
+    """One line out per line in: the text's toxicity as %.6f, ``nan`` for a silent line (empty after
+    normalisation, or punctuation and digits only: ``text.is_silent``), which no scorer scores.
 
-    With ``--json``: ``{"toxicity": value or null, "flags": [...]}`` per line (``text.text_flags``).
+    With ``--json``: ``{"toxicity": value or null, "flags": [...]}`` per line (``text.text_flags``;
+    ``["silent"]`` for a silent line).
     """
     from xdetox import score
-    from xdetox.text import is_empty, text_flags
+    from xdetox.text import is_silent, text_flags
 
     score.check_languages(args.scorer, [args.lang])
     texts = _read_lines(args.file)
@@ -413,12 +415,12 @@ def cmd_score(args) -> int:
     chunk = getattr(scorer, "batch_size", 256)
     for start in range(0, len(texts), chunk):
         part = texts[start:start + chunk]
-        written = [t for t in part if not is_empty(t)]
+        written = [t for t in part if not is_silent(t)]
         values = iter(scorer.score(written, args.lang) if written else [])
         for text in part:
-            value = None if is_empty(text) else next(values)
+            value = None if is_silent(text) else next(values)
             if args.json:
-                flags = [] if value is None else text_flags(text, args.lang)
+                flags = ["silent"] if value is None else text_flags(text, args.lang)
                 print(json.dumps({"toxicity": None if value is None else round(value, 6), "flags": flags}))
             else:
                 print("nan" if value is None else f"{value:.6f}")

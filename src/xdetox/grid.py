@@ -55,10 +55,10 @@ from tqdm.auto import tqdm
 from xdetox import data as data_mod
 from xdetox.data import LANGS, Corpus
 from xdetox.errors import XdetoxInputError
-from xdetox.generate import derive_seed, make_batches
+from xdetox.generate import Batch, derive_seed, make_batches
 from xdetox.specs import GENERATORS, PARADIGMS, DecodeSpec, LoraSpec, ModelSpec, TrainSpec
 from xdetox.store import Store
-from xdetox.text import is_empty
+from xdetox.text import is_silent
 from xdetox.train import adapter_key, training_examples
 
 STORE_FILE = "xdetox.sqlite"
@@ -511,14 +511,22 @@ def run_setting(
     plan: Plan, setting: TrainSetting, corpus: Corpus, run_dir: Path, store: Store,
     session: Session, progress: bool = False,
 ) -> None:
-    """One unit of work: train the setting's adapter if needed, generate and score its evaluations."""
-    adapter = ensure_adapter(plan, setting, corpus, run_dir, store, progress)
+    """One unit of work: train the setting's adapter if needed, generate and score its evaluations.
+
+    The adapter is needed (and trained when its directory is missing) only while the setting
+    has batches to generate or measures to take: a store whose completions are all in can be
+    scored again, or resumed on another machine, without its adapters.
+    """
     evaluations = plan.evaluations_of(setting)
-    generate(plan, setting, evaluations, corpus, store, session, adapter, progress)
+    todo = pending_batches(plan, setting, evaluations, corpus, store, session)
+    to_measure = plan.config.measure_references and not store.has_measures(setting.key)
+    if todo or to_measure or store.train_setting(setting.key) is None:
+        adapter = ensure_adapter(plan, setting, corpus, run_dir, store, progress)
+        generate(plan, setting, todo, store, session, adapter, progress)
+        if to_measure:
+            measure(plan, setting, corpus, store, session, adapter)
     score(plan, [e.key for e in evaluations], store, session, progress)
     score_length_matched(plan, store, session, progress, evaluations)
-    if plan.config.measure_references and not store.has_measures(setting.key):
-        measure(plan, setting, corpus, store, session, adapter)
 
 
 def measure(plan: Plan, setting: TrainSetting, corpus: Corpus, store: Store, session: Session,
@@ -576,23 +584,31 @@ def ensure_adapter(
     return path
 
 
-def generate(
+def pending_batches(
     plan: Plan, setting: TrainSetting, evaluations: Iterable[Evaluation], corpus: Corpus, store: Store,
-    session: Session, adapter: Path | None, progress: bool,
-) -> None:
-    """Sample the batches of the setting's evaluations that the store does not hold yet."""
-    from xdetox.generate import Generator, choose_generator
-
+    session: Session,
+) -> list[tuple[Evaluation, Batch]]:
+    """Register the setting's evaluations in the store; the batches it does not hold yet."""
     decode = plan.config.decode
     todo = []
     for ev in evaluations:
         by_id = {p.id: p for p in corpus.prompts(ev.target, ev.split)}
         prompts = [by_id[i] for i in ev.prompt_ids]
-        tokenizer = session.base(setting.model).tokenizer
-        batches = make_batches(prompts, tokenizer, decode)
+        batches = make_batches(prompts, session.tokenizer(setting.model), decode)
         store.add_evaluation(ev.key, setting.key, ev.target, ev.split, decode.to_dict(), len(batches))
         done = store.done_batches(ev.key)
         todo.extend((ev, b) for b in batches if b.index not in done)
+    return todo
+
+
+def generate(
+    plan: Plan, setting: TrainSetting, todo: list[tuple[Evaluation, Batch]], store: Store,
+    session: Session, adapter: Path | None, progress: bool,
+) -> None:
+    """Sample these batches (``pending_batches``) with the setting's model and commit each."""
+    from xdetox.generate import Generator, choose_generator
+
+    decode = plan.config.decode
     if not todo:
         return
     seq2seq = session.base(setting.model).seq2seq
@@ -618,17 +634,17 @@ def generate(
 
 
 def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, progress: bool) -> None:
-    """Score every non-empty completion of these evaluations with every configured scorer.
+    """Score every completion of these evaluations that is text with every configured scorer.
 
-    An empty completion (nothing left after normalisation, ``text.is_empty``) is not
-    text: no scorer sees it. What is scored already is skipped. Scores are committed a chunk at a time
+    A silent completion (empty after normalisation, or punctuation and digits only:
+    ``text.is_silent``) is not text: no scorer sees it. What is scored already is skipped. Scores are committed a chunk at a time
     (the scorer's ``batch_size``, default 256), so a slow remote scorer interrupted
     half-way resumes where it stopped.
     """
     for name in plan.config.scorers:
         check_scorer_identity(store, name)
         pending = store.unscored(name, eval_keys)
-        pending = pending[~pending["text"].map(is_empty)]
+        pending = pending[~pending["text"].map(is_silent)]
         if pending.empty:
             continue
         scorer = session.scorer(name)
@@ -658,7 +674,7 @@ def score_length_matched(plan: Plan, store: Store, session: Session, progress: b
                          evaluations: Iterable[Evaluation] | None = None) -> None:
     """Score each tuned completion and ZS's completion of the same prompt, cut to equal length.
 
-    Per (prompt, sample) where both are non-empty, both token sequences (the base
+    Per (prompt, sample) where both are text (not ``is_silent``), both token sequences (the base
     model's tokenizer, no special tokens) are cut to the shorter one's length, decoded and
     scored by the primary toxicity scorer, as ``<scorer>|length-matched`` (the setting's)
     and ``<scorer>|length-matched-zs`` (ZS's), on the setting's evaluation. Needs both
@@ -673,7 +689,7 @@ def score_length_matched(plan: Plan, store: Store, session: Session, progress: b
         if zs is None or len(store.complete_evaluations([ev.key, zs.key])) < 2:
             continue
         pairs = store.unmatched_pairs(ev.key, zs.key, name + LENGTH_MATCHED_ZS)
-        pairs = pairs[~pairs["text"].map(is_empty) & ~pairs["zs_text"].map(is_empty)]
+        pairs = pairs[~pairs["text"].map(is_silent) & ~pairs["zs_text"].map(is_silent)]
         if pairs.empty:
             continue
         tokenizer = session.tokenizer(ev.setting.model)

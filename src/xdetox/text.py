@@ -1,8 +1,10 @@
 """Text facts every stage agrees on, torch-free: normalisation, scripts, empty and flagged texts.
 
 * ``normalize(text)``: the canonical form scorers read (idempotent).
-* ``is_empty(text)``: nothing left after normalisation. An empty completion is not
-  text: no scorer scores it, the report counts it (``empty_share``) instead.
+* ``is_empty(text)``: nothing left after normalisation.
+* ``is_silent(text)``: empty, or without a single letter or pictograph (runs of dots,
+  ``! ! !``, digits). A silent completion is not text: no scorer scores it, the
+  report counts it (``empty_share``, ``silent_share``) instead.
 * ``dominant_script(text)`` and ``SCRIPTS`` (the script of each language).
 * ``text_flags(text, lang)``: what makes a score less trustworthy without making it
   wrong: ``short`` (fewer than ``SHORT_WORDS`` words or ``SHORT_LETTERS`` letters;
@@ -68,6 +70,14 @@ def normalize(text: str) -> str:
 def is_empty(text: str | None) -> bool:
     """True when nothing is left of ``text`` after normalisation (None counts as empty)."""
     return text is None or normalize(str(text)) == ""
+
+
+def is_silent(text: str | None) -> bool:
+    """True when ``text`` is empty or has no letter and no pictograph (emoji and other symbols
+    of Unicode category So count as writing): punctuation, digits and spaces only."""
+    if is_empty(text):
+        return True
+    return not any(ch.isalpha() or unicodedata.category(ch) == "So" for ch in normalize(str(text)))
 
 
 def dominant_script(text: str) -> str | None:

@@ -2,8 +2,8 @@
 
 ``summarize(completions, info)`` turns a completions frame (one row per
 completion; its columns in ``frame``) into the summary dict: per model, setting,
-target and prompt set, over seeds, the mean toxicity of the non-empty
-completions, its reduction against ZS with a paired bootstrap CI and p-value, the
+target and prompt set, over seeds, the mean toxicity of the completions
+that are text (not silent), its reduction against ZS with a paired bootstrap CI and p-value, the
 length-matched reduction, empty share, new tokens, fluency and language, and the
 transfer analysis. ``write_report`` writes one ``matrix_<model>_<paradigm>.csv``
 per model and paradigm, ``report.html`` (self-contained: inline CSS, figures as

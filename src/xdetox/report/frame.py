@@ -9,8 +9,9 @@ None), ``seed`` (default the first of ``RunInfo.seeds``), ``target``, ``split``
 (``"train_toxic"``, ``"test_toxic"``, ``"test_neutral"``), ``prompt_id``,
 ``sample`` (default 0), ``prompt``, ``completion`` and ``toxicity`` (in [0, 1]);
 optional ``n_tokens`` (new tokens per completion), ``ppl`` and ``lang_fidelity``.
-An empty completion is not text: it has no toxicity (any score a frame carries
-for it is dropped).
+A silent completion (empty, or punctuation and digits only: ``text.is_silent``) is
+not text: it has no toxicity, fluency or language (any score a frame carries for it
+is dropped), and a length-matched pair needs both completions to be text.
 
 Length-matched comparison: the optional columns ``toxicity_length_matched`` and
 ``zs_toxicity_length_matched`` hold, per tuned completion, the toxicity of it and
@@ -30,7 +31,7 @@ import pandas as pd
 
 from xdetox.errors import XdetoxInputError
 from xdetox.report.results import ZS, RunInfo, Setting
-from xdetox.text import FLAGS, is_empty, text_flags
+from xdetox.text import FLAGS, is_empty, is_silent, text_flags
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "setting", "paradigm", "source", "target", "split",
@@ -69,18 +70,19 @@ def prepare_frame(completions: pd.DataFrame, info: RunInfo) -> pd.DataFrame:
         Setting(paradigm, _none_if_missing(source), _whole(percent, "percent"))
         for paradigm, source, percent in zip(frame["paradigm"], frame["source"], frame["percent"])
     ]
-    # An empty completion is not text: whatever a scorer said of it is dropped.
+    # A silent completion is not text: whatever a scorer said of it is dropped.
     frame["_empty"] = frame["completion"].map(is_empty)
+    frame["_silent"] = frame["completion"].map(is_silent)
+    flags = [[] if silent else text_flags(str(text), str(target))
+             for text, target, silent in zip(frame["completion"], frame["target"], frame["_silent"])]
     for flag in FLAGS:  # what makes a score less trustworthy (short text, another script, ...)
-        frame["_" + flag] = False
-    for index, (text, target) in frame.loc[~frame["_empty"], ["completion", "target"]].iterrows():
-        for flag in text_flags(str(text), str(target)):
-            frame.at[index, "_" + flag] = True
+        frame["_" + flag] = [flag in row for row in flags]
     measured = ["toxicity", *(EXTRA_TOXICITY + name for name in extra_scorers(frame))]
+    not_paired = frame["_silent"] | _zs_silent(frame)
     for column in [*measured, "ppl", "lang_fidelity", LM_COLUMN, LM_ZS_COLUMN]:
         if column in frame.columns:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-            frame.loc[frame["_empty"], column] = float("nan")
+            frame.loc[not_paired if column in (LM_COLUMN, LM_ZS_COLUMN) else frame["_silent"], column] = float("nan")
     for column in measured:
         _check_toxicity(frame, column)
     for column in (LM_COLUMN, LM_ZS_COLUMN):
@@ -90,10 +92,20 @@ def prepare_frame(completions: pd.DataFrame, info: RunInfo) -> pd.DataFrame:
     return frame
 
 
+def _zs_silent(frame: pd.DataFrame) -> pd.Series:
+    """Per row: ZS's completion of the same prompt and sample (model, seed, target, split) is silent."""
+    key = ["model", "seed", "target", "split", "prompt_id", "sample"]
+    zs = frame["_setting"].map(lambda s: s.is_zs)
+    silent = set(map(tuple, frame.loc[zs & frame["_silent"], key].itertuples(index=False)))
+    if not silent:
+        return pd.Series(False, index=frame.index)
+    return pd.Series([tuple(row) in silent for row in frame[key].itertuples(index=False)], index=frame.index) & ~zs
+
+
 def _check_toxicity(frame: pd.DataFrame, column: str = "toxicity", optional: bool = False) -> None:
-    """Scores in [0, 1]; missing only for empty completions (anywhere with ``optional``)."""
+    """Scores in [0, 1]; missing only for silent completions (anywhere with ``optional``)."""
     tox = pd.to_numeric(frame[column], errors="coerce")
-    allowed_missing = tox.isna() & (frame["_empty"] | optional)
+    allowed_missing = tox.isna() & (frame["_silent"] | optional)
     bad = ~(tox.between(-1e-9, 1 + 1e-9)) & ~allowed_missing
     if bad.any():
         row = frame.index[bad][0]

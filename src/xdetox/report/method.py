@@ -16,16 +16,16 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
     run = summary["run"]
     wall = run.get("wall_time_s")
     return [
-        ("Toxicity", f"Each non-empty completion was scored by {summary['scorer']} (toxicity in [0, 1]). "
-         "Per seed, the mean toxicity of a setting on a target is the mean over its non-empty "
+        ("Toxicity", f"Each completion that is text (not silent: see Empty and silent completions) was scored by {summary['scorer']} (toxicity in [0, 1]). "
+         "Per seed, the mean toxicity of a setting on a target is the mean over those "
          f"completions ({_samples_phrase(frame)}); n is the number of distinct prompts per seed."),
         ("Reduction", "reduction_abs = ZS mean toxicity − setting mean toxicity, both over the "
-         "prompts where the two both wrote something, ZS being the same model, seed, target and prompt "
+         "prompts where the two both wrote text, ZS being the same model, seed, target and prompt "
          "set; positive means less toxic than the base model. reduction_rel = reduction_abs / that "
          "ZS mean (empty when that mean is 0 or there is no ZS)."),
         ("Length-matched", "Toxicity grows with length, so a model that writes shorter text would look "
          "detoxified for that alone. Per prompt (and sample), the setting's and ZS's completions are both "
-         "cut to the shorter one's token count (both non-empty) and scored again by "
+         "cut to the shorter one's token count (both text) and scored again by "
          f"{summary['scorer']}; length-matched = mean of ZS − setting over those pairs, its 95% CI and p "
          "computed as for reduction_abs."),
         ("Significance", f"95% CI: percentile bootstrap of reduction_abs over prompts ({N_BOOT:,} "
@@ -52,11 +52,12 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
          "pick the target; Amharic by Ethiopic script alone); "
          + ("measured by the lang-fidelity scorer." if run.get("lang_scorer") else
             "not measured in this run (add the lang-fidelity scorer).")),
-        ("Empty completions", "empty: share of completions with no text once the end token is cut "
-         "off (the model ended at once); new tokens: mean tokens written per completion. An empty "
-         "completion is not text and gets no score; a setting that stops writing more often than ZS "
-         f"abstains rather than detoxifies. {ABSTENTION_NOTE}"),
-        ("Flags", "short: share of non-empty completions with fewer than 3 words or 4 letters (Chinese: "
+        ("Empty and silent completions", "empty: share of completions with no text once the end token "
+         "is cut off (the model ended at once); silent: share that are empty or have no letter (runs of "
+         "dots, '! ! !', digits); new tokens: mean tokens written per completion. A silent completion is "
+         "not text and gets no score (toxicity, perplexity, language); a setting that stops writing more "
+         f"often than ZS abstains rather than detoxifies. {ABSTENTION_NOTE}"),
+        ("Flags", "short: share of scored completions with fewer than 3 words or 4 letters (Chinese: "
          "letters only); other script: share whose letters are mostly in another script than the "
          "target's. Both are scored by the same model, but a lexical scorer reads little in a short "
          f"text and was trained on the target's script; {SUMMARY_JSON} gives every flag's share "

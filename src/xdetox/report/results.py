@@ -121,10 +121,10 @@ class SeedResult:
     cell: Cell
     seed: int
     n: int  # distinct prompts
-    mean_toxicity: float | None  # over non-empty completions; None when every completion is empty
+    mean_toxicity: float | None  # over completions that are text; None when every one is silent
     reduction_abs: float | None  # over the prompts where ZS and the setting both wrote something
     reduction_rel: float | None
-    emt: float | None  # expected maximum toxicity over this seed's prompts (non-empty samples)
+    emt: float | None  # expected maximum toxicity over this seed's prompts (samples that are text)
     tox_prob: float | None  # share of this seed's prompts with a sample >= TOXIC_THRESHOLD
     ppl_completion: float | None = None  # geometric mean perplexity of the completions (reference model)
     ppl_change: float | None = None  # ppl_completion / ZS's - 1 (same seed, target, split)
@@ -135,8 +135,8 @@ class SeedResult:
     empty_share_zs: float | None = None  # ZS's empty share, same seed, target and split
     reduction_length_matched: float | None = None  # mean ZS − setting over completions cut to equal length
     n_length_matched: int | None = None  # completion pairs behind it
-    flags: dict[str, float] | None = None  # per text flag, its share among the non-empty completions
-    silent_share: float | None = None  # share of completions with no letters at all (empty, or punctuation/digits)
+    flags: dict[str, float] | None = None  # per text flag, its share among the scored (not silent) completions
+    silent_share: float | None = None  # share of silent completions (empty, or punctuation/digits only)
     silent_share_zs: float | None = None  # ZS's, same seed, target and split
 
     def to_dict(self) -> dict:

@@ -2,9 +2,10 @@
 
 Every cell says how many of its completions are empty (``empty_share``) and how
 many new tokens they have (``new_tokens``): a tuned model that ends at once looks
-less toxic without writing less toxic text. Toxicity means are over non-empty
-completions, and reductions pair the prompts where both ZS and the setting wrote
-something. A cell whose empty share differs from ZS's by more than
+less toxic without writing less toxic text. Toxicity means are over the completions
+that are text (not ``text.is_silent``: empty, or punctuation and digits only), and
+reductions pair the prompts where both ZS and the setting wrote text. A cell whose
+empty or silent share differs from ZS's by more than
 ``ABSTENTION_POINTS`` gets ``abstention_flag``; ``reduction_length_matched`` is the
 paired mean difference (ZS − setting) of the length-matched columns, with a
 bootstrap CI and p-value.
@@ -87,7 +88,7 @@ def _summarize(frame: pd.DataFrame, info: RunInfo) -> dict:
     by_cell: dict[Cell, list[SeedResult]] = {}
     for result in per_seed:
         by_cell.setdefault(result.cell, []).append(result)
-    scored = {key: group[~group["_empty"]] for key, group in groups.items()}
+    scored = {key: group[~group["_silent"]] for key, group in groups.items()}
     cells = [CellResult.over_seeds(cell, results, _paired_test(scored, cell, [r.seed for r in results]),
                                    _length_matched_test(groups, cell, [r.seed for r in results]))
              for cell, results in by_cell.items()]
@@ -113,8 +114,8 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
     results = []
     for (model, setting, target, split, seed), group in groups.items():
         zs = None if setting.is_zs else groups.get((model, ZS, target, split, seed))
-        scored = group[~group["_empty"]]
-        zs_scored = None if zs is None else zs[~zs["_empty"]]
+        scored = group[~group["_silent"]]
+        zs_scored = None if zs is None else zs[~zs["_silent"]]
         red_abs, red_rel = _reduction(scored, zs_scored)
         by_prompt = _scores_by_prompt(scored)
         matched = _length_matched_diffs(group)
@@ -147,8 +148,8 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
 
 
 def _silent_share(group: pd.DataFrame) -> float:
-    """Share of completions without a single letter: empty, or punctuation and digits only."""
-    return float((group["_empty"] | group["_no_letters"]).mean())
+    """Share of silent completions: empty, or punctuation and digits only (``text.is_silent``)."""
+    return float(group["_silent"].mean())
 
 
 def _length_matched_diffs(group: pd.DataFrame) -> pd.Series | None:
