@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-zs", action="store_true", help="skip the zero-shot baseline")
     run.add_argument("--out", default=None, help="run directory (default runs/<timestamp>); an existing run resumes")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
+                     help="copy the work another run already did with the same content keys (repeatable)")
 
     grid = sub.add_parser("grid", help="the whole experiment grid from a TOML config")
     grid_sub = grid.add_subparsers(dest="grid_command", required=True, parser_class=_Parser)
@@ -74,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid_run.add_argument("config", help="TOML config (see configs/)")
     grid_run.add_argument("--out", default=None, help="run directory (default runs/<config name>); resumes")
     grid_run.add_argument("--quiet", action="store_true", help="no progress bars")
+    grid_run.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
+                          help="copy the work another run already did with the same content keys (repeatable)")
     grid_run.add_argument("--backend", choices=("local", "ray"), default="local",
                           help="local (default): this process; ray: one Ray task per training setting")
     grid_run.add_argument("--address", default=None,
@@ -220,7 +224,7 @@ def _prepare_out(out: str | None, config_dict: dict, plan_id: str) -> Path:
 
 
 def cmd_run(args) -> int:
-    return _execute(_config_from_args(args), args.out, quiet=args.quiet)
+    return _execute(_config_from_args(args), args.out, quiet=args.quiet, reuse=args.reuse)
 
 
 def cmd_grid_plan(args) -> int:
@@ -242,10 +246,11 @@ def cmd_grid_run(args) -> int:
     out = args.out if args.out is not None else str(Path("runs") / config.name)
     if args.address is not None and args.backend != "ray":
         raise XdetoxInputError("--address needs --backend ray")
-    return _execute(config, out, quiet=args.quiet, backend=args.backend, address=args.address)
+    return _execute(config, out, quiet=args.quiet, backend=args.backend, address=args.address, reuse=args.reuse)
 
 
-def _execute(config, out: str | None, quiet: bool, backend: str = "local", address: str | None = None) -> int:
+def _execute(config, out: str | None, quiet: bool, backend: str = "local", address: str | None = None,
+             reuse: list[str] = ()) -> int:
     """Validate everything, then run (or resume) the plan and write the report."""
     from xdetox import data, grid, report
     from xdetox.store import Store
@@ -263,6 +268,12 @@ def _execute(config, out: str | None, quiet: bool, backend: str = "local", addre
     generator = choose_generator(config.generator) if backend == "local" else config.generator
     config_dict = config.to_dict()
     run_dir = _prepare_out(out, config_dict, plan.identity())
+    found = []
+    if reuse:  # read (and checked) before anything is written
+        from xdetox.reuse import find_work
+
+        found = find_work(reuse, [s.key for s in plan.settings], [e.key for e in plan.evaluations],
+                          config.scorers, run_dir)
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
@@ -272,6 +283,11 @@ def _execute(config, out: str | None, quiet: bool, backend: str = "local", addre
         store.set_meta("config", config_dict)
         store.set_meta("plan_id", plan.identity())
         store.set_meta("planned_evaluations", len(plan.evaluations))
+        if found:
+            from xdetox.reuse import reuse_work
+
+            for done in reuse_work(found, config.scorers, run_dir, store):
+                print(f"xdetox: {done.line()}", file=sys.stderr)
         try:
             if backend == "ray":
                 devices = distributed.execute(plan, corpus, run_dir, store, progress=not quiet, address=address)

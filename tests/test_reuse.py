@@ -1,0 +1,98 @@
+"""``--reuse RUN_DIR``: work with the same content keys is copied from another run, never recomputed."""
+
+import json
+import shutil
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from xdetox import grid
+from xdetox.cli import main
+from xdetox.store import DATA_TABLES, Store
+
+
+def _run(tmp_path, tiny_model_dir, out, *extra, targets="en,de"):
+    return main([
+        "run", "--model", str(tiny_model_dir), "--targets", targets, "--limit", "3",
+        "--epochs", "1", "--max-new-tokens", "5", "--quiet", "--out", str(tmp_path / out), *extra,
+    ])
+
+
+def _tables(run) -> dict[str, pd.DataFrame]:
+    with Store(run / grid.STORE_FILE) as store:
+        return {name: store.table(name) for name in DATA_TABLES}
+
+
+def _file_bytes(path):
+    return {p.name: p.read_bytes() for p in path.iterdir() if p.name.startswith(grid.STORE_FILE)}
+
+
+def test_a_run_reusing_another_computes_nothing_and_gives_the_same_rows(tmp_path, tiny_model_dir, monkeypatch,
+                                                                         capsys):
+    assert _run(tmp_path, tiny_model_dir, "first") == 0
+    first = tmp_path / "first"
+    before = _file_bytes(first)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a reused setting was trained again")
+
+    monkeypatch.setattr("xdetox.train.train_adapter", no_training)
+    monkeypatch.setattr("xdetox.generate.Generator.generate_batch", no_training)
+    capsys.readouterr()
+    assert _run(tmp_path, tiny_model_dir, "second", "--reuse", str(first)) == 0
+    assert "reused from" in capsys.readouterr().err
+    second = tmp_path / "second"
+    for name, table in _tables(second).items():
+        pd.testing.assert_frame_equal(table, _tables(first)[name], obj=name)
+    assert json.loads((second / "summary.json").read_text())["settings"] == \
+        json.loads((first / "summary.json").read_text())["settings"]
+    assert sorted(p.name for p in (second / "adapters").iterdir()) == \
+        sorted(p.name for p in (first / "adapters").iterdir())
+    assert _file_bytes(first).keys() == before.keys()  # the source store is read, not written
+    with sqlite3.connect(first / grid.STORE_FILE) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 12
+
+
+def test_only_the_shared_keys_are_reused(tmp_path, tiny_model_dir):
+    """A run on en alone, then one on en,de reusing it: en is copied, de is computed."""
+    assert _run(tmp_path, tiny_model_dir, "en", targets="en") == 0
+    shutil.rmtree(tmp_path / "en" / "adapters")  # finished work needs no adapter; de's generation retrains it
+    assert _run(tmp_path, tiny_model_dir, "both", "--reuse", str(tmp_path / "en")) == 0
+    en, both = _tables(tmp_path / "en"), _tables(tmp_path / "both")
+    assert len(both["evaluations"]) == 4 and len(en["evaluations"]) == 2
+    shared = both["completions"][both["completions"]["eval_key"].isin(en["completions"]["eval_key"])]
+    pd.testing.assert_frame_equal(shared.reset_index(drop=True), en["completions"], obj="completions")
+    assert (tmp_path / "both" / "adapters").is_dir()
+
+
+def test_reuse_of_something_that_is_not_a_run_is_one_line_before_any_work(tmp_path, tiny_model_dir, capsys):
+    (tmp_path / "junk").mkdir()
+    assert _run(tmp_path, tiny_model_dir, "out", "--reuse", str(tmp_path / "junk")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not an xdetox run directory" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_scores_of_another_scorer_model_are_not_reused(tmp_path, tiny_model_dir):
+    assert _run(tmp_path, tiny_model_dir, "first") == 0
+    with Store(tmp_path / "first" / grid.STORE_FILE) as store:
+        store.set_meta("scorer_identity:offline", "an older offline model")
+    assert _run(tmp_path, tiny_model_dir, "second", "--reuse", str(tmp_path / "first")) == 0
+    first, second = _tables(tmp_path / "first"), _tables(tmp_path / "second")
+    pd.testing.assert_frame_equal(second["completions"], first["completions"], obj="completions")
+    # scored again by today's model: the same values, since only the recorded identity was changed
+    assert len(second["scores"]) == len(first["scores"])
+    with Store(tmp_path / "second" / grid.STORE_FILE) as store:
+        assert store.get_meta("scorer_identity:offline") != "an older offline model"
+
+
+@pytest.mark.parametrize("content", [b"", b"not a database at all", b"SQLite format 3\x00" + b"\x00" * 50])
+def test_a_broken_source_store_is_refused_and_left_alone(tmp_path, tiny_model_dir, capsys, content):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / grid.STORE_FILE).write_bytes(content)
+    assert _run(tmp_path, tiny_model_dir, "out", "--reuse", str(broken)) == 2
+    assert (broken / grid.STORE_FILE).read_bytes() == content
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "not a readable xdetox store" in err[-1] and "Traceback" not in "\n".join(err)
