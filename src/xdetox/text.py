@@ -122,8 +122,8 @@ def read_lines(path: str, stdin: IO | None = None) -> list[str]:
     UTF-8 is refused (``XdetoxInputError``) with the byte offset of its first bad byte.
     """
     try:
-        if path == "-":
-            raw = stdin.buffer.read()
+        if path == "-":  # the bytes under a text stream; a stream without them is already text
+            raw = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read()
         else:
             with open(path, "rb") as handle:
                 raw = handle.read()
@@ -132,7 +132,7 @@ def read_lines(path: str, stdin: IO | None = None) -> list[str]:
     except OSError as err:
         raise XdetoxInputError(f"cannot read {path}: {err.strerror or err}") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw if isinstance(raw, str) else raw.decode("utf-8")
     except UnicodeDecodeError as err:
         where = "stdin" if path == "-" else path
         raise XdetoxInputError(
