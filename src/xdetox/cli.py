@@ -235,7 +235,6 @@ def cmd_run(args) -> int:
 
 def cmd_grid_plan(args) -> int:
     from xdetox import data, grid
-
     from xdetox.score import check_languages, check_scorer
 
     config = grid.load_config(args.config)
