@@ -120,3 +120,32 @@ def test_grid_plan_refuses_bad_values_in_a_config(tmp_path, capsys, table, line,
     assert main(["grid", "plan", str(config)]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_each_attempt_is_recorded_and_the_summary_gives_both_times(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """An interrupted attempt (130, one line) and its resume: the store keeps both, the summary and
+    ``xdetox report`` give the latest attempt's wall time and the total over both."""
+    from xdetox import grid
+    from xdetox.store import Store
+
+    argv = ["run", "--model", str(tiny_model_dir), "--targets", "en", "--limit", "2", "--epochs", "1",
+            "--max-new-tokens", "3", "--quiet", "--out", str(tmp_path / "run")]
+    real = grid.execute
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grid, "execute", interrupted)
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "xdetox: interrupted"
+    monkeypatch.setattr(grid, "execute", real)
+    assert main(argv) == 0
+    run = json.loads((tmp_path / "run" / "summary.json").read_text())["run"]
+    assert run["attempts"] == 2
+    assert run["total_time_s"] >= run["wall_time_s"] >= 0
+    with Store(tmp_path / "run" / "xdetox.sqlite", readonly=True) as store:
+        assert list(store.table("attempts").sort_values("id")["outcome"]) == ["interrupted", "finished"]
+    assert main(["report", str(tmp_path / "run")]) == 0
+    again = json.loads((tmp_path / "run" / "summary.json").read_text())["run"]
+    assert (again["wall_time_s"], again["total_time_s"], again["attempts"]) == (
+        run["wall_time_s"], run["total_time_s"], 2)

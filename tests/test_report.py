@@ -658,3 +658,12 @@ def test_a_length_matched_pair_needs_text_on_both_sides():
     assert cell["n_length_matched"] == 2 and cell["n_paired"] == 2
     assert cell["silent_share"] == 0 and one(summarize(pd.DataFrame(zs + ft), info()), "zs", None, "de")[
         "silent_share"] == pytest.approx(1 / 3)
+
+
+def test_report_gives_this_attempts_time_and_the_total(tmp_path):
+    summary = write_report(tmp_path, frame(), info(wall_time_s=3.0, total_time_s=10.5, attempts=2))
+    run = summary["run"]
+    assert (run["wall_time_s"], run["total_time_s"], run["attempts"]) == (3.0, 10.5, 2)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "wall time 3.0 s for the latest attempt, 10.5 s in total over 2 attempts" in md
+    assert "counts up to its last committed write" in md

@@ -65,3 +65,67 @@ def test_meta_round_trip(tmp_path):
         store.set_meta("config", {"a": [1, 2]})
         assert store.get_meta("config") == {"a": [1, 2]}
         assert store.get_meta("missing", 5) == 5
+
+
+class _Clock:
+    """A stand-in for the store's ``time`` module: the test says what time it is."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def time(self):
+        return self.now
+
+
+def test_attempts_give_this_attempts_time_and_the_total(tmp_path, monkeypatch):
+    import xdetox.store as store_module
+
+    clock = _Clock()
+    monkeypatch.setattr(store_module, "time", clock)
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        _setup(store)
+        clock.now = 100.0
+        store.begin_attempt("first")
+        clock.now = 130.0
+        store.add_batch("e1", 0, _completions(2))
+        clock.now = 170.0  # killed here: no end, nothing committed after 130
+    with Store(path, readonly=True) as store:
+        assert store.times() == {"wall_time_s": 30.0, "total_time_s": 30.0, "attempts": 1}
+    with Store(path) as store:
+        clock.now = 200.0
+        store.begin_attempt("second")
+        clock.now = 210.0
+        store.add_batch("e1", 1, _completions(2, prefix="q"))
+        clock.now = 250.0
+        store.end_attempt("finished")
+        clock.now = 300.0
+        store.set_meta("after", 1)  # outside an attempt: counts for none
+        assert store.times() == {"wall_time_s": 50.0, "total_time_s": 80.0, "attempts": 2}
+        attempts = store.table("attempts").sort_values("id")
+        assert list(attempts["outcome"]) == ["running", "finished"]
+        assert list(attempts["started"]) == ["first", "second"]
+        with pytest.raises(ValueError, match="outcome"):
+            store.end_attempt("exploded")
+
+
+def test_a_store_from_before_attempts_reports_its_summed_time(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store.set_meta("wall_time_s", 12.3)
+        store.conn.execute("DROP TABLE attempts")
+    with Store(path, readonly=True) as store:
+        assert store.times() == {"wall_time_s": None, "total_time_s": 12.3, "attempts": None}
+
+
+def test_readonly_store_writes_nothing(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        _setup(store)
+    before = path.read_bytes()
+    with Store(path, readonly=True) as store:
+        assert len(store.table("evaluations")) == 2
+        with pytest.raises(Exception, match="readonly"):
+            store.set_meta("x", 1)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"]

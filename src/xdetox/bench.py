@@ -40,6 +40,15 @@ class BenchSpec:
     seed: int = 0
     profile: bool = False
 
+    def __post_init__(self):
+        for name in ("prompts", "max_new_tokens", "batch_size", "train_examples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise XdetoxInputError(f"--{name.replace('_', '-')} must be at least 1, got {value!r}")
+        from xdetox.data import check_langs
+
+        check_langs([self.lang])
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -61,11 +70,8 @@ class Measurement:
 
 def run(spec: BenchSpec, progress=print) -> dict:
     """All three measurements, each in a fresh process; returns the figures as a dict."""
-    if spec.prompts < 1:
-        raise XdetoxInputError(f"--prompts must be at least 1, got {spec.prompts}")
-    from xdetox import data, models
+    from xdetox import models
 
-    data.check_langs([spec.lang])
     models.locate(models.ModelSpec(name=spec.model))  # convert/check once, before timing anything
     results = {}
     for worker in WORKERS:

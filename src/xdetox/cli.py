@@ -1,11 +1,21 @@
 """The ``xdetox`` command: parse arguments, call the stages, print. No logic lives here.
 
-Exit codes: 0 success, 2 bad input (one line on stderr), 1 anything else.
+Exit codes:
+
+- 0: success;
+- 2: bad input -- a flag, config, data file, model, store or text the command cannot use;
+  one line on stderr (``xdetox: error: ...``), and nothing written: every check runs
+  before a run directory or store is created, and an existing store is opened
+  read-only until it is known to be an xdetox store;
+- 3: a service the command needs is unavailable (Perspective);
+- 130: interrupted (Ctrl-C): one line on stderr; a run resumes with the same command;
+- 1: anything else (a bug: the traceback is printed).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -25,15 +35,15 @@ class _Parser(argparse.ArgumentParser):
         raise XdetoxInputError(message)
 
 
-def _langs(value: str) -> tuple[str, ...]:
-    from xdetox.data import LANGS
+def _langs(value: str, flag: str = "--targets") -> tuple[str, ...]:
+    from xdetox.data import LANGS, check_langs
 
     if value == "all":
         return LANGS
     langs = tuple(v.strip() for v in value.split(",") if v.strip())
     if not langs:
-        raise XdetoxInputError("--targets needs at least one language code")
-    return langs
+        raise XdetoxInputError(f"{flag} needs at least one language code")
+    return tuple(check_langs(list(langs)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,7 +225,7 @@ def _prepare_out(out: str | None, config_dict: dict, plan_id: str) -> Path:
     if path.is_dir() and any(path.iterdir()):
         if not (path / STORE_FILE).is_file():
             raise XdetoxInputError(f"--out {out} is a non-empty directory that is not an xdetox run")
-        with Store(path / STORE_FILE) as store:
+        with Store(path / STORE_FILE, readonly=True) as store:  # a damaged or foreign file is refused untouched
             previous_plan, previous = store.get_meta("plan_id"), store.get_meta("config")
         same = previous_plan == plan_id if previous_plan is not None else previous in (None, config_dict)
         if not same:
@@ -229,10 +239,14 @@ def cmd_run(args) -> int:
 
 def cmd_grid_plan(args) -> int:
     from xdetox import data, grid
+    from xdetox.score import check_languages, check_scorer
 
     config = grid.load_config(args.config)
     corpus = data.load(config.data_path)
     plan = grid.make_plan(config, corpus)
+    for scorer in config.scorers:  # a scorer the run would refuse is refused by its plan too
+        check_scorer(scorer)
+        check_languages(scorer, config.targets)
     print(grid.plan_table(plan, corpus))
     print()
     print(plan.decomposition())
@@ -280,6 +294,7 @@ def _execute(config, out: str | None, quiet: bool, backend: str = "local", addre
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"xdetox: {config.name} -> {run_dir}  ({plan.decomposition()})", file=sys.stderr)
     with Store(run_dir / grid.STORE_FILE) as store:
+        store.begin_attempt(started)  # this attempt's start, end and outcome: summary wall/total time
         store.set_meta("config", config_dict)
         store.set_meta("plan_id", plan.identity())
         store.set_meta("planned_evaluations", len(plan.evaluations))
@@ -293,10 +308,13 @@ def _execute(config, out: str | None, quiet: bool, backend: str = "local", addre
                 devices = distributed.execute(plan, corpus, run_dir, store, progress=not quiet, address=address)
             else:
                 grid.execute(plan, corpus, run_dir, store, progress=not quiet)
-        except BaseException:
+        except BaseException as err:
+            with contextlib.suppress(Exception):  # never hide why the run stopped
+                store.end_attempt("interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
             print(f"xdetox: run stopped before it finished; the same command resumes it from {run_dir}",
                   file=sys.stderr)
             raise
+        store.end_attempt("finished")
         elapsed = time.perf_counter() - t0
         store.set_meta("started", store.get_meta("started") or started)
         environment = grid.environment()
@@ -317,6 +335,8 @@ def _write_outputs(run_dir: Path, store) -> dict:
     from xdetox.models import ModelSpec
 
     config = store.get_meta("config")
+    if config is None:  # killed before its first write: nothing to report
+        raise XdetoxInputError(f"{run_dir} holds no run configuration yet; run the same command again to resume")
     env = store.get_meta("environment", {})
     missing = store.missing_work(store.get_meta("planned_evaluations", 0))
     if missing:
@@ -363,7 +383,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
               "objective": train["objective"]},
         versions=env.get("versions", {}),
         device=env.get("device", "unknown"),
-        wall_time_s=store.get_meta("wall_time_s"),
+        **store.times(),  # wall_time_s (the latest attempt), total_time_s (all attempts), attempts
         started=store.get_meta("started", ""),
         config_name=config["name"],
         ppl_scorer=ppl_scorer,
@@ -401,7 +421,7 @@ def cmd_report(args) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / grid.STORE_FILE).is_file():
         raise XdetoxInputError(f"{run_dir} is not an xdetox run directory (no {grid.STORE_FILE})")
-    with Store(run_dir / grid.STORE_FILE) as store:
+    with Store(run_dir / grid.STORE_FILE, readonly=True) as store:  # checked, then read; never written
         summary = _write_outputs(run_dir, store)
     print(report.print_table(summary))
     return 0
@@ -423,10 +443,10 @@ def cmd_score(args) -> int:
     ``["silent"]`` for a silent line).
     """
     from xdetox import score
-    from xdetox.text import is_silent, text_flags
+    from xdetox.text import is_silent, read_lines, text_flags
 
     score.check_languages(args.scorer, [args.lang])
-    texts = _read_lines(args.file)
+    texts = read_lines(args.file, sys.stdin)
     scorer = score.get_scorer(args.scorer)
     chunk = getattr(scorer, "batch_size", 256)
     for start in range(0, len(texts), chunk):
@@ -442,19 +462,6 @@ def cmd_score(args) -> int:
                 print("nan" if value is None else f"{value:.6f}")
         sys.stdout.flush()
     return 0
-
-
-def _read_lines(path: str) -> list[str]:
-    """The lines of ``path`` ('-': stdin) without their line ends; an empty file has none."""
-    try:
-        if path == "-":
-            return [line.removesuffix("\n") for line in sys.stdin]
-        with open(path, encoding="utf-8") as handle:
-            return [line.removesuffix("\n") for line in handle]
-    except FileNotFoundError:
-        raise XdetoxInputError(f"input file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise XdetoxInputError(f"cannot read {path}: {err}") from None
 
 
 def cmd_scorer_eval(args) -> int:
@@ -475,7 +482,7 @@ def cmd_scorer_eval(args) -> int:
 def cmd_scorer_check(args) -> int:
     from xdetox import score, scorer_checks
 
-    langs = list(_langs(args.langs))
+    langs = list(_langs(args.langs, "--langs"))
     score.check_scorer(args.scorer)
     if score.scorer_kind(args.scorer) != "toxicity":
         raise XdetoxInputError(f"{args.scorer} is not a toxicity scorer; the suite checks toxicity scorers")

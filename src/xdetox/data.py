@@ -8,11 +8,16 @@ A user corpus (``--data PATH``) is JSONL or CSV with the columns ``lang``,
 ``toxic``, ``neutral`` and optionally ``id`` and ``split`` (``train``/``test``).
 Without a ``split`` column the last quarter of each language's rows (in file
 order) is ``test``, the rest ``train`` -- the 300/100 ratio of the bundled data.
+``lang``, ``toxic`` and ``neutral`` must be non-empty strings; every mistake in a
+file is one ``XdetoxInputError`` that names the file, the row and its line.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from importlib.resources import files
@@ -103,11 +108,11 @@ def check_langs(langs: list[str], available: list[str] | None = None) -> list[st
 def load_bundled() -> Corpus:
     """The bundled 9-language corpus with its fixed 300/100 split."""
     root = files("xdetox").joinpath("resources", "paradetox")
-    rows: list[dict] = []
+    rows: list[tuple[int, dict]] = []
     for lang in LANGS:
         text = root.joinpath(f"{lang}.jsonl").read_text(encoding="utf-8")
-        rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
-    return _validate(pd.DataFrame(rows), name="multilingual_paradetox (bundled)")
+        rows.extend(_jsonl_rows(text, f"{lang}.jsonl"))
+    return _validate(rows, name="multilingual_paradetox (bundled)")
 
 
 def load(path: str | Path | None = None) -> Corpus:
@@ -118,49 +123,106 @@ def load(path: str | Path | None = None) -> Corpus:
 
 
 def load_user(path: str | Path) -> Corpus:
+    """A JSONL or CSV corpus; every mistake is one ``XdetoxInputError`` naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise XdetoxInputError(f"data file not found: {path}")
     suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".csv"):
+        raise XdetoxInputError(f"data file {path} must end in .jsonl or .csv")
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
-        if suffix in (".jsonl", ".json"):
-            frame = pd.read_json(path, lines=True, dtype=False)
-        elif suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        else:
-            raise XdetoxInputError(f"data file {path} must end in .jsonl or .csv")
-    except (ValueError, UnicodeDecodeError) as err:
-        if isinstance(err, XdetoxInputError):
-            raise
-        raise XdetoxInputError(f"cannot parse data file {path}: {str(err).splitlines()[0]}") from None
-    return _validate(frame, name=str(path))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise XdetoxInputError(f"cannot parse data file {path}: not UTF-8 text at byte offset {err.start}") from None
+    if suffix == ".csv":
+        columns, rows = _csv_rows(text, path)
+        return _validate(rows, name=str(path), columns=columns)
+    return _validate(_jsonl_rows(text, path), name=str(path))
 
 
-def _validate(frame: pd.DataFrame, name: str) -> Corpus:
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+def _jsonl_rows(text: str, path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, object) of each non-blank line."""
+    rows = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise XdetoxInputError(f"cannot parse data file {path}: line {number}: {err.msg}") from None
+        if not isinstance(row, dict):
+            raise XdetoxInputError(f"{path}: line {number} is not a JSON object")
+        rows.append((number, row))
+    return rows
+
+
+def _csv_rows(text: str, path: str | Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The header's columns and (first line number, row) of each CSV record after it."""
+    reader = csv.DictReader(io.StringIO(text, newline=""), restkey=_EXTRA)
+    rows = []
+    first = 2
+    try:
+        for row in reader:
+            if row.get(_EXTRA):
+                raise XdetoxInputError(f"cannot parse data file {path}: line {first}: more fields than the"
+                                       f" header's {len(reader.fieldnames)}")
+            # a short row's missing fields are absent, as in a JSONL row without them
+            rows.append((first, {k: v for k, v in row.items() if v is not None}))
+            first = reader.line_num + 1
+    except csv.Error as err:
+        raise XdetoxInputError(f"cannot parse data file {path}: line {reader.line_num}: {err}") from None
+    return list(reader.fieldnames or []), rows
+
+
+_EXTRA = "\0extra"  # DictReader's key for the fields of a row longer than the header
+
+
+def _validate(rows: list[tuple[int, dict]], name: str, columns: list[str] | None = None) -> Corpus:
+    """The corpus of ``(line number, row)`` pairs; ``columns``: a CSV header (JSONL: every row's keys)."""
+    columns = list(columns or []) + [k for _, row in rows for k in row]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise XdetoxInputError(f"{name}: missing column(s) {', '.join(missing)}")
-    if frame.empty:
+    if not rows:
         raise XdetoxInputError(f"{name}: no rows")
-    frame = frame.copy()
-    for col in ("lang", "toxic", "neutral"):
-        frame[col] = frame[col].map(lambda v: "" if v is None or v != v else str(v).strip())
-        empty = frame.index[frame[col] == ""]
-        if len(empty):
-            raise XdetoxInputError(f"{name}: empty {col!r} on row {int(empty[0]) + 1}")
-    check_langs(sorted(set(frame["lang"]), key=str))
+    records = []
+    for index, (line, row) in enumerate(rows, start=1):
+        record = {"line": line}
+        for col in ("lang", "toxic", "neutral"):
+            value = row.get(col)
+            if value is not None and not isinstance(value, str):
+                raise XdetoxInputError(
+                    f"{name}: {col!r} on row {index} (line {line}) must be a string, got {value!r}")
+            record[col] = (value or "").strip()
+            if not record[col]:
+                raise XdetoxInputError(
+                    f"{name}: empty {col!r} on row {index} (line {line}); {col} must be a non-empty string")
+        for col in ("id", "split"):
+            if col not in columns:
+                continue
+            value = row.get(col)
+            if value is None or isinstance(value, (bool, float, list, dict)):
+                raise XdetoxInputError(f"{name}: {col!r} on row {index} (line {line}) must be a string"
+                                       f"{' or an integer' if col == 'id' else ''}, got {value!r}")
+            record[col] = str(value) if col == "id" else str(value).strip()
+        records.append(record)
+    frame = pd.DataFrame(records)
+    for lang, line in zip(frame["lang"], frame["line"]):
+        if lang not in LANGS:
+            raise XdetoxInputError(
+                f"{name}: unknown language code {lang!r} (line {line}); supported: {', '.join(LANGS)}")
     if "id" in frame.columns:
-        frame["id"] = frame["id"].astype(str)
-        dup = frame["id"][frame["id"].duplicated()]
+        dup = frame[frame["id"].duplicated()]
         if len(dup):
-            raise XdetoxInputError(f"{name}: duplicate id {dup.iloc[0]!r}")
+            raise XdetoxInputError(f"{name}: duplicate id {dup['id'].iloc[0]!r} (line {dup['line'].iloc[0]})")
     else:
         frame["id"] = frame["lang"] + "-" + frame.groupby("lang").cumcount().map("{:03d}".format)
     if "split" in frame.columns:
-        frame["split"] = frame["split"].astype(str).str.strip()
-        bad = sorted(set(frame["split"]) - set(SPLITS))
-        if bad:
-            raise XdetoxInputError(f"{name}: unknown split {bad[0]!r}; use train or test")
+        bad = frame[~frame["split"].isin(SPLITS)]
+        if len(bad):
+            raise XdetoxInputError(
+                f"{name}: unknown split {bad['split'].iloc[0]!r} (line {bad['line'].iloc[0]}); use train or test")
     else:
         position = frame.groupby("lang").cumcount()
         size = frame.groupby("lang")["lang"].transform("size")

@@ -84,7 +84,7 @@ def _setting_row(run_dir: Path, label: str, seed: int | None) -> tuple[dict, dic
 
     if not (run_dir / STORE_FILE).is_file():
         raise XdetoxInputError(f"{run_dir} is not an xdetox run directory (no {STORE_FILE})")
-    with Store(run_dir / STORE_FILE) as store:
+    with Store(run_dir / STORE_FILE, readonly=True) as store:  # checked, then read; never written
         frame = store.table("train_settings")
         config, plan_id = store.get_meta("config"), store.get_meta("plan_id")
     if config is None:

@@ -56,7 +56,7 @@ from xdetox import data as data_mod
 from xdetox.data import LANGS, Corpus
 from xdetox.errors import XdetoxInputError
 from xdetox.generate import Batch, derive_seed, make_batches
-from xdetox.specs import GENERATORS, PARADIGMS, DecodeSpec, LoraSpec, ModelSpec, TrainSpec
+from xdetox.specs import GENERATORS, PARADIGMS, DecodeSpec, LoraSpec, ModelSpec, TrainSpec, check_config_tables
 from xdetox.store import Store
 from xdetox.text import is_silent
 from xdetox.train import adapter_key, training_examples
@@ -215,6 +215,7 @@ def load_config(path: str | Path) -> GridConfig:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise XdetoxInputError(f"{path}: not valid TOML: {err}") from None
+    check_config_tables(raw, str(path))
     raw.setdefault("name", path.stem)
     if raw.get("data") is not None:
         data_path = (path.parent / raw["data"]).resolve()
@@ -260,7 +261,7 @@ def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
             percents=tuple(_as_list(raw.pop("percents", GridConfig.percents))),
             targets=_langs(raw.pop("targets", "all")),
             splits=tuple(_as_list(raw.pop("splits", GridConfig.splits))),
-            seeds=tuple(int(s) for s in _as_list(raw.pop("seeds", GridConfig.seeds))),
+            seeds=tuple(_as_list(raw.pop("seeds", GridConfig.seeds))),  # TrainSpec checks each seed
             limit=raw.pop("limit", None),
             scorers=tuple(_as_list(raw.pop("scorers", GridConfig.scorers))),
             train=train,

@@ -6,6 +6,13 @@ A spec names one of:
   HF-format copy under ``cache_dir("models")``; later loads read that copy.
 - a local directory holding an HF checkpoint (``config.json`` + weights);
 - a Hugging Face hub id (loaded the usual way; offline, only from the local HF cache).
+  ``HF_HUB_OFFLINE`` is honoured; without it, the hub is probed once (one TCP connect,
+  ``HUB_PROBE_TIMEOUT_S``) before the first hub lookup, and when it is unreachable
+  xdetox sets ``HF_HUB_OFFLINE=1`` for the process instead of waiting out the hub
+  client's retries, and says so in the error.
+
+``locate`` checks a spec before any work: a local directory's ``config.json`` must
+load (JSON, a known model type), a hub id must resolve.
 
 Decoder-only models load as ``AutoModelForCausalLM``, encoder-decoder ones
 (mT5-style, ``config.is_encoder_decoder``) as ``AutoModelForSeq2SeqLM``; the rest
@@ -21,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -126,21 +134,62 @@ def locate(spec: ModelSpec) -> str:
     """Check that the spec points at something loadable; return its path or hub id."""
     if spec.name == EMBEDDED:
         return str(embedded_path())
+    from transformers import AutoConfig
+
     path = Path(os.path.expanduser(spec.name))
     if path.exists():
         if not (path.is_dir() and (path / "config.json").is_file()):
             raise XdetoxInputError(f"model path {spec.name} is not a model directory (no config.json)")
+        try:
+            AutoConfig.from_pretrained(str(path), trust_remote_code=spec.trust_remote_code)
+        except (OSError, ValueError, KeyError) as err:
+            raise XdetoxInputError(f"cannot load the model config {path / 'config.json'}: {_first_line(err)}") from None
         return str(path)
     if spec.name.startswith(("/", ".", "~")) or spec.name.count("/") > 1:
         raise XdetoxInputError(f"model path not found: {spec.name}")
-    from transformers import AutoConfig
-
+    offline = hub_offline()
     try:
         AutoConfig.from_pretrained(spec.name, trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise XdetoxInputError(f"cannot load model {spec.name!r}: {first}") from None
+        why = f" ({offline})" if offline else ""
+        raise XdetoxInputError(f"cannot load model {spec.name!r}{why}: {_first_line(err)}") from None
     return spec.name
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+@lru_cache(maxsize=1)
+def hub_offline() -> str | None:
+    """Why hub lookups are offline, in words, or None when the hub is reachable.
+
+    ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set: honoured. Otherwise one TCP
+    connection to the hub's host (or the HTTPS proxy's) is tried; when it fails,
+    ``HF_HUB_OFFLINE=1`` is set for this process, so that the hub client fails at once
+    instead of retrying for half a minute.
+    """
+    from urllib.parse import urlparse
+    from urllib.request import getproxies
+
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    proxy = getproxies().get("https")
+    target = urlparse(proxy if proxy else constants.ENDPOINT)
+    host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
+            return None
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        constants.HF_HUB_OFFLINE = True  # read at import time: set the module's value too
+        return f"the hub at {host} is unreachable; xdetox set HF_HUB_OFFLINE=1"
 
 
 def load(spec: ModelSpec, dtype: str | None = None, for_training: bool = False) -> LoadedModel:

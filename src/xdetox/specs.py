@@ -11,7 +11,8 @@ what is wrong.
 - ``LoraSpec`` and ``TrainSpec``: the paradigms (``PARADIGMS``), objectives
   (``OBJECTIVES``, ``REWRITE_TEMPLATE``) and optimiser settings (``train`` uses
   them); ``end_token_trained``: whether a setting's loss covers the end token;
-  ``PARADIGM_LABELS``: how the report names each paradigm.
+  ``PARADIGM_LABELS``: how the report names each paradigm;
+- ``check_config_tables``: a config file's tables are tables (the grid reads their values).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class ModelSpec:
     quantization: str | None = None
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise XdetoxInputError(f"a model name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.trust_remote_code, bool):
+            raise XdetoxInputError(f"trust_remote_code must be true or false, got {self.trust_remote_code!r}")
         if self.dtype not in DTYPES:
             raise XdetoxInputError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.quantization not in QUANTIZATIONS:
@@ -169,6 +174,8 @@ class TrainSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise XdetoxInputError(f"{name} must be an integer of at least 1, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise XdetoxInputError(f"seed must be an integer, got {self.seed!r}")
         if not _positive_number(self.learning_rate):
             raise XdetoxInputError(f"learning rate must be a positive number, got {self.learning_rate!r}")
         if not _positive_number(self.dpo_beta):
@@ -184,6 +191,22 @@ class TrainSpec:
         if self.paradigm == "p-ft":
             return f"p-ft:{self.percent}%"
         return self.paradigm
+
+
+CONFIG_TABLES = ("train", "decode", "resources")
+
+
+def check_config_tables(raw: dict, where: str) -> None:
+    """A config's tables are tables and its ``data`` a path, before any value is read from them."""
+    for key in CONFIG_TABLES:
+        if key in raw and not isinstance(raw[key], dict):
+            raise XdetoxInputError(f"{where}: {key} must be a table ([{key}]), got {raw[key]!r}")
+    train = raw.get("train", {})
+    for name, table in [("train", train)] + [(f"train.{p}", train.get(p)) for p in PARADIGMS]:
+        if isinstance(table, dict) and "lora" in table and not isinstance(table["lora"], dict):
+            raise XdetoxInputError(f"{where}: {name}.lora must be a table ([{name}.lora]), got {table['lora']!r}")
+    if raw.get("data") is not None and not isinstance(raw["data"], str):
+        raise XdetoxInputError(f"{where}: data must be a file path, got {raw['data']!r}")
 
 
 def _positive_number(value) -> bool:

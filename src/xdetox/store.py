@@ -4,19 +4,37 @@ Every write is idempotent (primary keys + INSERT OR IGNORE) and a batch of
 completions is committed in one transaction together with its ``batches`` row,
 so a run killed at any moment and started again neither loses nor duplicates
 rows. The store computes nothing; it records and reads back.
+
+Opening checks the file first: an existing file must be an xdetox store (an SQLite
+database, not truncated, with the xdetox tables), or ``Store`` raises
+``XdetoxInputError`` naming it and leaves it untouched. ``Store(path, readonly=True)``
+(``xdetox report``) opens it with SQLite's ``mode=ro`` and writes nothing; when the
+store has no ``-wal`` file (no writer is open and none was killed), it is read as
+``immutable``, so no ``-wal``/``-shm`` files are left behind.
+
+Attempts: each ``xdetox run``/``grid run`` on the store is one row of ``attempts``
+(start, end, outcome: finished, interrupted or failed). Every committed transaction
+of an attempt also records its time (``last_s``), so a killed attempt (no end, outcome
+``running``) counts up to its last committed write. ``times()`` gives the latest
+attempt's seconds and the sum over all attempts.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
+from xdetox.errors import XdetoxInputError
 from xdetox.specs import Completion
+
+SCHEMA_VERSION = 1  # meta "schema": a store written by a newer xdetox is refused, not misread
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 # The tables that hold results (``meta`` holds bookkeeping: config, wall time, environment).
 DATA_TABLES: tuple[str, ...] = ("train_settings", "evaluations", "batches", "completions", "scores", "measures")
@@ -44,18 +62,54 @@ CREATE TABLE IF NOT EXISTS scores (
 CREATE TABLE IF NOT EXISTS measures (
     train_key TEXT NOT NULL, lang TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (train_key, lang, name));
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY, started TEXT NOT NULL, start_s REAL NOT NULL, last_s REAL NOT NULL,
+    end_s REAL, outcome TEXT NOT NULL DEFAULT 'running');
 """
+REQUIRED_TABLES: tuple[str, ...] = ("meta", *DATA_TABLES)  # ``attempts`` is added to older stores on write
+ATTEMPT_OUTCOMES: tuple[str, ...] = ("finished", "interrupted", "failed")
 
 
 class Store:
     """A run's SQLite database."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
-        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.executescript(SCHEMA)
+        self.attempt: int | None = None  # the attempt this process runs (``begin_attempt``)
+        existing = readonly or self.path.exists()
+        if existing:
+            check_store_file(self.path)
+        try:
+            if readonly:
+                self.conn = sqlite3.connect(_readonly_uri(self.path), uri=True, timeout=60, isolation_level=None)
+            else:
+                self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            if existing:
+                self._check_tables()
+            if not readonly:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=FULL")
+                self.conn.executescript(SCHEMA)
+                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (json.dumps(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as err:
+            if hasattr(self, "conn"):
+                self.conn.close()
+            raise XdetoxInputError(f"cannot use the store {self.path}: {err}") from None
+        except XdetoxInputError:
+            self.conn.close()
+            raise
+
+    def _check_tables(self) -> None:
+        names = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for t in REQUIRED_TABLES if t not in names]
+        if missing:
+            tables = f"{', '.join(missing)} table" + ("s" if len(missing) > 1 else "")
+            raise XdetoxInputError(f"{self.path} is not an xdetox store (no {tables})")
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        version = json.loads(row[0]) if row else SCHEMA_VERSION
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise XdetoxInputError(
+                f"{self.path} is an xdetox store of schema {version!r}; this xdetox reads up to {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.conn.close()
@@ -74,7 +128,49 @@ class Store:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+        if self.attempt is not None:  # the attempt's time reaches its last committed write
+            self.conn.execute("UPDATE attempts SET last_s = ? WHERE id = ?", (time.time(), self.attempt))
         self.conn.execute("COMMIT")
+
+    # -- attempts ---------------------------------------------------------------
+    def begin_attempt(self, started: str) -> int:
+        """Record that an attempt (``started``: an ISO time) starts now; later commits extend it."""
+        now = time.time()
+        with self.transaction() as c:
+            cursor = c.execute("INSERT INTO attempts (started, start_s, last_s) VALUES (?, ?, ?)",
+                               (started, now, now))
+        self.attempt = cursor.lastrowid
+        return self.attempt
+
+    def end_attempt(self, outcome: str) -> None:
+        """Close this process's attempt: its end time and outcome (finished, interrupted or failed)."""
+        if outcome not in ATTEMPT_OUTCOMES:
+            raise ValueError(f"unknown attempt outcome {outcome!r}")
+        if self.attempt is None:
+            return
+        attempt, self.attempt = self.attempt, None
+        now = time.time()
+        with self.transaction() as c:
+            c.execute("UPDATE attempts SET end_s = ?, last_s = ?, outcome = ? WHERE id = ?",
+                      (now, now, outcome, attempt))
+
+    def times(self) -> dict:
+        """``wall_time_s`` of the latest attempt, ``total_time_s`` over all, and the number of ``attempts``.
+
+        An attempt without an end (killed, or still running) counts up to its last committed
+        write. A store from before attempts were recorded gives its summed ``wall_time_s``
+        meta value as the total and no latest attempt.
+        """
+        has_table = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'attempts'").fetchone()
+        rows = self.conn.execute(
+            "SELECT COALESCE(end_s, last_s) - start_s FROM attempts ORDER BY id").fetchall() if has_table else []
+        if not rows:
+            legacy = self.get_meta("wall_time_s")
+            return {"wall_time_s": None, "total_time_s": legacy, "attempts": None}
+        seconds = [max(0.0, r[0]) for r in rows]
+        return {"wall_time_s": round(seconds[-1], 1), "total_time_s": round(sum(seconds), 1),
+                "attempts": len(seconds)}
 
     # -- metadata ---------------------------------------------------------------
     def set_meta(self, key: str, value: object) -> None:
@@ -282,6 +378,37 @@ class Store:
         """A whole table, sorted by its primary key columns (for comparisons)."""
         frame = pd.read_sql_query(f"SELECT * FROM {name}", self.conn)  # noqa: S608 - fixed names
         return frame.sort_values(list(frame.columns)).reset_index(drop=True)
+
+
+def check_store_file(path: Path) -> None:
+    """``XdetoxInputError`` unless ``path`` is a whole SQLite file: read its header only, write nothing.
+
+    Refuses a file that is empty, not an SQLite database, or shorter than the pages its
+    header counts (truncated). The tables are checked once SQLite has opened it.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(100)
+    except OSError as err:
+        raise XdetoxInputError(f"cannot read the store {path}: {err.strerror or err}") from None
+    if size == 0:
+        raise XdetoxInputError(f"{path} is an empty file, not an xdetox store")
+    if len(head) < 100 or not head.startswith(SQLITE_HEADER):
+        raise XdetoxInputError(f"{path} is not an xdetox store (not an SQLite database)")
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    if head[24:28] == head[92:96] and size < pages * page_size:  # the header's page count is valid
+        raise XdetoxInputError(f"{path} is truncated ({size} of {pages * page_size} bytes): not a usable xdetox store")
+
+
+def _readonly_uri(path: Path) -> str:
+    """SQLite read-only URI; ``immutable`` when no ``-wal`` file exists (nothing uncheckpointed, no writer)."""
+    uri = path.resolve().as_uri() + "?mode=ro"
+    if not Path(f"{path}-wal").exists():
+        uri += "&immutable=1"
+    return uri
 
 
 def _setting_columns(frame: pd.DataFrame) -> None:

@@ -12,12 +12,17 @@
   punctuation only) and ``other_script`` (most letters in another script than the
   language's). Flagged texts are scored by the same model; the flags travel beside
   the score (``xdetox score --json``, the report's flag shares).
+* ``read_lines(path, stdin)``: the UTF-8 lines of a file or of stdin (``-``); text that
+  is not UTF-8 is refused with the byte offset of its first bad byte.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from typing import IO
+
+from xdetox.errors import XdetoxInputError
 
 SCRIPTS: dict[str, str] = {
     "en": "Latin", "es": "Latin", "de": "Latin", "zh": "Han", "ar": "Arabic", "hi": "Devanagari",
@@ -108,3 +113,31 @@ def text_flags(text: str, lang: str) -> list[str]:
     if script is not None and script != SCRIPTS.get(lang, script):
         flags.append("other_script")
     return flags
+
+
+def read_lines(path: str, stdin: IO | None = None) -> list[str]:
+    """The lines of ``path`` ('-': ``stdin``, read as bytes) without their line ends; an empty file has none.
+
+    Line ends are universal (``\\n``, ``\\r\\n``, ``\\r``), as in text mode. Text that is not
+    UTF-8 is refused (``XdetoxInputError``) with the byte offset of its first bad byte.
+    """
+    try:
+        if path == "-":  # the bytes under a text stream; a stream without them is already text
+            raw = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read()
+        else:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+    except FileNotFoundError:
+        raise XdetoxInputError(f"input file not found: {path}") from None
+    except OSError as err:
+        raise XdetoxInputError(f"cannot read {path}: {err.strerror or err}") from None
+    try:
+        text = raw if isinstance(raw, str) else raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        where = "stdin" if path == "-" else path
+        raise XdetoxInputError(
+            f"{where} is not UTF-8 text: byte offset {err.start} (0x{raw[err.start]:02x}): {err.reason}") from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines

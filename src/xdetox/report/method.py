@@ -14,7 +14,6 @@ from xdetox.report.values import lang_rank
 def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
     """How the numbers were computed, as (term, plain text) pairs (no markup)."""
     run = summary["run"]
-    wall = run.get("wall_time_s")
     return [
         ("Toxicity", f"Each completion that is text (not silent: see Empty and silent completions) was scored by {summary['scorer']} (toxicity in [0, 1]). "
          "Per seed, the mean toxicity of a setting on a target is the mean over those "
@@ -67,10 +66,26 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
         ("LoRA / training", f"{fmt_kv(run.get('lora') or {})}; {run.get('epochs')} epoch(s); "
          f"prompt limit {run.get('limit') or 'none'}."),
         ("Run", f"configuration {run.get('config_name') or 'not named'}; started "
-         f"{run.get('started') or 'unknown'} on {run.get('device') or 'unknown'}; wall time "
-         + (f"{wall:.1f} s." if isinstance(wall, (int, float)) else "not recorded.")),
+         f"{run.get('started') or 'unknown'} on {run.get('device') or 'unknown'}; " + _time_phrase(run)),
         ("Versions", fmt_kv(run.get("versions") or {})),
     ]
+
+
+def _time_phrase(run: dict) -> str:
+    """Wall time of the latest attempt and the total over all attempts (a killed one up to its last commit)."""
+    wall, total, attempts = run.get("wall_time_s"), run.get("total_time_s"), run.get("attempts")
+
+    def known(value) -> bool:
+        return isinstance(value, (int, float)) and value == value
+
+    if not known(wall) and not known(total):
+        return "wall time not recorded."
+    if not known(total) or attempts == 1:
+        return f"wall time {wall if known(wall) else total:.1f} s."
+    latest = f"{wall:.1f} s for the latest attempt, " if known(wall) else ""
+    over = f"over {attempts} attempts" if attempts else "over every attempt"
+    return (f"wall time {latest}{total:.1f} s in total {over} (an attempt that was killed counts up "
+            "to its last committed write).")
 
 
 VALIDATION_LABELS = {

@@ -38,7 +38,9 @@ class RunInfo:
     lora: dict = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     device: str = "cpu"
-    wall_time_s: float | None = None
+    wall_time_s: float | None = None  # the latest attempt (run or resume) of the run
+    total_time_s: float | None = None  # summed over every attempt (a killed one: up to its last commit)
+    attempts: int | None = None  # how many attempts (None: a store from before attempts were recorded)
     started: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
