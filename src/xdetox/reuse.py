@@ -31,7 +31,7 @@ from pathlib import Path
 
 from xdetox.errors import XdetoxInputError
 from xdetox.grid import LENGTH_MATCHED, LENGTH_MATCHED_ZS, STORE_FILE, check_scorer_identity, file_sha256
-from xdetox.store import DATA_TABLES, Store
+from xdetox.store import Store
 
 
 @dataclass(frozen=True)
@@ -89,21 +89,15 @@ def read_rows(path: Path, train_keys: set[str], eval_keys: set[str],
     """The rows of the store at ``path`` that belong to these keys (read-only; the file is not touched)."""
     if not path.is_file():
         raise XdetoxInputError(f"--reuse {path.parent} is not an xdetox run directory (no {path.name})")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    with Store(path, readonly=True) as source:  # checked first: a broken or foreign file is one line
         try:
-            return _select(conn, train_keys, eval_keys, scorer_identities)
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as err:
-        raise XdetoxInputError(f"--reuse: {path} is not a readable xdetox store ({err})") from None
+            return _select(source.conn, train_keys, eval_keys, scorer_identities)
+        except sqlite3.DatabaseError as err:
+            raise XdetoxInputError(f"--reuse: cannot read the store {path}: {err}") from None
 
 
 def _select(conn: sqlite3.Connection, train_keys: set[str], eval_keys: set[str],
             scorer_identities: dict[str, str | None]) -> dict[str, list[tuple]]:
-    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if not set(DATA_TABLES) <= tables or "meta" not in tables:  # also an empty file: no tables
-        raise sqlite3.DatabaseError("its tables are not those of an xdetox store")
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     settings = [r for r in conn.execute("SELECT * FROM train_settings WHERE status = 'done'")
                 if r[0] in train_keys]
