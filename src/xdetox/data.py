@@ -12,7 +12,6 @@ order) is ``test``, the rest ``train`` -- the 300/100 ratio of the bundled data.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from importlib.resources import files
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from xdetox._io import content_digest, first_line
 from xdetox.errors import XdetoxInputError
 
 LANGS: tuple[str, ...] = ("en", "es", "de", "zh", "ar", "hi", "uk", "ru", "am")
@@ -82,8 +82,7 @@ class Corpus:
     def digest(self, lang: str | None = None) -> str:
         """sha256 of the pairs (of one language, or all): the data part of a content key."""
         rows = [p.__dict__ for p in self.pairs if lang is None or p.lang == lang]
-        blob = json.dumps(rows, ensure_ascii=False, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()
+        return content_digest(rows, ensure_ascii=False)
 
 
 def check_langs(langs: list[str], available: list[str] | None = None) -> list[str]:
@@ -132,7 +131,7 @@ def load_user(path: str | Path) -> Corpus:
     except (ValueError, UnicodeDecodeError) as err:
         if isinstance(err, XdetoxInputError):
             raise
-        raise XdetoxInputError(f"cannot parse data file {path}: {str(err).splitlines()[0]}") from None
+        raise XdetoxInputError(f"cannot parse data file {path}: {first_line(err)}") from None
     return _validate(frame, name=str(path))
 
 

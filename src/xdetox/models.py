@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from xdetox._io import first_line
 from xdetox.cache import cache_dir
 from xdetox.errors import XdetoxInputError
 from xdetox.specs import DTYPES, EMBEDDED, EMBEDDED_NAME, QUANTIZATIONS, ModelSpec  # noqa: F401 (re-exported)
@@ -138,8 +139,7 @@ def locate(spec: ModelSpec) -> str:
     try:
         AutoConfig.from_pretrained(spec.name, trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise XdetoxInputError(f"cannot load model {spec.name!r}: {first}") from None
+        raise XdetoxInputError(f"cannot load model {spec.name!r}: {first_line(err)}") from None
     return spec.name
 
 
