@@ -66,7 +66,6 @@ LENGTH_MATCHED = "|length-matched"  # scorer-name suffix: the setting's completi
 LENGTH_MATCHED_ZS = "|length-matched-zs"  # ... and ZS's completion of the same prompt, cut likewise
 ADAPTERS_DIR = "adapters"
 COMPLETIONS_FILE = "completions.jsonl"
-VLLM_CHUNK = 64  # batches per vLLM call when generating with vLLM
 
 
 @dataclass(frozen=True)
@@ -499,6 +498,20 @@ class Session:
                                              generation_config=loaded.model.generation_config))
         return self.vllm[1]
 
+    def generator_for(self, setting: TrainSetting, adapter: Path | None, requested: str, max_lora_rank: int):
+        """The ``BatchGenerator`` of a setting: its base model with its adapter active (none for ZS).
+
+        ``requested``: the config's generator ("auto", "transformers" or "vllm"; see
+        ``choose_generator``). With vLLM the adapter is a LoRA request on the base model's engine.
+        """
+        from xdetox.generate import Generator, choose_generator
+
+        loaded = self.base(setting.model)
+        if choose_generator(requested, loaded.seq2seq, warn=lambda _: None) == "vllm":
+            engine = self.vllm_for(setting.model, max_lora_rank)
+            return engine if adapter is None else engine.with_adapter(setting.key, adapter)
+        return Generator(self.model_for(setting, adapter), loaded.tokenizer)
+
     def scorer(self, name: str):
         from xdetox.score import get_scorer
 
@@ -605,30 +618,20 @@ def generate(
     plan: Plan, setting: TrainSetting, todo: list[tuple[Evaluation, Batch]], store: Store,
     session: Session, adapter: Path | None, progress: bool,
 ) -> None:
-    """Sample these batches (``pending_batches``) with the setting's model and commit each."""
-    from xdetox.generate import Generator, choose_generator
+    """Sample these batches (``pending_batches``) with the setting's model and commit each as it comes.
 
-    decode = plan.config.decode
+    Batch ``b`` of evaluation ``e`` is sampled with ``derive_seed(setting seed, e, b)``,
+    by whichever backend the config chose (``Session.generator_for``).
+    """
     if not todo:
         return
-    seq2seq = session.base(setting.model).seq2seq
-    if choose_generator(plan.config.generator, seq2seq, warn=lambda _: None) == "vllm":
-        engine = session.vllm_for(setting.model, plan.config.train.lora.r)
-        lora = None if adapter is None else (setting.key, adapter)
-        for start in range(0, len(todo), VLLM_CHUNK):  # committed a chunk of batches at a time
-            chunk = todo[start:start + VLLM_CHUNK]
-            work = [(b, derive_seed(setting.spec.seed, ev.key, b.index)) for ev, b in chunk]
-            for (ev, batch), completions in zip(chunk, engine.generate_batches(work, decode, lora)):
-                store.add_batch(ev.key, batch.index, completions)
-        return
-    model = session.model_for(setting, adapter)
-    generator = Generator(model, session.base(setting.model).tokenizer)
+    generator = session.generator_for(setting, adapter, plan.config.generator, plan.config.train.lora.r)
+    work = [(batch, derive_seed(setting.spec.seed, ev.key, batch.index)) for ev, batch in todo]
     bar = tqdm(total=len(todo), desc=f"generate {setting.label}", unit="batch", disable=not progress,
                leave=False, position=1)
-    for ev, batch in todo:
+    for (ev, batch), completions in zip(todo, generator.generate_batches(work, plan.config.decode), strict=True):
+        store.add_batch(ev.key, batch.index, completions)
         bar.set_postfix_str(ev.target)
-        seed = derive_seed(setting.spec.seed, ev.key, batch.index)
-        store.add_batch(ev.key, batch.index, generator.generate_batch(batch, decode, seed))
         bar.update()
     bar.close()
 
