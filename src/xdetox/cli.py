@@ -15,9 +15,6 @@ from pathlib import Path
 from xdetox._io import atomic_write, quiet_libraries
 from xdetox.errors import XdetoxInputError
 
-RUN_MARKER = "xdetox.sqlite"
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors as one line and exit code 2."""
 

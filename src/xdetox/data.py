@@ -76,9 +76,6 @@ class Corpus:
         split, side = prompt_set.split("_")
         return [Prompt(p.id, p.lang, getattr(p, side)) for p in self.select(lang, split)]
 
-    def train_neutrals(self, lang: str) -> list[str]:
-        return [p.neutral for p in self.select(lang, "train")]
-
     def digest(self, lang: str | None = None) -> str:
         """sha256 of the pairs (of one language, or all): the data part of a content key."""
         rows = [p.__dict__ for p in self.pairs if lang is None or p.lang == lang]
