@@ -19,11 +19,10 @@ import pytest
 from xdetox import data, grid
 from xdetox.cli import main
 from xdetox.errors import XdetoxInputError
-from xdetox.store import Store
+from xdetox.store import DATA_TABLES, Store
 from xdetox.text import is_silent
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_TABLES = ("train_settings", "evaluations", "batches", "completions", "scores")
 
 TINY = """
 models = ["{model}"]
