@@ -158,3 +158,67 @@ def test_vllm_generator_is_skipped_on_cpu_with_a_message(monkeypatch):
     assert "encoder-decoder" in messages[-1]
     with pytest.raises(ValueError, match="unknown generator"):
         choose_generator("fast")
+
+
+def test_generate_batches_is_generate_batch_for_each_batch_and_seed(tiny):
+    generator, _ = tiny
+    prompts = data.load().prompts("uk", "test_toxic")[:5]
+    decode = DecodeSpec(max_new_tokens=4, batch_size=2)
+    work = [(b, derive_seed(3, "e", b.index)) for b in make_batches(prompts, generator.tokenizer, decode)]
+    assert list(generator.generate_batches(work, decode)) == [generator.generate_batch(b, decode, s) for b, s in work]
+    assert generator.generate(prompts, decode, seed=3) != []
+
+
+class _FakeLLM:
+    """vLLM's ``LLM`` as far as ``VLLMGenerator`` uses it: each sample's token ids follow its seed."""
+
+    calls: list = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def generate(self, prompts, params, lora_request=None, use_tqdm=True):
+        from types import SimpleNamespace
+
+        _FakeLLM.calls.append((list(prompts), lora_request))
+        return [SimpleNamespace(outputs=[SimpleNamespace(token_ids=[10 + (p.seed + i) % 50, 11]) for i in range(p.n)])
+                for p in params]
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM = _FakeLLM
+    vllm.SamplingParams = lambda **kw: SimpleNamespace(**kw)
+    request = types.ModuleType("vllm.lora.request")
+    request.LoRARequest = lambda name, lora_id, path: (name, lora_id, path)
+    for name, module in {"vllm": vllm, "vllm.lora": types.ModuleType("vllm.lora"), "vllm.lora.request": request}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    _FakeLLM.calls = []
+    return _FakeLLM.calls
+
+
+def test_vllm_generator_implements_the_same_interface_chunk_by_chunk(tiny, fake_vllm, tmp_path):
+    from xdetox.generate import VLLMGenerator
+
+    generator, loaded = tiny
+    prompts = data.load().prompts("en", "test_toxic")[:7]
+    decode = DecodeSpec(max_new_tokens=4, batch_size=2, samples_per_prompt=2)
+    batches = make_batches(prompts, generator.tokenizer, decode)
+    work = [(b, derive_seed(5, "e", b.index)) for b in batches]
+    engine = VLLMGenerator("model", loaded.tokenizer, generation_config=loaded.model.generation_config, chunk=3)
+    tuned = engine.with_adapter("x-ft:en", tmp_path / "adapter")
+    out = list(tuned.generate_batches(iter(work), decode))
+    assert [len(prompts_of_call) for prompts_of_call, _ in fake_vllm] == [3, 3, 1]  # 7 batches of 1 prompt, 3 a call
+    assert {lora for _, lora in fake_vllm} == {("x-ft:en", 1, str(tmp_path / "adapter"))}
+    assert [[(c.prompt_id, c.sample) for c in cs] for cs in out] == [
+        [(p.id, s) for p in b.prompts for s in range(2)] for b in batches]
+    assert all(c.prompt == decode.render(p.text) and c.n_tokens == 2 for (b, _), cs in zip(work, out)
+               for p, c in zip([p for p in b.prompts for _ in range(2)], cs))
+    fake_vllm.clear()
+    again = list(engine.generate_batches(work, decode))  # the base model: no LoRA request, same seeds
+    assert again == out and {lora for _, lora in fake_vllm} == {None} and engine.adapter is None

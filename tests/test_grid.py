@@ -19,11 +19,10 @@ import pytest
 from xdetox import data, grid
 from xdetox.cli import main
 from xdetox.errors import XdetoxInputError
-from xdetox.store import Store
+from xdetox.store import DATA_TABLES, Store
 from xdetox.text import is_silent
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_TABLES = ("train_settings", "evaluations", "batches", "completions", "scores")
 
 TINY = """
 models = ["{model}"]
@@ -339,3 +338,36 @@ def test_dpo_sources_choose_the_dpo_settings_alone():
     assert labels == ["zs", "x-ft:en", "x-ft:de", "x-ft:ru", "dpo:en"]
     with pytest.raises(XdetoxInputError, match="'xx'"):
         grid.config_from_dict({"dpo_sources": ["xx"]})
+
+
+def test_generate_commits_each_batch_the_one_generator_interface_yields(tmp_path):
+    """Whatever the backend, the grid asks the session for one generator and commits what it yields, batch by batch."""
+    from xdetox.generate import Batch, Completion, derive_seed
+
+    class Recorder:
+        def generate_batches(self, work, decode):
+            for batch, seed in work:
+                yield [Completion(p.id, 0, decode.render(p.text), f"seed {seed}", 1) for p in batch.prompts]
+
+    class OneGeneratorSession(grid.Session):
+        def generator_for(self, setting, adapter, requested, max_lora_rank):
+            self.asked = (setting.key, adapter, requested, max_lora_rank)
+            return Recorder()
+
+    corpus = data.load()
+    config = grid.config_from_dict({"paradigms": ["zs"], "targets": ["en", "de"], "limit": 3, "generator": "vllm",
+                                    "train": {"lora": {"r": 8}}})
+    plan = grid.make_plan(config, corpus)
+    setting = plan.settings[0]
+    todo = [(ev, Batch(i, tuple(corpus.prompts(ev.target, ev.split)[i:i + 2]))) for ev in plan.evaluations
+            for i in (0, 2)]
+    session = OneGeneratorSession()
+    with Store(tmp_path / "run.sqlite") as store:
+        grid.generate(plan, setting, todo, store, session, None, progress=False)
+        assert session.asked == (setting.key, None, "vllm", 8)
+        for ev in plan.evaluations:
+            assert store.done_batches(ev.key) == {0, 2}
+        completions = store.table("completions")
+    expected = sorted((ev.key, p.id, f"seed {derive_seed(setting.spec.seed, ev.key, b.index)}")
+                      for ev, b in todo for p in b.prompts)
+    assert sorted(zip(completions["eval_key"], completions["prompt_id"], completions["text"])) == expected

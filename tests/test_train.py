@@ -1,5 +1,8 @@
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -102,10 +105,19 @@ def corpus_lang(corpus, pair_id):
 def test_adapter_key_depends_on_data_and_seed():
     m = models.ModelSpec()
     a = train.TrainSpec(source="en", seed=1)
-    ex = [train.Example("", "x")]
-    assert train.adapter_key(m, a, ex) == train.adapter_key(m, a, list(ex))
-    assert train.adapter_key(m, a, ex) != train.adapter_key(m, a, [train.Example("", "y")])
-    assert train.adapter_key(m, a, ex) != train.adapter_key(m, train.TrainSpec(source="en", seed=2), ex)
+    ex = [train.Example("", "x"), train.Example("", "\u00fc")]
+    key = train.adapter_key(m, a, ex)
+    assert len(key) == 16 and set(key) <= set("0123456789abcdef")
+    # Another process (another hash seed) finds the same key: a resumed run finds its adapters.
+    code = ("from xdetox import train; print(train.adapter_key(train.ModelSpec(), train.TrainSpec(source='en', seed=1),"
+            " [train.Example('', 'x'), train.Example('', '\\u00fc')]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert out.stdout.strip() == key
+    assert key != train.adapter_key(m, a, ex[::-1]), "the order of the examples is part of the data"
+    assert key != train.adapter_key(m, a, [train.Example("", "x"), train.Example("", "y")])
+    assert key != train.adapter_key(m, train.TrainSpec(source="en", seed=2), ex)
+    assert key != train.adapter_key(models.ModelSpec(name="other"), a, ex)
 
 
 @pytest.mark.parametrize(

@@ -266,13 +266,9 @@ def _peak_rss_mb() -> float:
 
 
 if __name__ == "__main__":  # a worker: python -m xdetox.bench WORKER SPEC_JSON
-    import warnings
+    from xdetox._io import quiet_libraries
 
-    warnings.filterwarnings("ignore")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_libraries()
     name, raw = sys.argv[1], json.loads(sys.argv[2])
     worker = {"reference": _reference, "xdetox": _xdetox, "train": _train, "profile": _profile}[name]
     result = worker(BenchSpec(**raw))

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from xdetox._io import atomic_write
 
 
 def cache_dir(*parts: str) -> Path:
@@ -25,8 +26,7 @@ def load_or_build(path: Path, build: Callable[[], dict], log: Callable[[str], No
     """The state pickled at ``path`` (joblib), or ``build()``'s, written there first.
 
     A foreign or damaged file is reported through ``log`` and rebuilt. The new file is
-    written to a temporary sibling and renamed into place (mode 0644), so a reader never
-    sees half of it.
+    written atomically (``atomic_write``, mode 0644), so a reader never sees half of it.
     """
     import joblib
 
@@ -36,14 +36,6 @@ def load_or_build(path: Path, build: Callable[[], dict], log: Callable[[str], No
         except Exception as err:  # a foreign or damaged file: rebuild it
             log(f"ignoring unreadable cache {path.name}: {err}")
     state = build()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        joblib.dump(state, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: joblib.dump(state, tmp))
     log(f"cached at {path}")
     return state

@@ -17,16 +17,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from xdetox._io import atomic_write, quiet_libraries
 from xdetox.errors import XdetoxInputError
-
-RUN_MARKER = "xdetox.sqlite"
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors as one line and exit code 2."""
@@ -138,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        _quiet_libraries()
+        quiet_libraries()
         if args.command == "run":
             return cmd_run(args)
         if args.command == "grid":
@@ -160,23 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         print("xdetox: interrupted", file=sys.stderr)
         return 130
     return 1
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    try:
-        import datasets
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_error()
-    except ImportError:
-        pass
 
 
 def _config_from_args(args) -> "GridConfig":  # noqa: F821
@@ -368,9 +348,8 @@ def _write_outputs(run_dir: Path, store) -> dict:
             **_recipe(json.loads(row.spec)), "end_token_trained": end_token_trained(**_objective(row))})
         for row in store.table("train_settings").itertuples()
     )
-    tmp = run_dir / (grid.COMPLETIONS_FILE + ".tmp")
-    frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
-    os.replace(tmp, run_dir / grid.COMPLETIONS_FILE)
+    atomic_write(run_dir / grid.COMPLETIONS_FILE,
+                 lambda p: frame.to_json(p, orient="records", lines=True, force_ascii=False))
     train = config["train"]
     info = report.RunInfo(
         model=", ".join(ModelSpec(**m).display_name for m in config["models"]),

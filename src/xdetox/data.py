@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from xdetox._io import content_digest
 from xdetox.errors import XdetoxInputError
 
 LANGS: tuple[str, ...] = ("en", "es", "de", "zh", "ar", "hi", "uk", "ru", "am")
@@ -81,14 +81,10 @@ class Corpus:
         split, side = prompt_set.split("_")
         return [Prompt(p.id, p.lang, getattr(p, side)) for p in self.select(lang, split)]
 
-    def train_neutrals(self, lang: str) -> list[str]:
-        return [p.neutral for p in self.select(lang, "train")]
-
     def digest(self, lang: str | None = None) -> str:
         """sha256 of the pairs (of one language, or all): the data part of a content key."""
         rows = [p.__dict__ for p in self.pairs if lang is None or p.lang == lang]
-        blob = json.dumps(rows, ensure_ascii=False, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()
+        return content_digest(rows, ensure_ascii=False)
 
 
 def check_langs(langs: list[str], available: list[str] | None = None) -> list[str]:

@@ -33,9 +33,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from xdetox._io import file_sha256, first_line, quiet_libraries
 from xdetox.data import Corpus
 from xdetox.errors import XdetoxInputError
-from xdetox.grid import (ADAPTERS_DIR, STORE_FILE, Plan, Session, TrainSetting, check_scorer_identity, file_sha256,
+from xdetox.grid import (ADAPTERS_DIR, STORE_FILE, Plan, Session, TrainSetting, check_scorer_identity,
                          score_length_matched)
 from xdetox.store import Store
 
@@ -79,8 +80,7 @@ def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: b
         try:
             ray.init(address=address, **options)
         except ConnectionError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise XdetoxInputError(f"cannot reach the Ray cluster at {address}: {first}") from None
+            raise XdetoxInputError(f"cannot reach the Ray cluster at {address}: {first_line(err)}") from None
     try:
         devices = _run(ray, plan, corpus, run_dir, store, todo, progress)
     finally:
@@ -157,9 +157,8 @@ def xdetox_setting(plan: Plan, corpus: Corpus, setting: TrainSetting) -> dict:
     """The Ray task: one training setting computed into a private shard; returns its rows and adapter."""
     global _SESSION
     from xdetox import grid, models
-    from xdetox.cli import _quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     models.check_runnable(setting.model)  # what the driver could not check: CUDA, bitsandbytes here
     if _SESSION is None:
         _SESSION = Session()

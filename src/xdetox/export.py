@@ -26,6 +26,7 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
+from xdetox._io import file_sha256
 from xdetox.data import LANGS
 from xdetox.errors import XdetoxInputError
 from xdetox.specs import EMBEDDED, EMBEDDED_NAME, PARADIGM_LABELS, ModelSpec
@@ -129,8 +130,6 @@ def _model_spec(config: dict, display_name: str) -> ModelSpec:
 
 
 def _adapter_dir(run_dir: Path, row: dict) -> Path:
-    from xdetox.grid import file_sha256
-
     path = run_dir / row["adapter_path"]
     weights = path / "adapter_model.safetensors"
     if not weights.is_file():

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from xdetox._io import first_line
 from xdetox.cache import cache_dir
 from xdetox.errors import XdetoxInputError
 from xdetox.specs import DTYPES, EMBEDDED, EMBEDDED_NAME, QUANTIZATIONS, ModelSpec  # noqa: F401 (re-exported)
@@ -143,7 +144,7 @@ def locate(spec: ModelSpec) -> str:
         try:
             AutoConfig.from_pretrained(str(path), trust_remote_code=spec.trust_remote_code)
         except (OSError, ValueError, KeyError) as err:
-            raise XdetoxInputError(f"cannot load the model config {path / 'config.json'}: {_first_line(err)}") from None
+            raise XdetoxInputError(f"cannot load the model config {path / 'config.json'}: {first_line(err)}") from None
         return str(path)
     if spec.name.startswith(("/", ".", "~")) or spec.name.count("/") > 1:
         raise XdetoxInputError(f"model path not found: {spec.name}")
@@ -152,13 +153,8 @@ def locate(spec: ModelSpec) -> str:
         AutoConfig.from_pretrained(spec.name, trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError) as err:
         why = f" ({offline})" if offline else ""
-        raise XdetoxInputError(f"cannot load model {spec.name!r}{why}: {_first_line(err)}") from None
+        raise XdetoxInputError(f"cannot load model {spec.name!r}{why}: {first_line(err)}") from None
     return spec.name
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 HUB_PROBE_TIMEOUT_S = 3.0

@@ -38,7 +38,6 @@ hyper-parameter, seed, loss, time) and appear on disk only when complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -48,6 +47,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from xdetox._io import content_digest, content_key
 from xdetox.data import Corpus, Pair, check_langs
 from xdetox.errors import XdetoxInputError
 from xdetox.specs import (  # noqa: F401 (OBJECTIVES, PARADIGMS, LoraSpec: re-exported)
@@ -104,16 +104,12 @@ def training_examples(spec: TrainSpec, corpus: Corpus) -> list[Example]:
 
 def adapter_key(model: ModelSpec, spec: TrainSpec, examples: list[Example]) -> str:
     """Content key: the same base model, setting and data always give the same key."""
-    blob = json.dumps(
-        {"model": model.to_dict(), "train": spec.to_dict(), "data": _digest(examples)},
-        sort_keys=True,
-    ).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return content_key({"model": model.to_dict(), "train": spec.to_dict(), "data": data_digest(examples)})
 
 
-def _digest(examples: list[Example]) -> str:
-    blob = json.dumps([asdict(e) for e in examples], ensure_ascii=False).encode()
-    return hashlib.sha256(blob).hexdigest()
+def data_digest(examples: list[Example]) -> str:
+    """sha256 of the examples, in their order (the adapter metadata's ``data_hash``)."""
+    return content_digest([asdict(e) for e in examples], sort_keys=False, ensure_ascii=False)
 
 
 def train_adapter(
@@ -147,7 +143,7 @@ def train_adapter(
             "base_model": model_spec.to_dict(),
             "base_model_path": loaded.path,
             "train": spec.to_dict(),
-            "data_hash": _digest(examples),
+            "data_hash": data_digest(examples),
             "n_examples": len(examples),
             "train_loss": result.training_loss,
             "end_token_trained": end_token_trained(spec.paradigm, spec.objective),

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
 
 import pandas as pd
 
+from xdetox._io import atomic_write
 from xdetox.data import PROMPT_SETS
 from xdetox.report.frame import prepare_frame
 from xdetox.report.html import html_page
@@ -45,15 +43,15 @@ def write_report(
             if paradigm != "zs":
                 matrices["_length_matched"] = view_matrix(view, paradigm, "reduction_length_matched")
             for suffix, matrix in matrices.items():
-                _atomic_write(run_dir / matrix_filename(view.model, paradigm, suffix),
-                              lambda p, m=matrix: m.to_csv(p, index_label=m.index.name))
+                atomic_write(run_dir / matrix_filename(view.model, paradigm, suffix),
+                             lambda p, m=matrix: m.to_csv(p, index_label=m.index.name))
     page = html_page(summary, frame, views)
-    _atomic_write(run_dir / REPORT_HTML, lambda p: p.write_text(page, encoding="utf-8"))
+    atomic_write(run_dir / REPORT_HTML, lambda p: p.write_text(page, encoding="utf-8"))
     markdown = markdown_page(summary, frame, views)
-    _atomic_write(run_dir / REPORT_MD, lambda p: p.write_text(markdown, encoding="utf-8"))
+    atomic_write(run_dir / REPORT_MD, lambda p: p.write_text(markdown, encoding="utf-8"))
     summary.pop("_projections", None)  # plotted above; not part of summary.json
     text = json.dumps(summary, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
-    _atomic_write(run_dir / SUMMARY_JSON, lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write(run_dir / SUMMARY_JSON, lambda p: p.write_text(text, encoding="utf-8"))
     return summary
 
 
@@ -62,19 +60,3 @@ def _default_split(summary: dict) -> str:
     if "test_toxic" in splits or not splits:
         return "test_toxic"
     return min(splits, key=lambda v: rank(v, PROMPT_SETS))
-
-
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write`` on a temp file next to ``path``, fsync it, then os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; results are meant to be read
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise

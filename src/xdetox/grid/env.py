@@ -1,0 +1,40 @@
+"""The environment a run's results depend on: library versions, device, dtype (``environment``)."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+
+def environment() -> dict[str, str]:
+    """Library versions and device: results are promised identical only when these match."""
+    import importlib.metadata as md
+
+    import torch
+
+    from xdetox import models
+
+    versions = {"python": platform.python_version()}
+    for pkg in ("xdetox", "torch", "transformers", "peft", "trl", "scikit-learn"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = "absent"
+    dev = models.device()
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(0)
+    else:  # the CPU model and whether it computes in bf16: timings and samples depend on both
+        name = f"{_cpu_model()}; {torch.get_num_threads()} threads; " + (
+            "native bf16" if models.cpu_supports_bf16() else "no native bf16 (fp32)")
+    return {"versions": versions, "device": f"{dev.type} ({name})",
+            "dtype": str(models.resolve_dtype("auto")).removeprefix("torch.")}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

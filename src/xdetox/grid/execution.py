@@ -1,0 +1,204 @@
+"""Execution: each training setting of a plan, in plan order, against the run's store.
+
+One unit per training setting (``run_setting``): train its adapter if needed
+(``ensure_adapter``), register its evaluations and generate the batches the store
+lacks (``pending_batches``, ``generate``), take its reference measures (``measure``),
+score (``xdetox.grid.scoring``). ``execute`` runs the units in-process, keeping the
+base model loaded between settings of one model (``Session``); ``--backend ray``
+(``xdetox.distributed``) runs the same unit as one Ray task per setting. Each batch
+and each chunk of scores is committed as it is done, so a killed run resumes where
+it stopped.
+
+The run directory holds the store (``STORE_FILE``), the adapters (``ADAPTERS_DIR``)
+and the written results (``COMPLETIONS_FILE`` and the report).
+"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
+
+from xdetox._io import file_sha256
+from xdetox.data import Corpus
+from xdetox.errors import XdetoxInputError
+from xdetox.grid.config import GridConfig
+from xdetox.grid.plan import Evaluation, Plan, TrainSetting
+from xdetox.grid.scoring import check_scorer_identity, score, score_length_matched
+from xdetox.grid.session import Session
+from xdetox.store import Store
+
+if TYPE_CHECKING:
+    from xdetox.generate import Batch
+
+STORE_FILE = "xdetox.sqlite"
+ADAPTERS_DIR = "adapters"
+COMPLETIONS_FILE = "completions.jsonl"
+
+
+def check_runnable(config: GridConfig, here: bool = True) -> None:
+    """Everything that can be refused before any work starts.
+
+    ``here=False`` (the Ray backend): the settings run on other machines, so what this
+    machine lacks (a CUDA GPU, bitsandbytes) is checked by each task where it runs; here
+    only that a 4-bit model asks for a GPU.
+    """
+    from xdetox import models
+    from xdetox.score import check_languages, check_scorer
+
+    for scorer in config.scorers:
+        check_scorer(scorer)
+        check_languages(scorer, config.targets)
+    for model in config.models:
+        if here:
+            models.check_runnable(model)
+        elif model.quantization == "nf4" and config.resources.num_gpus <= 0:
+            raise XdetoxInputError(
+                f"{model.name}: quantization = \"nf4\" needs a CUDA GPU per setting; ask for one with"
+                " [resources] num_gpus = 1 in the config"
+            )
+        models.locate(model)
+
+
+def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: bool = True) -> None:
+    """Run every training setting in plan order (local, in-process)."""
+    for name in plan.config.scorers:  # scores of another model than today's are dropped first
+        check_scorer_identity(store, name)
+    session = Session()
+    bar = tqdm(total=len(plan.settings), desc="settings", unit="setting", disable=not progress, position=0)
+    for setting in plan.settings:
+        bar.set_postfix_str(f"{setting.model.name} {setting.label} seed {setting.spec.seed}")
+        start = time.perf_counter()
+        run_setting(plan, setting, corpus, run_dir, store, session, progress)
+        # Wall time summed over settings, so a run resumed across sessions reports its real cost.
+        store.set_meta("wall_time_s", round(store.get_meta("wall_time_s", 0.0) + time.perf_counter() - start, 1))
+        bar.update()
+    bar.close()
+    start = time.perf_counter()
+    score_length_matched(plan, store, session, progress)  # pairs whose ZS came after the setting
+    store.set_meta("wall_time_s", round(store.get_meta("wall_time_s", 0.0) + time.perf_counter() - start, 1))
+
+
+def run_setting(
+    plan: Plan, setting: TrainSetting, corpus: Corpus, run_dir: Path, store: Store,
+    session: Session, progress: bool = False,
+) -> None:
+    """One unit of work: train the setting's adapter if needed, generate and score its evaluations.
+
+    The adapter is needed (and trained when its directory is missing) only while the setting
+    has batches to generate or measures to take: a store whose completions are all in can be
+    scored again, or resumed on another machine, without its adapters.
+    """
+    evaluations = plan.evaluations_of(setting)
+    todo = pending_batches(plan, setting, evaluations, corpus, store, session)
+    to_measure = plan.config.measure_references and not store.has_measures(setting.key)
+    if todo or to_measure or store.train_setting(setting.key) is None:
+        adapter = ensure_adapter(plan, setting, corpus, run_dir, store, progress)
+        generate(plan, setting, todo, store, session, adapter, progress)
+        if to_measure:
+            measure(plan, setting, corpus, store, session, adapter)
+    score(plan, [e.key for e in evaluations], store, session, progress)
+    score_length_matched(plan, store, session, progress, evaluations)
+
+
+def measure(plan: Plan, setting: TrainSetting, corpus: Corpus, store: Store, session: Session,
+            adapter: Path | None) -> None:
+    """Knowledge preservation and representation: the setting's model on the test_neutral references.
+
+    Per target: the perplexity of its test_neutral sentences (``ppl_ref``); over all
+    targets: the silhouette of the sentences' mean-pooled hidden states grouped by
+    language, the language similarity matrix and a 2-D projection. Stored in one
+    transaction, so a setting has all its measures or none.
+    """
+    from xdetox.score import embedding_analysis, reference_measures
+
+    loaded = session.base(setting.model)
+    if loaded.seq2seq:
+        store.add_measures(setting.key, [("*", "skipped", "encoder-decoder model: no causal-LM perplexity")])
+        return
+    limit = plan.config.limit
+    texts = {t: [p.text for p in corpus.prompts(t, "test_neutral")[:limit]] for t in plan.config.targets}
+    model = session.model_for(setting, adapter)
+    measures = reference_measures(model, loaded.tokenizer, texts)
+    analysis = embedding_analysis(measures.embeddings)
+    rows = [(lang, "ppl_ref", value) for lang, value in measures.ppl.items()]
+    rows += [("*", "silhouette", analysis.silhouette), ("*", "similarity", analysis.similarity),
+             ("*", "projection", analysis.projection)]
+    store.add_measures(setting.key, rows)
+
+
+def ensure_adapter(
+    plan: Plan, setting: TrainSetting, corpus: Corpus, run_dir: Path, store: Store, progress: bool
+) -> Path | None:
+    """The setting's adapter, trained now unless the store (and the disk) already hold it."""
+    from xdetox.train import train_adapter
+
+    spec = setting.spec
+    store.add_train_setting(
+        setting.key, setting.label, setting.model.display_name, spec.paradigm, spec.source, spec.percent,
+        spec.seed, spec.to_dict(),
+    )
+    if spec.paradigm == "zs":
+        store.finish_train_setting(setting.key, None, None)
+        return None
+    relative = f"{ADAPTERS_DIR}/{setting.key}"
+    path = run_dir / relative
+    complete = (path / "adapter_model.safetensors").is_file()  # renamed into place only when done
+    if not complete:
+        for stale in path.parent.glob(f".{setting.key}-*"):  # a training killed half-way
+            shutil.rmtree(stale, ignore_errors=True)
+        if progress:
+            tqdm.write(f"training {setting.model.name} {setting.label} seed {spec.seed} -> {path}")
+        train_adapter(setting.model, spec, corpus, path, progress=False)
+        gc.collect()
+    if store.train_setting(setting.key)["status"] != "done":
+        store.finish_train_setting(setting.key, relative, file_sha256(path / "adapter_model.safetensors"))
+    return path
+
+
+def pending_batches(
+    plan: Plan, setting: TrainSetting, evaluations: Iterable[Evaluation], corpus: Corpus, store: Store,
+    session: Session,
+) -> list[tuple[Evaluation, Batch]]:
+    """Register the setting's evaluations in the store; the batches it does not hold yet."""
+    from xdetox.generate import make_batches
+
+    decode = plan.config.decode
+    todo = []
+    for ev in evaluations:
+        by_id = {p.id: p for p in corpus.prompts(ev.target, ev.split)}
+        prompts = [by_id[i] for i in ev.prompt_ids]
+        batches = make_batches(prompts, session.tokenizer(setting.model), decode)
+        store.add_evaluation(ev.key, setting.key, ev.target, ev.split, decode.to_dict(), len(batches))
+        done = store.done_batches(ev.key)
+        todo.extend((ev, b) for b in batches if b.index not in done)
+    return todo
+
+
+def generate(
+    plan: Plan, setting: TrainSetting, todo: list[tuple[Evaluation, Batch]], store: Store,
+    session: Session, adapter: Path | None, progress: bool,
+) -> None:
+    """Sample these batches (``pending_batches``) with the setting's model and commit each as it comes.
+
+    Batch ``b`` of evaluation ``e`` is sampled with ``derive_seed(setting seed, e, b)``,
+    by whichever backend the config chose (``Session.generator_for``).
+    """
+    from xdetox.generate import derive_seed
+
+    if not todo:
+        return
+    generator = session.generator_for(setting, adapter, plan.config.generator, plan.config.train.lora.r)
+    work = [(batch, derive_seed(setting.spec.seed, ev.key, batch.index)) for ev, batch in todo]
+    bar = tqdm(total=len(todo), desc=f"generate {setting.label}", unit="batch", disable=not progress,
+               leave=False, position=1)
+    for (ev, batch), completions in zip(todo, generator.generate_batches(work, plan.config.decode), strict=True):
+        store.add_batch(ev.key, batch.index, completions)
+        bar.set_postfix_str(ev.target)
+        bar.update()
+    bar.close()

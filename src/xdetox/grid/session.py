@@ -1,0 +1,101 @@
+"""``Session``: what a worker process keeps between training settings.
+
+The loaded base model (one at a time) with the adapters switched in it, tokenizers
+loaded without their model, the vLLM engine of the last model generated with vLLM,
+and the scorers. ``generator_for`` gives the one ``BatchGenerator`` a setting samples
+with, whichever backend the config chose.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from xdetox.grid.plan import TrainSetting
+from xdetox.specs import ModelSpec
+
+
+class Session:
+    """What a worker process keeps between settings: the loaded base model, its adapters, scorers."""
+
+    def __init__(self):
+        self.loaded = None
+        self.peft = None
+        self.scorers: dict[str, object] = {}
+        self.tokenizers: dict[ModelSpec, object] = {}  # tokenizers loaded without their model
+        self.vllm = None  # (ModelSpec, VLLMGenerator) of the last model generated with vLLM
+
+    def base(self, spec: ModelSpec):
+        from xdetox import models
+
+        if self.loaded is None or self.loaded.spec != spec:
+            self.loaded = self.peft = None
+            gc.collect()
+            self.loaded = models.load(spec)
+        return self.loaded
+
+    def tokenizer(self, spec: ModelSpec):
+        """The base model's tokenizer (without loading the model when it is not loaded)."""
+        if self.loaded is not None and self.loaded.spec == spec:
+            return self.loaded.tokenizer
+        if spec not in self.tokenizers:  # loaded once: the sweep after a Ray run asks for every evaluation
+            from transformers import AutoTokenizer
+
+            from xdetox import models
+
+            self.tokenizers[spec] = AutoTokenizer.from_pretrained(models.locate(spec),
+                                                                  trust_remote_code=spec.trust_remote_code)
+        return self.tokenizers[spec]
+
+    def model_for(self, setting: TrainSetting, adapter: Path | None):
+        """The base model with the setting's adapter active (or none, for ZS)."""
+        loaded = self.base(setting.model)
+        if adapter is None:
+            if self.peft is None:
+                return loaded.model
+            self.peft.base_model.disable_adapter_layers()
+            return self.peft
+        from peft import PeftModel
+
+        if self.peft is None:
+            self.peft = PeftModel.from_pretrained(loaded.model, str(adapter), adapter_name=setting.key)
+        elif setting.key not in self.peft.peft_config:
+            self.peft.load_adapter(str(adapter), adapter_name=setting.key)
+        self.peft.base_model.enable_adapter_layers()
+        self.peft.set_adapter(setting.key)
+        self.peft.eval()
+        return self.peft
+
+    def vllm_for(self, spec: ModelSpec, max_lora_rank: int):
+        """The vLLM engine of this base model (built once; adapters come as LoRA requests)."""
+        from xdetox import models
+        from xdetox.generate import VLLMGenerator
+
+        if self.vllm is None or self.vllm[0] != spec:
+            self.vllm = None
+            gc.collect()
+            loaded = self.base(spec)
+            self.vllm = (spec, VLLMGenerator(models.locate(spec), loaded.tokenizer, max_lora_rank=max_lora_rank,
+                                             generation_config=loaded.model.generation_config))
+        return self.vllm[1]
+
+    def generator_for(self, setting: TrainSetting, adapter: Path | None, requested: str, max_lora_rank: int):
+        """The ``BatchGenerator`` of a setting: its base model with its adapter active (none for ZS).
+
+        ``requested``: the config's generator ("auto", "transformers" or "vllm"; see
+        ``choose_generator``). With vLLM the adapter is a LoRA request on the base model's engine.
+        """
+        from xdetox.generate import Generator, choose_generator
+
+        loaded = self.base(setting.model)
+        if choose_generator(requested, loaded.seq2seq, warn=lambda _: None) == "vllm":
+            engine = self.vllm_for(setting.model, max_lora_rank)
+            return engine if adapter is None else engine.with_adapter(setting.key, adapter)
+        return Generator(self.model_for(setting, adapter), loaded.tokenizer)
+
+    def scorer(self, name: str):
+        from xdetox.score import get_scorer
+
+        if name not in self.scorers:
+            self.scorers[name] = get_scorer(name)
+        return self.scorers[name]
