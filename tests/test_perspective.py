@@ -21,7 +21,7 @@ import pytest
 from xdetox import grid
 from xdetox.errors import XdetoxInputError
 from xdetox.generate import Completion
-from xdetox.score import (
+from xdetox.scorers import (
     PERSPECTIVE_LANGUAGES,
     PerspectiveError,
     PerspectiveScorer,
@@ -303,3 +303,4 @@ def test_interrupted_scoring_resumes_through_the_store(fake, tmp_path):
         frame = store.completions_frame("perspective")
         assert frame["toxicity"].notna().all() and len(frame) == n
         assert list(frame["toxicity"]) == [expected_score(text) for text in frame["completion"]]
+

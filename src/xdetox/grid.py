@@ -400,7 +400,7 @@ def check_runnable(config: GridConfig, here: bool = True) -> None:
     only that a 4-bit model asks for a GPU.
     """
     from xdetox import models
-    from xdetox.score import check_languages, check_scorer
+    from xdetox.scorers.registry import check_languages, check_scorer
 
     for scorer in config.scorers:
         check_scorer(scorer)
@@ -500,7 +500,7 @@ class Session:
         return self.vllm[1]
 
     def scorer(self, name: str):
-        from xdetox.score import get_scorer
+        from xdetox.scorers.registry import get_scorer
 
         if name not in self.scorers:
             self.scorers[name] = get_scorer(name)
@@ -538,7 +538,7 @@ def measure(plan: Plan, setting: TrainSetting, corpus: Corpus, store: Store, ses
     language, the language similarity matrix and a 2-D projection. Stored in one
     transaction, so a setting has all its measures or none.
     """
-    from xdetox.score import embedding_analysis, reference_measures
+    from xdetox.analysis import embedding_analysis, reference_measures
 
     loaded = session.base(setting.model)
     if loaded.seq2seq:
@@ -658,7 +658,7 @@ def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, prog
 
 def primary_toxicity_scorer(scorers: Iterable[str]) -> str | None:
     """The first toxicity scorer of a config: the one every headline number is read with."""
-    from xdetox.score import scorer_kind
+    from xdetox.scorers.registry import scorer_kind
 
     return next((name for name in scorers if scorer_kind(name) == "toxicity"), None)
 
@@ -709,7 +709,7 @@ def check_scorer_identity(store: Store, name: str) -> None:
     """A scorer name whose model changed since the run scored with it (a new ``offline``, say)
     would mix two instruments in one column: its old scores (and their length-matched
     derivatives) are dropped, with a line saying so, and the run scores everything again."""
-    from xdetox.score import scorer_identity
+    from xdetox.scorers.registry import scorer_identity
 
     identity = scorer_identity(name)
     key = f"scorer_identity:{name}"

@@ -550,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in write_suite(build_suite(load_templates()), out):
             print(path)
         return 0
-    from xdetox.score import get_scorer
+    from xdetox.scorers.registry import get_scorer
 
     langs = args.langs.split(",") if args.langs else None
     result = run_checks(get_scorer(args.scorer), langs=langs)
