@@ -1,6 +1,8 @@
 """The ``xdetox`` command: parse arguments, call the stages, print. No logic lives here.
 
-Exit codes: 0 success, 2 bad input (one line on stderr), 1 anything else.
+Exit codes: 0 success, 2 bad input (one line on stderr), 3 a remote service (the Perspective
+API) gave no answer after its retries (one line on stderr; a run resumes with the same command),
+1 anything else.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from xdetox.errors import XdetoxInputError
+from xdetox.errors import ServiceUnavailable, XdetoxInputError
 
 RUN_MARKER = "xdetox.sqlite"
 
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         args = build_parser().parse_args(argv)
         _quiet_libraries()
@@ -142,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     except XdetoxInputError as err:
         print(f"xdetox: error: {err}", file=sys.stderr)
         return 2
+    except ServiceUnavailable as err:
+        running = args.command == "run" or (args.command == "grid" and args.grid_command == "run")
+        resume = "; the run is resumable: run the same command again" if running else ""
+        print(f"xdetox: error: {err}{resume}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("xdetox: interrupted", file=sys.stderr)
         return 130

@@ -2,8 +2,10 @@
 
 Key from ``PERSPECTIVE_API_KEY`` (checked before any work: ``PerspectiveSettings``), URL and
 rate from ``XDETOX_PERSPECTIVE_URL`` and ``XDETOX_PERSPECTIVE_QPS``; not uk or am (see
-``PERSPECTIVE_LANGUAGES``).  After its retries the scorer raises ``PerspectiveError``, whose
-message never holds the key.
+``PERSPECTIVE_LANGUAGES``).  After its retries the scorer raises ``PerspectiveError`` (an
+``xdetox.errors.ServiceUnavailable``) whose one-line message names the cause: no network,
+the quota (HTTP 429), a server error, or another HTTP status with the API's own message.
+No message ever holds the key.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from urllib3.exceptions import ResponseError
 from urllib3.util.retry import Retry
 
-from xdetox.errors import XdetoxInputError
+from xdetox.errors import ServiceUnavailable, XdetoxInputError
 from xdetox.scorers.base import check_input
 
 PERSPECTIVE_URL = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
@@ -33,7 +36,7 @@ RETRY_STATUSES: frozenset[int] = frozenset({429, *range(500, 600)})
 
 
 
-class PerspectiveError(RuntimeError):
+class PerspectiveError(ServiceUnavailable):
     """The Perspective API gave no score (after the retries).  Its message never holds the key."""
 
 
@@ -160,20 +163,36 @@ class PerspectiveScorer:
         try:
             response = self._session.post(self.settings.url, json=body, timeout=self.settings.timeout_s)
         except requests.RequestException as err:
-            reason = getattr(err.args[0], "reason", err) if err.args else err
-            raise self._error(
-                f"no answer after {self.settings.max_retries} retries ({type(err).__name__}: {reason})"
-            ) from None
+            raise self._error(_cause(err, self.settings)) from None
         if not response.ok:
-            raise self._error(f"HTTP {response.status_code}: {_api_message(response)}")
+            hint = f" (check the key in {PERSPECTIVE_KEY_ENV})" if response.status_code in (401, 403) else ""
+            raise self._error(f"HTTP {response.status_code}: {_api_message(response)}{hint}")
         try:
             return float(response.json()["attributeScores"]["TOXICITY"]["summaryScore"]["value"])
         except (ValueError, KeyError, TypeError):
             raise self._error(f"unexpected response: {response.text[:200]!r}") from None
 
     def _error(self, detail: str) -> PerspectiveError:
-        message = f"Perspective API ({self.settings.url}): {detail}"
+        message = " ".join(f"Perspective API ({self.settings.url}): {detail}".split())  # one line
         return PerspectiveError(message.replace(self.settings.api_key, "***"))
+
+
+def _cause(err: Any, settings: PerspectiveSettings) -> str:
+    """What a ``requests`` exception raised after the retries means: no network, the quota,
+    a timeout or a server error, then what urllib3 said."""
+    import requests
+
+    reason = getattr(err.args[0], "reason", err) if err.args else err
+    detail = f"no answer after {settings.max_retries} retries ({type(err).__name__}: {reason})"
+    if isinstance(err, requests.exceptions.RetryError):
+        if ResponseError.SPECIFIC_ERROR.format(status_code=429) in str(reason):
+            return f"quota exceeded (HTTP 429): {detail}"
+        return f"server error: {detail}"
+    if isinstance(err, requests.exceptions.ConnectionError):  # refused, unresolvable, unreachable
+        return f"no network (connection error): {detail}"
+    if isinstance(err, requests.exceptions.Timeout):
+        return f"no answer within {settings.timeout_s:g} s (timeout): {detail}"
+    return detail
 
 
 def _api_message(response: Any) -> str:
