@@ -254,6 +254,37 @@ def test_get_scorer_uses_registry(monkeypatch) -> None:
     assert get_scorer("constant").score(["a", "b"], "en") == [0.5, 0.5]
 
 
+def test_kind_is_what_the_scorer_class_declares(monkeypatch) -> None:
+    """Read from the class: no key, no model files, no name prefix needed."""
+    monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
+    assert {name: registry.scorer_kind(name) for name in ("offline", "offline-semantic", "perspective",
+                                                           "lang-fidelity", "hf:no/such-model", "ppl:no/such-model")} \
+        == {"offline": "toxicity", "offline-semantic": "toxicity", "perspective": "toxicity",
+            "lang-fidelity": "language", "hf:no/such-model": "toxicity", "ppl:no/such-model": "fluency"}
+
+    class Reader:
+        name = "reader"
+        kind = "fluency"
+        supported_languages = frozenset({"en"})
+
+        def score(self, texts: list[str], lang: str) -> list[float]:
+            return [float(len(t)) for t in texts]
+
+    monkeypatch.setattr(registry, "SCORERS", dict(registry.SCORERS))
+    monkeypatch.setattr(registry, "PREFLIGHT", dict(registry.PREFLIGHT))
+    registry.register_scorer("reader", Reader)
+    registry.register_scorer("reader-lambda", lambda: Reader())  # the class is hidden: built and asked
+    assert registry.scorer_kind("reader") == registry.scorer_kind("reader-lambda") == "fluency"
+    assert isinstance(get_scorer("reader"), Scorer)
+    registry.register_scorer("no-kind", lambda: object())
+    with pytest.raises(XdetoxInputError, match="declares no kind"):
+        registry.scorer_kind("no-kind")
+    with pytest.raises(XdetoxInputError, match="unknown scorer"):
+        registry.scorer_kind("nope")
+    with pytest.raises(ValueError, match="hf:"):
+        registry.register_scorer("hf:mine", Reader)
+
+
 # ------------------------------------------------------------------ the real scorer
 
 
