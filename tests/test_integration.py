@@ -4,7 +4,7 @@ import pytest
 
 from xdetox import data, models
 from xdetox.generate import DecodeSpec, Generator
-from xdetox.score import get_scorer
+from xdetox.scorers import get_scorer
 
 pytestmark = pytest.mark.integration
 

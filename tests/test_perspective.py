@@ -9,19 +9,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
 
 from xdetox import grid
-from xdetox.errors import XdetoxInputError
+from xdetox.cli import main
+from xdetox.errors import ServiceUnavailable, XdetoxInputError
 from xdetox.generate import Completion
-from xdetox.score import (
+from xdetox.scorers import (
     PERSPECTIVE_LANGUAGES,
     PerspectiveError,
     PerspectiveScorer,
@@ -30,6 +33,7 @@ from xdetox.score import (
     check_scorer,
     get_scorer,
 )
+from xdetox.scorers import registry
 from xdetox.store import Store
 
 FAKE_KEY = "AIzaFAKE-test-key-0123456789abcdef"
@@ -303,3 +307,76 @@ def test_interrupted_scoring_resumes_through_the_store(fake, tmp_path):
         frame = store.completions_frame("perspective")
         assert frame["toxicity"].notna().all() and len(frame) == n
         assert list(frame["toxicity"]) == [expected_score(text) for text in frame["completion"]]
+
+
+# --------------------------------------------------------------------------- the service is unavailable
+
+
+def closed_port_url() -> str:
+    """A local URL nobody listens on: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}{PATH}"
+
+
+@pytest.fixture
+def unreachable(monkeypatch) -> str:
+    """The environment points the perspective scorer at a closed local port (with a key)."""
+    url = closed_port_url()
+    monkeypatch.setenv("PERSPECTIVE_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("XDETOX_PERSPECTIVE_URL", url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    return url
+
+
+def test_no_network_is_one_service_unavailable_line(unreachable):
+    with pytest.raises(ServiceUnavailable, match=r"no network \(connection error\).*after 1 retries") as info:
+        fast_scorer(max_retries=1).score(["one"], "en")
+    assert "\n" not in str(info.value) and FAKE_KEY not in str(info.value)
+
+
+def test_quota_and_key_refusals_say_so(fake):
+    fake.burst = [429] * 10
+    with pytest.raises(ServiceUnavailable, match=r"quota exceeded \(HTTP 429\)") as info:
+        fast_scorer().score(["one"], "en")
+    assert FAKE_KEY not in str(info.value)
+    fake.burst = []
+    with pytest.raises(ServiceUnavailable, match=r"HTTP 403: API key not valid: \*\*\*.*PERSPECTIVE_API_KEY"):
+        fast_scorer(api_key="AIzaWRONG-key-987654321").score(["one"], "en")
+
+
+def test_cli_exits_3_with_one_line_when_the_service_is_unreachable(unreachable, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(registry.SCORERS, "perspective", partial(PerspectiveScorer.from_env, **FAST))
+    path = tmp_path / "texts.txt"
+    path.write_text("hello there\n", encoding="utf-8")
+    assert main(["score", "--scorer", "perspective", "--lang", "en", str(path)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and FAKE_KEY not in err
+    assert err.startswith("xdetox: error: Perspective API") and "network" in err and "resumable" not in err
+
+
+def test_cli_without_a_key_exits_2(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
+    path = tmp_path / "texts.txt"
+    path.write_text("hello there\n", encoding="utf-8")
+    assert main(["score", "--scorer", "perspective", "--lang", "en", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "PERSPECTIVE_API_KEY" in err and "Traceback" not in err
+
+
+def test_grid_run_without_network_exits_3_and_resumes(fake, monkeypatch, tmp_path, tiny_model_dir, capsys):
+    """The grid stops at the first unanswered text, says the run is resumable, and a rerun finishes it."""
+    monkeypatch.setitem(registry.SCORERS, "perspective", partial(PerspectiveScorer.from_env, **FAST))
+    config = tmp_path / "p.toml"
+    config.write_text(f'models = ["{tiny_model_dir}"]\nparadigms = ["zs"]\ntargets = ["en"]\nlimit = 2\n'
+                      'measure_references = false\nscorers = ["perspective"]\n[decode]\nmax_new_tokens = 3\n')
+    out = tmp_path / "run"
+    monkeypatch.setenv("XDETOX_PERSPECTIVE_URL", closed_port_url())
+    assert main(["grid", "run", str(config), "--out", str(out), "--quiet"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "network" in err and FAKE_KEY not in err and err.endswith("the run is resumable: run the same command again")
+    monkeypatch.setenv("XDETOX_PERSPECTIVE_URL", fake.url)
+    assert main(["grid", "run", str(config), "--out", str(out), "--quiet"]) == 0
+    assert (out / "summary.json").is_file()

@@ -1,4 +1,4 @@
-"""Tests of xdetox.score: normalisation, data splits, the offline scorer, the registry,
+"""Tests of xdetox.scorers: normalisation, data splits, the offline scorer, the registry,
 Hugging Face classifiers (a tiny random one built here) and the ``xdetox score`` command.
 
 Most tests train a small scorer (300 corpus rows per language, char 1-3-grams) into a
@@ -16,12 +16,12 @@ from functools import partial
 
 import pytest
 
-from xdetox import score
 from xdetox.cli import main
 from xdetox.data import LANGS, load_bundled
 from xdetox.errors import XdetoxInputError
-from xdetox.score import (
+from xdetox.scorers import (
     HFScorer,
+    HFScorerSpec,
     OfflineScorer,
     OfflineScorerConfig,
     Scorer,
@@ -30,9 +30,11 @@ from xdetox.score import (
     evaluate_offline,
     format_auc_table,
     get_scorer,
-    normalize,
     toxic_label_index,
 )
+from xdetox.scorers import registry
+from xdetox.scorers.offline import data as offline_data
+from xdetox.text import normalize
 
 SMALL = OfflineScorerConfig(ngram_range=(1, 3), max_rows_per_lang=300)
 
@@ -107,19 +109,19 @@ def test_config_validation_and_key() -> None:
 
 def test_heldout_is_disjoint_from_training_and_per_language() -> None:
     config = OfflineScorerConfig()
-    train = score.training_set(config)
+    train = offline_data.training_set(config)
     train_texts = set(train.texts)
-    corpus = score.toxicity_corpus(max_chars=config.max_chars)
-    _, heldout = score.split_heldout(corpus, config.heldout_fraction)
+    corpus = offline_data.toxicity_corpus(max_chars=config.max_chars)
+    _, heldout = offline_data.split_heldout(corpus, config.heldout_fraction)
     assert heldout
     assert not train_texts & {row.text for row in heldout}
     # every language holds out roughly the requested share
-    for lang in score.TOXICITY_LANGS:
+    for lang in offline_data.TOXICITY_LANGS:
         total = sum(r.lang == lang for r in corpus)
         held = sum(r.lang == lang for r in heldout)
         assert 0.15 < held / total < 0.25, lang
     # the paradetox test split never reaches training
-    test_texts = {r.text for r in score.paradetox_rows("test", config.max_chars)}
+    test_texts = {r.text for r in offline_data.paradetox_rows("test", config.max_chars)}
     assert not test_texts & train_texts
     # paradetox train is in, once per sentence, with both labels in every language
     for lang in LANGS:
@@ -129,29 +131,29 @@ def test_heldout_is_disjoint_from_training_and_per_language() -> None:
 
 def test_duplicate_texts_stay_on_one_side() -> None:
     rows = [
-        score.LabelledText("same text", 1, "en", "a"),
-        score.LabelledText("same text", 1, "de", "b"),
-    ] + [score.LabelledText(f"text {i}", i % 2, "en", "a") for i in range(200)]
-    train, heldout = score.split_heldout(rows, 0.5)
+        offline_data.LabelledText("same text", 1, "en", "a"),
+        offline_data.LabelledText("same text", 1, "de", "b"),
+    ] + [offline_data.LabelledText(f"text {i}", i % 2, "en", "a") for i in range(200)]
+    train, heldout = offline_data.split_heldout(rows, 0.5)
     sides = {("train" if r in train else "heldout") for r in rows[:2]}
     assert len(sides) == 1
     assert 50 < len(heldout) < 150
 
 
 def test_drop_sources_removes_rows() -> None:
-    full = score.toxicity_corpus()
-    dropped = score.toxicity_corpus(("modelfront/",))
+    full = offline_data.toxicity_corpus()
+    dropped = offline_data.toxicity_corpus(("modelfront/",))
     n_modelfront = sum(r.source.startswith("modelfront/") for r in full)
     assert n_modelfront > 1000
     assert not any(r.source.startswith("modelfront/") for r in dropped)
     assert len(dropped) == len(full) - n_modelfront
-    train = score.training_set(OfflineScorerConfig(drop_sources=("modelfront/",)))
+    train = offline_data.training_set(OfflineScorerConfig(drop_sources=("modelfront/",)))
     assert not any(s.startswith("modelfront/") for s in train.sources)
     assert any(s.startswith("cicl2018/") for s in train.sources)  # other es source kept
 
 
 def test_corpus_has_no_conflicting_or_repeated_texts() -> None:
-    corpus = score.toxicity_corpus()
+    corpus = offline_data.toxicity_corpus()
     keys = [(r.lang, r.text) for r in corpus]
     assert len(keys) == len(set(keys))
     assert all(r.text and r.text == normalize(r.text) for r in corpus[:2000])
@@ -248,8 +250,39 @@ def test_get_scorer_uses_registry(monkeypatch) -> None:
         def score(self, texts: list[str], lang: str) -> list[float]:
             return [0.5] * len(texts)
 
-    monkeypatch.setitem(score.SCORERS, "constant", Constant)
+    monkeypatch.setitem(registry.SCORERS, "constant", Constant)
     assert get_scorer("constant").score(["a", "b"], "en") == [0.5, 0.5]
+
+
+def test_kind_is_what_the_scorer_class_declares(monkeypatch) -> None:
+    """Read from the class: no key, no model files, no name prefix needed."""
+    monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
+    assert {name: registry.scorer_kind(name) for name in ("offline", "offline-semantic", "perspective",
+                                                           "lang-fidelity", "hf:no/such-model", "ppl:no/such-model")} \
+        == {"offline": "toxicity", "offline-semantic": "toxicity", "perspective": "toxicity",
+            "lang-fidelity": "language", "hf:no/such-model": "toxicity", "ppl:no/such-model": "fluency"}
+
+    class Reader:
+        name = "reader"
+        kind = "fluency"
+        supported_languages = frozenset({"en"})
+
+        def score(self, texts: list[str], lang: str) -> list[float]:
+            return [float(len(t)) for t in texts]
+
+    monkeypatch.setattr(registry, "SCORERS", dict(registry.SCORERS))
+    monkeypatch.setattr(registry, "PREFLIGHT", dict(registry.PREFLIGHT))
+    registry.register_scorer("reader", Reader)
+    registry.register_scorer("reader-lambda", lambda: Reader())  # the class is hidden: built and asked
+    assert registry.scorer_kind("reader") == registry.scorer_kind("reader-lambda") == "fluency"
+    assert isinstance(get_scorer("reader"), Scorer)
+    registry.register_scorer("no-kind", lambda: object())
+    with pytest.raises(XdetoxInputError, match="declares no kind"):
+        registry.scorer_kind("no-kind")
+    with pytest.raises(XdetoxInputError, match="unknown scorer"):
+        registry.scorer_kind("nope")
+    with pytest.raises(ValueError, match="hf:"):
+        registry.register_scorer("hf:mine", Reader)
 
 
 # ------------------------------------------------------------------ the real scorer
@@ -304,7 +337,7 @@ def test_hf_scorer_scores(tiny_classifier_dir) -> None:
 
 
 def test_hf_scorer_batching_matches_one_by_one(tiny_classifier_dir) -> None:
-    spec = score.HFScorerSpec(str(tiny_classifier_dir))
+    spec = HFScorerSpec(str(tiny_classifier_dir))
     batched = HFScorer.load(spec, batch_size=4, device="cpu").score(TEXTS, "en")
     single = [HFScorer.load(spec, batch_size=1, device="cpu").score([t], "en")[0] for t in TEXTS]
     assert batched == pytest.approx(single, abs=1e-5)
@@ -374,7 +407,7 @@ def test_toxic_label_index(id2label, label, expected) -> None:
 @pytest.fixture
 def small_offline(small_scorer, small_cache, monkeypatch) -> OfflineScorer:
     """``offline`` in the registry is the small scorer (its cache is already filled)."""
-    monkeypatch.setitem(score.SCORERS, "offline", partial(OfflineScorer.load, SMALL, progress=False))
+    monkeypatch.setitem(registry.SCORERS, "offline", partial(OfflineScorer.load, SMALL, progress=False))
     return small_scorer
 
 
@@ -416,7 +449,7 @@ def test_cli_score_bad_input_exits_2(small_offline, tmp_path, capsys, monkeypatc
 
 def test_cli_scorer_eval_json_shape(monkeypatch, capsys) -> None:
     results = {"paradetox_test": {"en": 0.97, "de": 0.9}, "heldout": {"en": 0.95}}
-    monkeypatch.setattr(score, "scorer_validation", lambda name, compute=False: results)
+    monkeypatch.setattr(registry, "scorer_validation", lambda name, compute=False: results)
     assert main(["scorer", "eval", "--json"]) == 0
     assert capsys.readouterr().out == '{"paradetox_test": {"en": 0.97, "de": 0.9}, "heldout": {"en": 0.95}}\n'
     assert json.loads(json.dumps(results)) == results
@@ -428,7 +461,8 @@ def test_perplexity_matches_the_model_loss_and_ignores_padding(tiny_model_dir):
     import torch
 
     from xdetox import models
-    from xdetox.score import get_scorer, perplexity
+    from xdetox.scorers import get_scorer
+    from xdetox.scorers.perplexity import perplexity
 
     loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)), dtype="float32")
     texts = ["a short one", "a noticeably longer sentence about nothing at all", ""]
@@ -446,7 +480,8 @@ def test_perplexity_matches_the_model_loss_and_ignores_padding(tiny_model_dir):
 
 
 def test_language_fidelity_checks_script_then_language():
-    from xdetox.score import LanguageFidelityScorer, dominant_script, get_scorer
+    from xdetox.scorers import LanguageFidelityScorer, get_scorer
+    from xdetox.text import dominant_script
 
     assert dominant_script("Привет, world!!") == "Cyrillic"
     assert dominant_script("1234 ?!") is None
@@ -468,7 +503,8 @@ def test_reference_measures_agree_with_perplexity_and_pool_real_tokens(tiny_mode
     import numpy as np
 
     from xdetox import models
-    from xdetox.score import perplexity, reference_measures
+    from xdetox.analysis import reference_measures
+    from xdetox.scorers.perplexity import perplexity
 
     loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)), dtype="float32")
     texts = {"en": ["one two", "a somewhat longer english sentence here"], "de": ["ein deutscher Satz"]}
@@ -483,7 +519,7 @@ def test_reference_measures_agree_with_perplexity_and_pool_real_tokens(tiny_mode
 def test_embedding_analysis_separates_clustered_languages():
     import numpy as np
 
-    from xdetox.score import embedding_analysis
+    from xdetox.analysis import embedding_analysis
 
     rng = np.random.default_rng(0)
     apart = {"en": rng.normal(0, 0.05, (20, 8)) + np.eye(8)[0] * 5,

@@ -320,7 +320,7 @@ def test_result_is_json_serialisable():
 
 def test_offline_scorer_on_a_handful_of_cases(suite):
     """Only when the offline model is already cached (training takes ~40 s)."""
-    score = pytest.importorskip("xdetox.score")
+    score = pytest.importorskip("xdetox.scorers")
     try:
         cached = score.OfflineScorer.cache_path(score.OfflineScorerConfig()).exists()
     except Exception:  # the scorer's API moved on: nothing to check here

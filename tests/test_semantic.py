@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from xdetox import score
 from xdetox.errors import XdetoxInputError
-from xdetox.scorers import semantic, validation
+from xdetox.scorers import registry, semantic, validation
+from xdetox.scorers.offline.data import heldout_hash
 
 SMALL = semantic.SemanticScorerConfig(
     head_rows_per_lang=10, calibration_rows_per_lang=20, paradetox_pairs_per_lang=10,
@@ -59,7 +59,7 @@ def test_combiner_features_and_calibration_rows_stay_out_of_validation():
     v_low, v_high = validation.VALIDATION_SLICE
     assert high <= v_low or v_high <= low, "calibration and validation slices must not overlap"
     head, calibration = semantic._rows(SMALL)
-    assert all(low <= score.heldout_hash(r.text) < high for r in calibration)
+    assert all(low <= heldout_hash(r.text) < high for r in calibration)
     held = {r.text for r in validation.validation_rows(max_per_lang=50)}
     assert not held & {r.text for r in head} and not held & {r.text for r in calibration}
 
@@ -88,9 +88,9 @@ def test_identity_names_the_model_and_a_changed_scorer_rescores_a_run(tmp_path, 
     from xdetox import grid
     from xdetox.store import Store
 
-    assert score.scorer_identity("offline").startswith("offline-lexical-")
-    assert score.scorer_identity("offline-semantic").startswith("offline-semantic-")
-    assert score.scorer_identity("lang-fidelity") is None
+    assert registry.scorer_identity("offline").startswith("offline-lexical-")
+    assert registry.scorer_identity("offline-semantic").startswith("offline-semantic-")
+    assert registry.scorer_identity("lang-fidelity") is None
     with Store(tmp_path / "s.sqlite") as store:
         store.add_scores("offline", [("e", "p1", 0, 0.3)])  # an old run: scored before identities were kept
         store.add_scores("offline|length-matched", [("e", "p1", 0, 0.2)])
@@ -101,6 +101,6 @@ def test_identity_names_the_model_and_a_changed_scorer_rescores_a_run(tmp_path, 
         store.add_scores("offline", [("e", "p1", 0, 0.4)])
         grid.check_scorer_identity(store, "offline")  # same model: kept
         assert store.has_scores("offline")
-        monkeypatch.setattr(score, "scorer_identity", lambda name: "offline-lexical-other")
+        monkeypatch.setattr(registry, "scorer_identity", lambda name: "offline-lexical-other")
         grid.check_scorer_identity(store, "offline")  # the model changed: dropped
         assert not store.has_scores("offline")

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xdetox._io import atomic_write, quiet_libraries
-from xdetox.errors import XdetoxInputError
+from xdetox.errors import ServiceUnavailable, XdetoxInputError
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors as one line and exit code 2."""
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         args = build_parser().parse_args(argv)
         quiet_libraries()
@@ -153,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     except XdetoxInputError as err:
         print(f"xdetox: error: {err}", file=sys.stderr)
         return 2
+    except ServiceUnavailable as err:
+        running = args.command == "run" or (args.command == "grid" and args.grid_command == "run")
+        resume = "; the run is resumable: run the same command again" if running else ""
+        print(f"xdetox: error: {err}{resume}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("xdetox: interrupted", file=sys.stderr)
         return 130
@@ -219,7 +225,7 @@ def cmd_run(args) -> int:
 
 def cmd_grid_plan(args) -> int:
     from xdetox import data, grid
-    from xdetox.score import check_languages, check_scorer
+    from xdetox.scorers.registry import check_languages, check_scorer
 
     config = grid.load_config(args.config)
     corpus = data.load(config.data_path)
@@ -321,7 +327,7 @@ def _write_outputs(run_dir: Path, store) -> dict:
     missing = store.missing_work(store.get_meta("planned_evaluations", 0))
     if missing:
         raise XdetoxInputError(f"{run_dir} is not finished ({missing}); run the same command again to resume")
-    from xdetox.score import scorer_kind, scorer_validation
+    from xdetox.scorers.registry import scorer_kind, scorer_validation
     from xdetox.text import is_silent
     from xdetox.train import end_token_trained
 
@@ -421,12 +427,12 @@ def cmd_score(args) -> int:
     With ``--json``: ``{"toxicity": value or null, "flags": [...]}`` per line (``text.text_flags``;
     ``["silent"]`` for a silent line).
     """
-    from xdetox import score
+    from xdetox.scorers import registry
     from xdetox.text import is_silent, read_lines, text_flags
 
-    score.check_languages(args.scorer, [args.lang])
+    registry.check_languages(args.scorer, [args.lang])
     texts = read_lines(args.file, sys.stdin)
-    scorer = score.get_scorer(args.scorer)
+    scorer = registry.get_scorer(args.scorer)
     chunk = getattr(scorer, "batch_size", 256)
     for start in range(0, len(texts), chunk):
         part = texts[start:start + chunk]
@@ -445,27 +451,29 @@ def cmd_score(args) -> int:
 
 def cmd_scorer_eval(args) -> int:
     """paradetox test AUC, pairwise accuracy, held-out AUC, behavioural suite, ECE: per language."""
-    from xdetox import score
+    from xdetox.scorers import registry
+    from xdetox.scorers.offline.evaluate import format_auc_table
 
-    score.check_scorer(args.scorer)
-    if score.scorer_kind(args.scorer) != "toxicity":
+    registry.check_scorer(args.scorer)
+    if registry.scorer_kind(args.scorer) != "toxicity":
         raise XdetoxInputError(f"{args.scorer} is not a toxicity scorer")
-    results = score.scorer_validation(args.scorer, compute=True)
+    results = registry.scorer_validation(args.scorer, compute=True)
     if args.json:
         print(json.dumps(results))
     else:
-        print(score.format_auc_table(results))
+        print(format_auc_table(results))
     return 0
 
 
 def cmd_scorer_check(args) -> int:
-    from xdetox import score, scorer_checks
+    from xdetox import scorer_checks
+    from xdetox.scorers import registry
 
     langs = list(_langs(args.langs, "--langs"))
-    score.check_scorer(args.scorer)
-    if score.scorer_kind(args.scorer) != "toxicity":
+    registry.check_scorer(args.scorer)
+    if registry.scorer_kind(args.scorer) != "toxicity":
         raise XdetoxInputError(f"{args.scorer} is not a toxicity scorer; the suite checks toxicity scorers")
-    result = scorer_checks.run_checks(score.get_scorer(args.scorer), langs=langs)
+    result = scorer_checks.run_checks(registry.get_scorer(args.scorer), langs=langs)
     print(json.dumps(result, ensure_ascii=False) if args.json else scorer_checks.format_checks(result).rstrip())
     return 0
 

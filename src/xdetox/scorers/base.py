@@ -1,0 +1,60 @@
+"""What every scorer is: the ``Scorer`` protocol, its kinds, and the input checks they share.
+
+A *scorer* has a ``name``, the ``supported_languages`` it claims, a ``kind`` (what its
+numbers measure, one of ``SCORER_KINDS``) and ``score(texts, lang) -> list[float]``; an
+optional ``batch_size`` tells the grid how many scores to commit at a time.
+
+* ``toxicity``: a probability in [0, 1] that the text is toxic (offline, perspective, hf:...);
+* ``fluency``: the perplexity of the text under a fixed reference model (ppl:<model>);
+* ``language``: 1.0 when the text is written in the expected language, else 0.0 (lang-fidelity).
+
+Scorer classes declare ``kind`` as a class attribute, so the registry knows it without
+building the scorer.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+
+from xdetox.data import LANGS
+from xdetox.errors import XdetoxInputError
+
+SCORER_KINDS = ("toxicity", "fluency", "language")
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Anything that maps texts of one language to one number each (see ``kind``)."""
+
+    name: str
+    supported_languages: frozenset[str]
+    kind: str
+
+    def score(self, texts: list[str], lang: str) -> list[float]:
+        """One value per text; ``lang`` is the expected language."""
+        ...
+
+
+def check_input(scorer: Scorer, texts: list[str], lang: str) -> None:
+    """``XdetoxInputError`` for a language the scorer does not support, TypeError for a non-string."""
+    if lang not in scorer.supported_languages:
+        raise XdetoxInputError(
+            f"scorer {scorer.name!r} does not support language {lang!r}; "
+            f"supported: {', '.join(in_lang_order(scorer.supported_languages))}"
+        )
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"score() needs strings, got {type(text).__name__}")
+
+
+def in_lang_order(langs: Iterable[str]) -> list[str]:
+    """LANGS order first, then the others alphabetically."""
+    return sorted(set(langs), key=lambda lang: (LANGS.index(lang) if lang in LANGS else len(LANGS), lang))
+
+
+def log_progress(progress: bool, message: str) -> None:
+    """One ``[xdetox score]`` line on stderr when ``progress`` (training and caching news)."""
+    if progress:
+        print(f"[xdetox score] {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,60 @@
+"""How good the offline scorer is: ROC-AUC per language on paradetox test and the held-out corpus."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xdetox.data import LANGS
+from xdetox.scorers.base import Scorer
+from xdetox.scorers.offline.data import LabelledText, paradetox_rows, split_heldout, toxicity_corpus
+from xdetox.scorers.offline.scorer import OfflineScorer
+
+
+def _auc(scorer: Scorer, rows: list[LabelledText], lang: str) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    mine = [r for r in rows if r.lang == lang]
+    if len({r.label for r in mine}) < 2:
+        return None
+    return float(roc_auc_score([r.label for r in mine], scorer.score([r.text for r in mine], lang)))
+
+
+def evaluate_offline(scorer: OfflineScorer) -> dict[str, dict[str, float]]:
+    """ROC-AUC per language on the paradetox test split and on the corpus held-out part.
+
+    ``{"paradetox_test": {lang: auc, ...9 langs}, "heldout": {lang: auc, ...8 langs}}``;
+    the held-out part is the one ``scorer.config`` chose (empty when its fraction is 0).
+    """
+    config = scorer.config
+    test = paradetox_rows("test", config.max_chars)
+    _, heldout = split_heldout(toxicity_corpus(config.drop_sources, config.max_chars),
+                               config.heldout_fraction)
+    results: dict[str, dict[str, float]] = {"paradetox_test": {}, "heldout": {}}
+    for column, rows in (("paradetox_test", test), ("heldout", heldout)):
+        for lang in LANGS:
+            auc = _auc(scorer, rows, lang)
+            if auc is not None:
+                results[column][lang] = auc
+    return results
+
+
+def format_auc_table(results: dict[str, dict[str, float]]) -> str:
+    """Plain-text table: a row per language, a column per result set, "–" where missing."""
+    columns = list(results)
+    langs = [lang for lang in LANGS if any(lang in results[c] for c in columns)]
+    langs += sorted({lang for c in columns for lang in results[c]} - set(langs))
+    width = max([len("lang"), len("mean")] + [len(lang) for lang in langs])
+    col_width = [max(len(c), 6) for c in columns]
+
+    def line(label: str, cells: list[str]) -> str:
+        return "  ".join([label.ljust(width)] + [cell.rjust(w) for cell, w in zip(cells, col_width)])
+
+    def cell(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    lines = [line("lang", columns)]
+    for lang in langs:
+        lines.append(line(lang, [cell(results[c].get(lang)) for c in columns]))
+    means = [float(np.mean(list(results[c].values()))) if results[c] else None for c in columns]
+    lines.append(line("mean", [cell(m) for m in means]))
+    return "\n".join(lines)

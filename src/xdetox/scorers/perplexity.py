@@ -1,0 +1,102 @@
+"""``ppl:<model>``: the perplexity of each text under one fixed causal language model (fluency).
+
+``scored_batches`` is the one forward pass both this scorer and ``xdetox.analysis`` read:
+per text, the mean token negative log-likelihood and, on request, the mean-pooled last hidden
+state.  torch is imported only when a batch is scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import partial
+
+import numpy as np
+
+from xdetox.data import LANGS
+from xdetox.errors import XdetoxInputError
+from xdetox.scorers.base import check_input
+
+PPL_PREFIX = "ppl:"
+
+LOGIT_ROWS = 4  # sequences per forward pass when full-vocabulary logits are needed (262k x tokens x 4 B each)
+
+
+def scored_batches(model, tokenizer, texts: list[str], batch_size: int, max_length: int,
+                   pooled: bool = False) -> Iterator[tuple[list[float], np.ndarray | None]]:
+    """Per batch: (mean token NLL per text, mean-pooled last hidden state per text or None).
+
+    Each text is scored as the model sees a document: BOS (if the tokenizer adds one) +
+    text + EOS, so an empty text is the probability of ending at once. Right padding;
+    padding never counts, neither in the NLL nor in the pooling.
+    """
+    import torch
+
+    eos = tokenizer.eos_token or ""
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk = [t + eos for t in texts[start:start + batch_size]]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
+                            max_length=max_length).to(model.device)
+            with torch.inference_mode():
+                out = model(**enc, output_hidden_states=pooled)
+            logits = out.logits[:, :-1].float()
+            labels = enc["input_ids"][:, 1:]
+            mask = enc["attention_mask"][:, 1:].bool()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+            mean_nll = ((nll * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).tolist()
+            embedding = None
+            if pooled:
+                hidden = out.hidden_states[-1].float()
+                weights = enc["attention_mask"].unsqueeze(-1).float()
+                embedding = ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu().numpy()
+            yield mean_nll, embedding
+    finally:
+        tokenizer.padding_side = side
+
+
+def perplexity(model, tokenizer, texts: list[str], batch_size: int = LOGIT_ROWS,
+               max_length: int = 256) -> list[float]:
+    """Per-text perplexity under a causal LM: exp(mean negative log-likelihood of its tokens)."""
+    return [float(np.exp(v)) for nll, _ in scored_batches(model, tokenizer, texts, batch_size, max_length)
+            for v in nll]
+
+
+class PerplexityScorer:
+    """``ppl:<model>``: the perplexity of each text under one fixed reference model.
+
+    Used as a fluency measure of completions: every setting's completions are scored
+    by the *same* model (typically the base model, with no adapter), never by the
+    model that wrote them. Not a toxicity probability: reports show it separately.
+    """
+
+    kind = "fluency"
+    supported_languages: frozenset[str] = frozenset(LANGS)
+    batch_size = 64
+
+    def __init__(self, name: str, model, tokenizer) -> None:
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def checked_factory(cls, name: str) -> Callable[[], PerplexityScorer]:
+        """The factory for scorer ``name`` (``ppl:<model>``), once its model is found."""
+        from xdetox import models
+
+        models.locate(models.ModelSpec(name=name.removeprefix(PPL_PREFIX)))
+        return partial(cls.load, name)
+
+    @classmethod
+    def load(cls, name: str) -> PerplexityScorer:
+        from xdetox import models
+
+        spec = models.ModelSpec(name=name.removeprefix(PPL_PREFIX))
+        loaded = models.load(spec)
+        if loaded.seq2seq:
+            raise XdetoxInputError(f"scorer {name!r}: perplexity needs a decoder-only model")
+        return cls(name, loaded.model, loaded.tokenizer)
+
+    def score(self, texts: list[str], lang: str) -> list[float]:
+        check_input(self, texts, lang)
+        return perplexity(self.model, self.tokenizer, texts)  # batch_size: the store's commit unit
