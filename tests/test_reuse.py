@@ -96,3 +96,23 @@ def test_a_broken_source_store_is_refused_and_left_alone(tmp_path, tiny_model_di
     assert (broken / grid.STORE_FILE).read_bytes() == content
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "xdetox store" in err[0] and str(broken) in err[0]
+
+
+def test_a_retrained_adapter_that_differs_regenerates_its_settings_completions(tmp_path, tiny_model_dir, capsys):
+    """Resumed elsewhere without its adapters, a setting with work left retrains; if the new adapter is not
+    the recorded one, every completion of that setting is generated again (none mixes two adapters)."""
+    assert _run(tmp_path, tiny_model_dir, "run") == 0
+    run = tmp_path / "run"
+    original = _tables(run)
+    shutil.rmtree(run / "adapters")
+    (run / "summary.json").unlink()
+    with Store(run / grid.STORE_FILE) as store:
+        tuned = store.table("train_settings").query("paradigm == 'x-ft'")["key"].iloc[0]
+        store.conn.execute("UPDATE train_settings SET adapter_sha256 = 'another adapter' WHERE key = ?", (tuned,))
+        first_eval = store.table("evaluations").query("train_key == @tuned")["key"].iloc[0]
+        store.conn.execute("DELETE FROM batches WHERE eval_key = ?", (first_eval,))  # work left to do
+    capsys.readouterr()
+    assert _run(tmp_path, tiny_model_dir, "run") == 0
+    assert "differs from the one the run recorded" in capsys.readouterr().err
+    for name, table in _tables(run).items():  # the same adapter again (training is deterministic): same rows
+        pd.testing.assert_frame_equal(table, original[name], obj=name)

@@ -357,6 +357,17 @@ class Store:
                 else:
                     c.executemany(f"INSERT OR IGNORE INTO {name} VALUES ({marks})", rows)  # noqa: S608
 
+    def forget_outputs(self, train_key: str) -> int:
+        """Drop what a training setting's adapter produced (batches, completions, scores, measures),
+        in one transaction; returns the number of completions dropped. Its evaluations stay."""
+        evals = "SELECT key FROM evaluations WHERE train_key = ?"
+        with self.transaction() as c:
+            n = c.execute(f"SELECT COUNT(*) FROM completions WHERE eval_key IN ({evals})", (train_key,)).fetchone()[0]
+            for table in ("scores", "completions", "batches"):
+                c.execute(f"DELETE FROM {table} WHERE eval_key IN ({evals})", (train_key,))  # noqa: S608
+            c.execute("DELETE FROM measures WHERE train_key = ?", (train_key,))
+        return n
+
     # -- reads for reports ------------------------------------------------------
     def completions_frame(self, scorer: str) -> pd.DataFrame:
         """One row per completion with its setting, target, split and ``scorer``'s toxicity."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import shutil
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -99,6 +100,8 @@ def run_setting(
     to_measure = plan.config.measure_references and not store.has_measures(setting.key)
     if todo or to_measure or store.train_setting(setting.key) is None:
         adapter = ensure_adapter(plan, setting, corpus, run_dir, store, progress)
+        todo = pending_batches(plan, setting, evaluations, corpus, store, session)  # all, if the adapter changed
+        to_measure = plan.config.measure_references and not store.has_measures(setting.key)
         generate(plan, setting, todo, store, session, adapter, progress)
         if to_measure:
             measure(plan, setting, corpus, store, session, adapter)
@@ -156,8 +159,15 @@ def ensure_adapter(
             tqdm.write(f"training {setting.model.name} {setting.label} seed {spec.seed} -> {path}")
         train_adapter(setting.model, spec, corpus, path, progress=False)
         gc.collect()
-    if store.train_setting(setting.key)["status"] != "done":
-        store.finish_train_setting(setting.key, relative, file_sha256(path / "adapter_model.safetensors"))
+    row, sha = store.train_setting(setting.key), file_sha256(path / "adapter_model.safetensors")
+    if row["status"] == "done" and row["adapter_sha256"] not in (None, sha):
+        # Not the adapter the store's completions came from (retrained on another CPU, say, where
+        # kernels round differently): one setting's completions must all come from one adapter.
+        dropped = store.forget_outputs(setting.key)
+        tqdm.write(f"xdetox: the adapter of {setting.label} seed {spec.seed} differs from the one the run "
+                   f"recorded; its {dropped} completions are generated again", file=sys.stderr)
+    if row["status"] != "done" or row["adapter_sha256"] != sha:
+        store.finish_train_setting(setting.key, relative, sha)
     return path
 
 
