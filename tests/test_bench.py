@@ -1,9 +1,12 @@
-"""``xdetox bench`` on the tiny model: every figure present, measured in separate processes."""
+"""``xdetox bench`` on the tiny model: every figure present, measured in separate processes; the CPU it ran on."""
 
 import json
 
-from xdetox.bench import format_table
-from xdetox.cli import main
+import pytest
+
+from xdetox.bench import BenchSpec, format_table
+from xdetox.cli import build_parser, main
+from xdetox.machine import SPEED_FLAGS, cpu_info, parse_cpuinfo
 
 KEYS = {"reference_tok_s", "xdetox_tok_s", "ratio", "reference_peak_rss_mb", "xdetox_peak_rss_mb", "train_tok_s"}
 REGIONS = ("prefill (prompt forward passes)", "decoding steps (forward passes)", "  of which output projection",
@@ -43,3 +46,90 @@ def test_bench_rejects_bad_counts(capsys):
     assert main(["bench", "--prompts", "0"]) == 2
     assert "--prompts must be at least 1" in capsys.readouterr().err
 
+
+
+AVX2_ONLY = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz
+flags\t\t: fpu vme sse sse2 avx avx2 fma bmi2
+
+processor\t: 1
+model name\t: Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz
+flags\t\t: fpu vme sse sse2 avx avx2 fma bmi2
+"""
+
+SAPPHIRE_RAPIDS = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu avx avx2 avx512f avx512bw avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8
+"""
+
+
+@pytest.mark.parametrize("text, model, present", [
+    (AVX2_ONLY, "Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", {"avx2"}),
+    (SAPPHIRE_RAPIDS, "Intel(R) Xeon(R) Platinum 8480+", {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
+    ("", None, set()),
+])
+def test_cpuinfo_parser_reads_the_model_and_the_speed_flags(text, model, present):
+    info = parse_cpuinfo(text)
+    assert info.model == model
+    assert set(info.flags) == set(SPEED_FLAGS)
+    assert {flag for flag, on in info.flags.items() if on} == present
+    assert info.has("avx512_bf16") == ("avx512_bf16" in present)
+
+
+_FIGURES = {"model": "m", "prompts": 1, "max_new_tokens": 1, "reference_tok_s": 1.0, "reference_prompts_s": 1.0,
+            "reference_peak_rss_mb": 1.0, "xdetox_tok_s": 2.0, "xdetox_prompts_s": 2.0, "xdetox_peak_rss_mb": 1.0,
+            "xdetox_dtype": "float32", "ratio": 2.0, "train_dtype": "float32", "train_tok_s": 1.0,
+            "train_examples_s": 1.0, "train_peak_rss_mb": 1.0}
+
+
+def test_cpu_info_without_a_cpuinfo_file_names_the_platform_and_no_flags(tmp_path):
+    info = cpu_info(tmp_path / "no-such-cpuinfo")
+    assert info.flags is None and not info.has("avx2")
+    assert info.to_dict() == {"model": info.model, "flags": None}
+    assert "flags unknown" in format_table({**_FIGURES, "cpu_flags": None})
+
+
+def test_bench_sweeps_the_batch_sizes_it_is_given(tiny_model_dir, capsys):
+    assert main(["bench", "--model", str(tiny_model_dir), "--prompts", "4", "--batch-size", "2",
+                 "--batch-size", "4", "--train-examples", "8", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert KEYS <= set(result)  # the figures of before are all still there
+    assert result["batch_size"] == 2
+    sweep = result["batch_sweep"]
+    assert [row["batch_size"] for row in sweep] == [2, 4]
+    for row in sweep:
+        assert set(row) == {"batch_size", "tok_s", "prompts_s", "peak_rss_mb"}
+        assert all(isinstance(row[key], float) and row[key] > 0 for key in ("tok_s", "prompts_s", "peak_rss_mb"))
+    assert sweep[0]["tok_s"] == result["xdetox_tok_s"]  # the headline figures are the first size's
+    assert set(result["dtypes"]) == {"reference", "generation", "training"}
+    assert result["dtypes"]["generation"] == result["xdetox_dtype"] and result["dtypes"]["reference"] == "float32"
+    assert isinstance(result["torch_threads"], int) and result["torch_threads"] >= 1
+    assert isinstance(result["torch_cpu_capability"], str) and result["torch_cpu_capability"]
+    assert result["cpu_flags"] is None or set(result["cpu_flags"]) == set(SPEED_FLAGS)
+    assert result["cpu_model"] is None or isinstance(result["cpu_model"], str)
+    table = format_table(result)
+    assert "xdetox generation by batch size" in table
+    assert [line.split()[0] for line in table.splitlines()[-2:]] == ["2", "4"]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--batch-size", "8"], 8),
+    (["--batch-size", "8,16", "--batch-size", "32"], (8, 16, 32)),
+    ([], 16),
+])
+def test_batch_sizes_come_one_at_a_time_or_comma_separated(flags, expected):
+    args = build_parser().parse_args(["bench", *flags])
+    assert BenchSpec(batch_size=args.batch_size).batch_size == expected
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["--batch-size", "8,0"], "--batch-size must be at least 1, got 0"),
+    (["--batch-size", "8,x"], "--batch-size takes whole numbers"),
+    (["--batch-size", "8,16,8"], "--batch-size names 8 more than once"),
+    (["--batch-size", ","], "--batch-size needs at least one size"),
+])
+def test_bad_batch_sizes_are_one_line(flags, needle, capsys):
+    assert main(["bench", *flags]) == 2
+    assert needle in capsys.readouterr().err

@@ -198,6 +198,44 @@ def test_tiny_grid_runs_every_paradigm_with_two_seeds_and_resumes_for_free(tmp_p
         pd.testing.assert_frame_equal(table, tables[name], obj=name)
 
 
+SMALL = """
+models = ["{model}"]
+paradigms = ["zs", "x-ft"]
+sources = ["en"]
+targets = ["en", "de"]
+limit = 2
+scorers = ["offline", "ppl:{model}", "lang-fidelity"]
+[train]
+epochs = 1
+batch_size = 16
+max_length = 48
+[decode]
+max_new_tokens = 4
+batch_size = 2
+"""
+
+
+def test_progress_bars_show_every_slow_step_and_change_no_row(tmp_path, tiny_model_dir, capfd):
+    """Without --quiet each step draws its bar on stderr; with it, none; the store's rows are the same."""
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL.format(model=tiny_model_dir))
+    assert main(["grid", "run", str(config), "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    quiet = capfd.readouterr()
+    assert main(["grid", "run", str(config), "--out", str(tmp_path / "bars")]) == 0
+    shown = capfd.readouterr()
+    ppl = f"ppl:{tiny_model_dir}"
+    bars = ["settings", "train x-ft:en", "generate zs", "generate x-ft:en", "reference measures", "score offline",
+            f"score {ppl}", "perplexity", "score lang-fidelity", "score offline length-matched"]
+    for desc in bars:  # tqdm draws "<desc>: <percent>|..."
+        assert f"{desc}: " in shown.err, desc
+        assert f"{desc}: " not in quiet.err + quiet.out, desc
+    assert "loss=" in shown.err  # the training bar's postfix: the step's loss
+    quiet_tables, bar_tables = _tables(tmp_path / "quiet"), _tables(tmp_path / "bars")
+    for name in DATA_TABLES:
+        pd.testing.assert_frame_equal(bar_tables[name], quiet_tables[name], obj=name)
+    assert len(quiet_tables["completions"]) == 2 * 2 * 2 and len(quiet_tables["measures"]) > 0
+
+
 def _progress(store_path: Path) -> int:
     """Finished training settings + committed batches + scores (0 before the store exists)."""
     if not store_path.is_file():

@@ -185,3 +185,19 @@ def test_gradient_accumulation_reaches_the_trainer_and_the_metadata(tiny_model_d
     loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)), for_training=True)
     trainer = train.make_trainer(loaded, spec, train.training_examples(spec, corpus), tmp_path / "t")
     assert trainer.args.gradient_accumulation_steps == 4
+
+
+def test_the_training_bar_shows_each_step_and_its_loss_and_changes_nothing(tiny_model_dir, tmp_path, capfd):
+    corpus = data.load()
+    model = models.ModelSpec(name=str(tiny_model_dir))
+    spec = train.TrainSpec(source="de", epochs=1, batch_size=16, gradient_accumulation_steps=2, seed=3)
+    shown = train.train_adapter(model, spec, corpus, tmp_path / "shown", progress=True)
+    bar = capfd.readouterr()
+    hidden = train.train_adapter(model, spec, corpus, tmp_path / "hidden", progress=False)
+    silent = capfd.readouterr()
+    steps = math.ceil(300 / 16 / 2)  # optimizer steps: the bar's total (its last frame may be skipped)
+    assert "train x-ft:de: " in bar.err and f"/{steps} [" in bar.err and "loss=" in bar.err
+    assert "train x-ft:de" not in silent.err
+    assert bar.out == "" and silent.out == "", "the trainer printed its metrics"
+    assert (shown / "adapter_model.safetensors").read_bytes() == (hidden / "adapter_model.safetensors").read_bytes()
+    assert train.read_metadata(shown)["train_loss"] == train.read_metadata(hidden)["train_loss"]

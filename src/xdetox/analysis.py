@@ -2,7 +2,8 @@
 
 * ``reference_measures``: per language, the geometric-mean perplexity of its reference
   sentences and their mean-pooled last hidden states, from one forward pass per batch
-  (``xdetox.scorers.perplexity.scored_batches``; torch is imported only then);
+  (``xdetox.scorers.perplexity.scored_batches``; torch is imported only then), with a
+  "reference measures" bar over the texts when asked;
 * ``embedding_analysis``: how separated the languages are in that representation space:
   silhouette by language, the mean cosine similarity between language groups and a 2-D PCA
   projection (scikit-learn, imported when it runs).
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from xdetox.scorers.perplexity import LOGIT_ROWS, scored_batches
 
@@ -30,19 +32,28 @@ class ReferenceMeasures:
 
 
 def reference_measures(model, tokenizer, texts_by_lang: Mapping[str, list[str]],
-                       batch_size: int = LOGIT_ROWS, max_length: int = 256) -> ReferenceMeasures:
+                       batch_size: int = LOGIT_ROWS, max_length: int = 256,
+                       progress: bool = False) -> ReferenceMeasures:
     """One forward pass per batch gives both: per-sentence perplexity and mean-pooled hidden states.
 
     Perplexity per language is the geometric mean over its sentences (as ``perplexity``);
     the embedding is the mean of the last layer's hidden states over the text's real
-    (non-padding) tokens.
+    (non-padding) tokens. ``progress``: a bar over all the texts, the language as postfix
+    (``position=1``: under a run's "settings" bar).
     """
     ppl: dict[str, float] = {}
     embeddings: dict[str, np.ndarray] = {}
+    bar = tqdm(total=sum(len(texts) for texts in texts_by_lang.values()), desc="reference measures",
+               unit="text", disable=not progress, leave=False, position=1)
     for lang, texts in texts_by_lang.items():
-        batches = list(scored_batches(model, tokenizer, texts, batch_size, max_length, pooled=True))
+        bar.set_postfix_str(lang)
+        batches = []
+        for nll, emb in scored_batches(model, tokenizer, texts, batch_size, max_length, pooled=True):
+            batches.append((nll, emb))
+            bar.update(len(nll))
         ppl[lang] = float(np.exp(np.mean([v for nll, _ in batches for v in nll])))
         embeddings[lang] = np.concatenate([emb for _, emb in batches])
+    bar.close()
     return ReferenceMeasures(ppl, embeddings)
 
 

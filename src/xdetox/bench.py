@@ -13,16 +13,23 @@ throughput is one LoRA epoch on the source language's train neutrals.
 ``torch.profiler`` and says where the time goes: the prefill, the decoding steps,
 the output projection inside them (262k-token vocabulary), sampling, dropping
 finished rows, the rest (Python, tokenisation), and the top operators.
+
+The figures say what they ran on: the CPU's model and speed flags (``xdetox.machine``),
+torch's intra-op threads and CPU kernel level, and the dtype of each stage. Several
+``--batch-size`` values (``--batch-size 8,16`` or the flag repeated) sweep xdetox's
+generator: tokens/s per batch size (``batch_sweep``), each size in its own process; the
+headline xdetox figures are the first size's.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from xdetox.errors import XdetoxInputError
 
@@ -35,19 +42,45 @@ class BenchSpec:
     prompts: int = 64
     lang: str = "en"
     max_new_tokens: int = 50
-    batch_size: int = 16
+    batch_size: int | tuple[int, ...] = 16  # several: a sweep, the first size being the headline one
     train_examples: int = 300
     seed: int = 0
     profile: bool = False
 
     def __post_init__(self):
-        for name in ("prompts", "max_new_tokens", "batch_size", "train_examples"):
-            value = getattr(self, name)
+        sizes = tuple(self.batch_size) if isinstance(self.batch_size, (list, tuple)) else (self.batch_size,)
+        for name, value in [("prompts", self.prompts), ("max_new_tokens", self.max_new_tokens),
+                            *(("batch_size", size) for size in sizes), ("train_examples", self.train_examples)]:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise XdetoxInputError(f"--{name.replace('_', '-')} must be at least 1, got {value!r}")
+        if not sizes:
+            raise XdetoxInputError("--batch-size needs at least one size")
+        twice = sorted({size for size in sizes if sizes.count(size) > 1})
+        if twice:
+            raise XdetoxInputError(f"--batch-size names {', '.join(map(str, twice))} more than once")
+        object.__setattr__(self, "batch_size", sizes[0] if len(sizes) == 1 else sizes)
         from xdetox.data import check_langs
 
         check_langs([self.lang])
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        return self.batch_size if isinstance(self.batch_size, tuple) else (self.batch_size,)
+
+
+class BatchSizes(argparse.Action):
+    """``--batch-size 8 --batch-size 16,32`` -> (8, 16, 32): every size, in order; the first replaces the default.
+
+    Whole numbers only (the parser's error otherwise); ``BenchSpec`` checks the values.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            sizes = tuple(int(v) for v in values.split(",") if v.strip())
+        except ValueError:
+            parser.error(f"{option_string} takes whole numbers, one or comma-separated, got {values!r}")
+        given = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, (given if isinstance(given, tuple) else ()) + sizes)
 
 
 @dataclass(frozen=True)
@@ -58,6 +91,7 @@ class Measurement:
     items: int
     peak_rss_mb: float
     dtype: str
+    threads: int  # torch's intra-op threads in the worker
 
     @property
     def tok_s(self) -> float:
@@ -69,22 +103,26 @@ class Measurement:
 
 
 def run(spec: BenchSpec, progress=print) -> dict:
-    """All three measurements, each in a fresh process; returns the figures as a dict."""
+    """All three measurements (and the sweep's other batch sizes), each in a fresh process; the figures as a dict."""
     from xdetox import models
 
     models.locate(models.ModelSpec(name=spec.model))  # convert/check once, before timing anything
+    first, *others = spec.batch_sizes
+    headline = replace(spec, batch_size=first)
+    jobs = [(worker, worker, headline) for worker in WORKERS]
+    jobs += [("xdetox", f"xdetox batch {size}", replace(spec, batch_size=size)) for size in others]
     results = {}
-    for worker in WORKERS:
-        progress(f"bench: {worker} ...")
-        results[worker] = _spawn(worker, spec)
-        m = results[worker]
-        progress(f"bench: {worker}: {m.tokens} tokens in {m.seconds:.1f} s = {m.tok_s:.1f} tok/s,"
+    for worker, label, worker_spec in jobs:
+        progress(f"bench: {label} ...")
+        results[label] = m = _spawn(worker, worker_spec)
+        progress(f"bench: {label}: {m.tokens} tokens in {m.seconds:.1f} s = {m.tok_s:.1f} tok/s,"
                  f" peak RSS {m.peak_rss_mb:.0f} MB ({m.dtype})")
     ref, ours, train = results["reference"], results["xdetox"], results["train"]
+    sweep = [(first, ours), *((size, results[f"xdetox batch {size}"]) for size in others)]
     profiled = None
     if spec.profile:
         progress("bench: profile ...")
-        profiled = _run_worker("profile", spec)
+        profiled = _run_worker("profile", headline)
     return {
         "model": spec.model,
         "prompts": spec.prompts,
@@ -102,8 +140,25 @@ def run(spec: BenchSpec, progress=print) -> dict:
         "reference_dtype": ref.dtype,
         "xdetox_dtype": ours.dtype,
         "train_dtype": train.dtype,
+        **machine_figures(),
+        "torch_threads": ours.threads,
+        "dtypes": {"reference": ref.dtype, "generation": ours.dtype, "training": train.dtype},
+        "batch_size": first,
+        "batch_sweep": [{"batch_size": size, "tok_s": round(m.tok_s, 2), "prompts_s": round(m.items_s, 3),
+                         "peak_rss_mb": round(m.peak_rss_mb, 1)} for size, m in sweep],
         **({"profile": profiled} if profiled is not None else {}),
     }
+
+
+def machine_figures() -> dict:
+    """What the figures ran on: CPU model, its speed flags (``None``: unknown), torch's CPU kernel level."""
+    import torch
+
+    from xdetox.machine import cpu_info
+
+    cpu = cpu_info()
+    return {"cpu_model": cpu.model, "cpu_flags": cpu.flags,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def format_table(result: dict) -> str:
@@ -113,15 +168,29 @@ def format_table(result: dict) -> str:
         (f"xdetox (batched, {result['xdetox_dtype']})", result["xdetox_tok_s"], result["xdetox_prompts_s"],
          result["xdetox_peak_rss_mb"]),
     ]
-    lines = [f"model {result['model']}, {result['prompts']} prompts, {result['max_new_tokens']} new tokens,"
+    lines = [f"CPU {result.get('cpu_model') or 'unknown'}; {_flag_line(result.get('cpu_flags'))};"
+             f" {result.get('torch_threads')} torch threads, kernels {result.get('torch_cpu_capability')}",
+             f"model {result['model']}, {result['prompts']} prompts, {result['max_new_tokens']} new tokens,"
              " temperature 0.7, top-p 0.9", f"{'generator':40} {'tok/s':>9} {'prompts/s':>10} {'peak RSS MB':>12}"]
     lines += [f"{name:40} {tok:9.1f} {ps:10.3f} {rss:12.0f}" for name, tok, ps, rss in rows]
     lines.append(f"ratio xdetox / reference: {result['ratio']}x")
     lines.append(f"LoRA training ({result['train_dtype']}): {result['train_tok_s']:.1f} tok/s,"
                  f" {result['train_examples_s']:.2f} examples/s, peak RSS {result['train_peak_rss_mb']:.0f} MB")
+    if len(result.get("batch_sweep", [])) > 1:
+        lines += ["", f"xdetox generation by batch size ({result['xdetox_dtype']}):",
+                  f"{'batch size':>10} {'tok/s':>9} {'prompts/s':>10} {'peak RSS MB':>12}"]
+        lines += [f"{row['batch_size']:>10} {row['tok_s']:9.1f} {row['prompts_s']:10.3f} {row['peak_rss_mb']:12.0f}"
+                  for row in result["batch_sweep"]]
     if "profile" in result:
         lines += ["", format_profile(result["profile"])]
     return "\n".join(lines)
+
+
+def _flag_line(flags: dict[str, bool] | None) -> str:
+    if flags is None:
+        return "flags unknown"
+    present = [flag for flag, on in flags.items() if on]
+    return f"flags {' '.join(present)}" if present else f"none of {'/'.join(flags)}"
 
 
 def format_profile(profile: dict) -> str:
@@ -179,10 +248,13 @@ def _reference(spec: BenchSpec) -> Measurement:
             eos = model.generation_config.eos_token_id
             stops = set(eos if isinstance(eos, list) else [eos])
             tokens += next((i for i, t in enumerate(new) if t in stops), len(new))
-    return Measurement("reference", time.perf_counter() - start, tokens, spec.prompts, _peak_rss_mb(), "float32")
+    return Measurement("reference", time.perf_counter() - start, tokens, spec.prompts, _peak_rss_mb(), "float32",
+                       torch.get_num_threads())
 
 
 def _xdetox(spec: BenchSpec) -> Measurement:
+    import torch
+
     from xdetox import models
     from xdetox.generate import DecodeSpec, Generator
 
@@ -193,7 +265,8 @@ def _xdetox(spec: BenchSpec) -> Measurement:
     completions = generator.generate(_prompts(spec), decode, seed=spec.seed)
     seconds = time.perf_counter() - start
     tokens = sum(c.n_tokens for c in completions)
-    return Measurement("xdetox", seconds, tokens, spec.prompts, _peak_rss_mb(), str(loaded.dtype).removeprefix("torch."))
+    dtype = str(loaded.dtype).removeprefix("torch.")
+    return Measurement("xdetox", seconds, tokens, spec.prompts, _peak_rss_mb(), dtype, torch.get_num_threads())
 
 
 def _profile(spec: BenchSpec) -> dict:
@@ -244,8 +317,9 @@ def _profile(spec: BenchSpec) -> dict:
 
 def _train(spec: BenchSpec) -> Measurement:
     import tempfile
-    from dataclasses import replace
     from pathlib import Path
+
+    import torch
 
     from xdetox import data, models, train
 
@@ -258,7 +332,8 @@ def _train(spec: BenchSpec) -> Measurement:
         out = train.train_adapter(models.ModelSpec(name=spec.model), tspec, corpus, Path(tmp) / "a", progress=False)
         meta = train.read_metadata(out)
     dtype = str(models.resolve_dtype("auto")).removeprefix("torch.")
-    return Measurement("train", meta["train_seconds"], meta["train_tokens"], meta["n_examples"], _peak_rss_mb(), dtype)
+    return Measurement("train", meta["train_seconds"], meta["train_tokens"], meta["n_examples"], _peak_rss_mb(), dtype,
+                       torch.get_num_threads())
 
 
 def _peak_rss_mb() -> float:

@@ -91,11 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --backend ray: a running Ray cluster (host:port or auto);"
                                " default: start a local one")
 
+    from xdetox.bench import BatchSizes as BenchBatchSizes  # torch-free
+
     bench = sub.add_parser("bench", help="generation speed vs the reference pattern; LoRA training speed")
     bench.add_argument("--prompts", type=int, default=64, help="prompts per generator (default 64)")
     bench.add_argument("--model", default="embedded")
     bench.add_argument("--lang", default="en", help="language of the prompts and training texts")
-    bench.add_argument("--batch-size", type=int, default=16, help="xdetox generation batch size")
+    bench.add_argument("--batch-size", action=BenchBatchSizes, default=16, metavar="N[,N...]",
+                       help="xdetox generation batch size (default 16); several (8,16,32 or the flag repeated):"
+                            " a sweep, tokens/s per size")
     bench.add_argument("--train-examples", type=int, default=300, help="examples in the timed LoRA epoch")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     bench.add_argument("--profile", action="store_true",

@@ -39,6 +39,7 @@ import torch
 from xdetox._io import first_line
 from xdetox.cache import cache_dir
 from xdetox.errors import XdetoxInputError
+from xdetox.machine import BF16_FLAGS, cpu_info
 from xdetox.specs import DTYPES, EMBEDDED, EMBEDDED_NAME, QUANTIZATIONS, ModelSpec  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,8 @@ def device() -> torch.device:
 @lru_cache(maxsize=1)
 def cpu_supports_bf16() -> bool:
     """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+    info = cpu_info()
+    return any(info.has(flag) for flag in BF16_FLAGS)
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -161,7 +161,60 @@ def train_adapter(
 
 
 def make_trainer(loaded, spec: TrainSpec, examples: list[Example], work: Path, progress: bool = False):
-    """The library trainer for this model kind and paradigm, ready to ``train()``."""
+    """The library trainer for this model kind and paradigm, ready to ``train()``.
+
+    Prints nothing of its own (transformers' bar and its metrics printer removed); with
+    ``progress``, the bar of ``progress_callback``.
+    """
+    from transformers import PrinterCallback
+
+    trainer = _library_trainer(loaded, spec, examples, work)
+    trainer.remove_callback(PrinterCallback)  # prints the final metrics dict on stdout, --quiet or not
+    if progress:
+        trainer.add_callback(progress_callback(trainer, f"train {spec.label}"))
+    return trainer
+
+
+def progress_callback(trainer, desc: str, position: int = 1):
+    """A transformers ``TrainerCallback``: one tqdm bar over ``trainer``'s optimizer steps, the loss as postfix.
+
+    The loss shown is the step's, summed over its gradient-accumulation micro-batches as the
+    trainer would log it: what this trainer's ``training_step`` returns, read as it passes
+    (the value is not touched, nor the logging strategy, so training is unchanged).
+    ``leave=False``, ``position=1``: under a run's "settings" bar, gone when done.
+    """
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    losses: list = []
+    training_step = trainer.training_step
+
+    def recording_step(*args, **kwargs):
+        loss = training_step(*args, **kwargs)
+        losses.append(loss)
+        return loss
+
+    trainer.training_step = recording_step
+
+    class StepBar(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=state.max_steps, desc=desc, unit="step", leave=False, position=position)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if losses:
+                self.bar.set_postfix_str(f"loss={sum(float(v) for v in losses):.4g}", refresh=False)
+                losses.clear()
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    return StepBar()
+
+
+def _library_trainer(loaded, spec: TrainSpec, examples: list[Example], work: Path):
     import torch
     from datasets import Dataset
 
@@ -177,7 +230,7 @@ def make_trainer(loaded, spec: TrainSpec, examples: list[Example], work: Path, p
         report_to="none",
         logging_strategy="no",
         gradient_checkpointing=False,
-        disable_tqdm=not progress,
+        disable_tqdm=True,  # the bar, if any, is progress_callback's
         use_cpu=not torch.cuda.is_available(),
         bf16=loaded.dtype == torch.bfloat16,
         fp16=loaded.dtype == torch.float16,

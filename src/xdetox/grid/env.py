@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
+
+from xdetox.machine import cpu_info
 
 
 def environment() -> dict[str, str]:
@@ -24,17 +25,8 @@ def environment() -> dict[str, str]:
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(0)
     else:  # the CPU model and whether it computes in bf16: timings and samples depend on both
-        name = f"{_cpu_model()}; {torch.get_num_threads()} threads; " + (
+        name = f"{cpu_info().model or ''}; {torch.get_num_threads()} threads; " + (
             "native bf16" if models.cpu_supports_bf16() else "no native bf16 (fp32)")
     return {"versions": versions, "device": f"{dev.type} ({name})",
             "dtype": str(models.resolve_dtype("auto")).removeprefix("torch.")}
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

@@ -9,6 +9,12 @@ base model loaded between settings of one model (``Session``); ``--backend ray``
 and each chunk of scores is committed as it is done, so a killed run resumes where
 it stopped.
 
+With ``progress`` (a run without ``--quiet``), each step that takes time draws a bar on
+stderr under the "settings" bar (tqdm, ``position=1``, cleared when done): training (per
+optimizer step, with the loss), generation (per batch), the reference measures (per text,
+with the language), scoring (per scorer, per text; ``ppl:`` adds its forward passes
+below). The bars only watch: batching, order, seeds and values are the same without them.
+
 The run directory holds the store (``STORE_FILE``), the adapters (``ADAPTERS_DIR``)
 and the written results (``COMPLETIONS_FILE`` and the report).
 """
@@ -104,13 +110,13 @@ def run_setting(
         to_measure = plan.config.measure_references and not store.has_measures(setting.key)
         generate(plan, setting, todo, store, session, adapter, progress)
         if to_measure:
-            measure(plan, setting, corpus, store, session, adapter)
+            measure(plan, setting, corpus, store, session, adapter, progress)
     score(plan, [e.key for e in evaluations], store, session, progress)
     score_length_matched(plan, store, session, progress, evaluations)
 
 
 def measure(plan: Plan, setting: TrainSetting, corpus: Corpus, store: Store, session: Session,
-            adapter: Path | None) -> None:
+            adapter: Path | None, progress: bool = False) -> None:
     """Knowledge preservation and representation: the setting's model on the test_neutral references.
 
     Per target: the perplexity of its test_neutral sentences (``ppl_ref``); over all
@@ -127,7 +133,7 @@ def measure(plan: Plan, setting: TrainSetting, corpus: Corpus, store: Store, ses
     limit = plan.config.limit
     texts = {t: [p.text for p in corpus.prompts(t, "test_neutral")[:limit]] for t in plan.config.targets}
     model = session.model_for(setting, adapter)
-    measures = reference_measures(model, loaded.tokenizer, texts)
+    measures = reference_measures(model, loaded.tokenizer, texts, progress=progress)
     analysis = embedding_analysis(measures.embeddings)
     rows = [(lang, "ppl_ref", value) for lang, value in measures.ppl.items()]
     rows += [("*", "silhouette", analysis.silhouette), ("*", "similarity", analysis.similarity),
@@ -157,7 +163,7 @@ def ensure_adapter(
             shutil.rmtree(stale, ignore_errors=True)
         if progress:
             tqdm.write(f"training {setting.model.name} {setting.label} seed {spec.seed} -> {path}")
-        train_adapter(setting.model, spec, corpus, path, progress=False)
+        train_adapter(setting.model, spec, corpus, path, progress=progress)
         gc.collect()
     row, sha = store.train_setting(setting.key), file_sha256(path / "adapter_model.safetensors")
     if row["status"] == "done" and row["adapter_sha256"] not in (None, sha):

@@ -5,7 +5,9 @@
 same prompt cut to the same token count, with the primary toxicity scorer, under
 the scorer names ``<scorer>|length-matched`` and ``<scorer>|length-matched-zs``.
 ``check_scorer_identity`` drops the scores of a scorer whose model changed. What is
-scored already is skipped: scoring resumes where it stopped.
+scored already is skipped: scoring resumes where it stopped. With ``progress``, one bar
+per scorer over the texts it has to score (``score <scorer>``), and per evaluation for the
+length-matched pairs (``score <scorer> length-matched``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, prog
     A silent completion (empty after normalisation, or punctuation and digits only:
     ``text.is_silent``) is not text: no scorer sees it. What is scored already is skipped. Scores are committed a chunk at a time
     (the scorer's ``batch_size``, default 256), so a slow remote scorer interrupted
-    half-way resumes where it stopped.
+    half-way resumes where it stopped. A scorer with a ``progress`` attribute (``ppl:``)
+    draws its own bar below this one when ``progress``.
     """
     for name in plan.config.scorers:
         check_scorer_identity(store, name)
@@ -38,12 +41,19 @@ def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, prog
         if pending.empty:
             continue
         scorer = session.scorer(name)
+        if hasattr(scorer, "progress"):
+            scorer.progress = progress
         chunk = getattr(scorer, "batch_size", 256)
+        bar = tqdm(total=len(pending), desc=f"score {name}", unit="text", disable=not progress,
+                   leave=False, position=1)
         for target, group in pending.groupby("target", sort=False):
+            bar.set_postfix_str(target)
             for start in range(0, len(group), chunk):
                 part = group.iloc[start:start + chunk]
                 values = scorer.score(part["text"].tolist(), target)
                 store.add_scores(name, zip(part["eval_key"], part["prompt_id"], part["sample"], values))
+                bar.update(len(part))
+        bar.close()
 
 
 def primary_toxicity_scorer(scorers: Iterable[str]) -> str | None:
@@ -85,7 +95,12 @@ def score_length_matched(plan: Plan, store: Store, session: Session, progress: b
         tokenizer = session.tokenizer(ev.setting.model)
         cut, cut_zs = zip(*(cut_to_shorter(tokenizer, a, b) for a, b in zip(pairs["text"], pairs["zs_text"])))
         scorer = session.scorer(name)
+        if hasattr(scorer, "progress"):
+            scorer.progress = progress
         chunk = getattr(scorer, "batch_size", 256)
+        bar = tqdm(total=len(pairs), desc=f"score {name} length-matched", unit="pair", disable=not progress,
+                   leave=False, position=1)
+        bar.set_postfix_str(ev.setting.label + " " + ev.target)
         for start in range(0, len(pairs), chunk):
             part = pairs.iloc[start:start + chunk]
             keys = list(zip(part["prompt_id"], part["sample"]))
@@ -93,6 +108,8 @@ def score_length_matched(plan: Plan, store: Store, session: Session, progress: b
             theirs = scorer.score(list(cut_zs[start:start + chunk]), ev.target)
             store.add_scores(name + LENGTH_MATCHED, [(ev.key, p, s, v) for (p, s), v in zip(keys, ours)])
             store.add_scores(name + LENGTH_MATCHED_ZS, [(ev.key, p, s, v) for (p, s), v in zip(keys, theirs)])
+            bar.update(len(part))
+        bar.close()
 
 
 def check_scorer_identity(store: Store, name: str) -> None:

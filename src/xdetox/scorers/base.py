@@ -2,7 +2,9 @@
 
 A *scorer* has a ``name``, the ``supported_languages`` it claims, a ``kind`` (what its
 numbers measure, one of ``SCORER_KINDS``) and ``score(texts, lang) -> list[float]``; an
-optional ``batch_size`` tells the grid how many scores to commit at a time.
+optional ``batch_size`` tells the grid how many scores to commit at a time; an optional
+``progress`` attribute, set by the grid from its own ``progress``, lets a slow scorer draw
+a bar over its inner batches (``ppl:``).
 
 * ``toxicity``: a probability in [0, 1] that the text is toxic (offline, perspective, hf:...);
 * ``fluency``: the perplexity of the text under a fixed reference model (ppl:<model>);

@@ -2,7 +2,8 @@
 
 ``scored_batches`` is the one forward pass both this scorer and ``xdetox.analysis`` read:
 per text, the mean token negative log-likelihood and, on request, the mean-pooled last hidden
-state.  torch is imported only when a batch is scored.
+state.  torch is imported only when a batch is scored. ``perplexity`` (and the scorer, when
+its ``progress`` is set) draws a bar over the texts, a tick per forward pass.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from xdetox.data import LANGS
 from xdetox.errors import XdetoxInputError
@@ -56,10 +58,18 @@ def scored_batches(model, tokenizer, texts: list[str], batch_size: int, max_leng
 
 
 def perplexity(model, tokenizer, texts: list[str], batch_size: int = LOGIT_ROWS,
-               max_length: int = 256) -> list[float]:
-    """Per-text perplexity under a causal LM: exp(mean negative log-likelihood of its tokens)."""
-    return [float(np.exp(v)) for nll, _ in scored_batches(model, tokenizer, texts, batch_size, max_length)
-            for v in nll]
+               max_length: int = 256, progress: bool = False) -> list[float]:
+    """Per-text perplexity under a causal LM: exp(mean negative log-likelihood of its tokens).
+
+    ``progress``: a "perplexity" bar over the texts (``position=2``: under a run's scorer bar).
+    """
+    values: list[float] = []
+    with tqdm(total=len(texts), desc="perplexity", unit="text", disable=not progress, leave=False,
+              position=2) as bar:
+        for nll, _ in scored_batches(model, tokenizer, texts, batch_size, max_length):
+            values.extend(float(np.exp(v)) for v in nll)
+            bar.update(len(nll))
+    return values
 
 
 class PerplexityScorer:
@@ -73,6 +83,7 @@ class PerplexityScorer:
     kind = "fluency"
     supported_languages: frozenset[str] = frozenset(LANGS)
     batch_size = 64
+    progress = False  # a bar over the forward passes of each ``score`` call (a run turns it on)
 
     def __init__(self, name: str, model, tokenizer) -> None:
         self.name = name
@@ -99,4 +110,5 @@ class PerplexityScorer:
 
     def score(self, texts: list[str], lang: str) -> list[float]:
         check_input(self, texts, lang)
-        return perplexity(self.model, self.tokenizer, texts)  # batch_size: the store's commit unit
+        # batch_size: the store's commit unit
+        return perplexity(self.model, self.tokenizer, texts, progress=self.progress)
