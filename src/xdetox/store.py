@@ -6,8 +6,9 @@ so a run killed at any moment and started again neither loses nor duplicates
 rows. The store computes nothing; it records and reads back.
 
 Opening checks the file first: an existing file must be an xdetox store (an SQLite
-database, not truncated, with the xdetox tables), or ``Store`` raises
-``XdetoxInputError`` naming it and leaves it untouched. ``Store(path, readonly=True)``
+database, not truncated: ``store_file.check_store_file``, which reads its header only;
+with the xdetox tables), or ``Store`` raises ``XdetoxInputError`` naming it and
+leaves it untouched. ``Store(path, readonly=True)``
 (``xdetox report``) opens it with SQLite's ``mode=ro`` and writes nothing; when the
 store has no ``-wal`` file (no writer is open and none was killed), it is read as
 ``immutable``, so no ``-wal``/``-shm`` files are left behind.
@@ -32,9 +33,9 @@ import pandas as pd
 
 from xdetox.errors import XdetoxInputError
 from xdetox.specs import Completion
+from xdetox.store_file import check_store_file, readonly_uri
 
 SCHEMA_VERSION = 1  # meta "schema": a store written by a newer xdetox is refused, not misread
-SQLITE_HEADER = b"SQLite format 3\x00"
 
 # The tables that hold results (``meta`` holds bookkeeping: config, wall time, environment).
 DATA_TABLES: tuple[str, ...] = ("train_settings", "evaluations", "batches", "completions", "scores", "measures")
@@ -81,7 +82,7 @@ class Store:
             check_store_file(self.path)
         try:
             if readonly:
-                self.conn = sqlite3.connect(_readonly_uri(self.path), uri=True, timeout=60, isolation_level=None)
+                self.conn = sqlite3.connect(readonly_uri(self.path), uri=True, timeout=60, isolation_level=None)
             else:
                 self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             if existing:
@@ -389,37 +390,6 @@ class Store:
         """A whole table, sorted by its primary key columns (for comparisons)."""
         frame = pd.read_sql_query(f"SELECT * FROM {name}", self.conn)  # noqa: S608 - fixed names
         return frame.sort_values(list(frame.columns)).reset_index(drop=True)
-
-
-def check_store_file(path: Path) -> None:
-    """``XdetoxInputError`` unless ``path`` is a whole SQLite file: read its header only, write nothing.
-
-    Refuses a file that is empty, not an SQLite database, or shorter than the pages its
-    header counts (truncated). The tables are checked once SQLite has opened it.
-    """
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(100)
-    except OSError as err:
-        raise XdetoxInputError(f"cannot read the store {path}: {err.strerror or err}") from None
-    if size == 0:
-        raise XdetoxInputError(f"{path} is an empty file, not an xdetox store")
-    if len(head) < 100 or not head.startswith(SQLITE_HEADER):
-        raise XdetoxInputError(f"{path} is not an xdetox store (not an SQLite database)")
-    page_size = int.from_bytes(head[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(head[28:32], "big")
-    if head[24:28] == head[92:96] and size < pages * page_size:  # the header's page count is valid
-        raise XdetoxInputError(f"{path} is truncated ({size} of {pages * page_size} bytes): not a usable xdetox store")
-
-
-def _readonly_uri(path: Path) -> str:
-    """SQLite read-only URI; ``immutable`` when no ``-wal`` file exists (nothing uncheckpointed, no writer)."""
-    uri = path.resolve().as_uri() + "?mode=ro"
-    if not Path(f"{path}-wal").exists():
-        uri += "&immutable=1"
-    return uri
 
 
 def _setting_columns(frame: pd.DataFrame) -> None:

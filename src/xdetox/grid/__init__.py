@@ -19,6 +19,11 @@ Rooms:
   directory's file names.
 - ``scoring``: ``score``, ``score_length_matched``, ``check_scorer_identity``.
 - ``env``: ``environment``, the library versions and device results depend on.
+- ``run``: a run from config to report (``xdetox run``, ``grid run``, ``report``):
+  ``run_config`` (checks, ``--out``, ``--reuse``, the attempt, local or Ray execution),
+  ``prepare_out``, ``write_outputs`` and ``report_run`` (the completions file and the
+  report from the store alone). Imported as ``xdetox.grid.run``, not from here: it
+  uses ``xdetox.distributed`` and ``xdetox.reuse``, which import the grid.
 
 ``--backend ray`` (``xdetox.distributed``) runs ``run_setting`` as one Ray task per
 training setting. Importing the grid loads no torch: model code is imported when

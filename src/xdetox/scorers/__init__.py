@@ -3,7 +3,8 @@
 Rooms:
 
 * ``base``: the ``Scorer`` protocol (``name``, ``supported_languages``, a declared ``kind``,
-  ``score(texts, lang)``), ``SCORER_KINDS`` and the input checks every scorer shares;
+  ``score(texts, lang)``), ``SCORER_KINDS``, the input checks every scorer shares and
+  ``score_in_chunks`` (``xdetox score``: texts scored a batch at a time, silent ones left out);
 * ``registry``: name -> scorer (``get_scorer``, ``check_scorer``, ``register_scorer``, the ``hf:``
   and ``ppl:`` families), ``scorer_languages``, ``check_languages``, ``scorer_kind``,
   ``scorer_identity`` and ``scorer_validation``;
@@ -26,7 +27,7 @@ from __future__ import annotations
 import importlib
 
 ROOMS: dict[str, tuple[str, ...]] = {
-    "base": ("SCORER_KINDS", "Scorer", "check_input"),
+    "base": ("SCORER_KINDS", "Scorer", "check_input", "score_in_chunks"),
     "registry": ("PREFIXES", "PREFLIGHT", "SCORERS", "check_languages", "check_scorer", "get_scorer",
                  "register_scorer", "scorer_identity", "scorer_kind", "scorer_languages", "scorer_validation"),
     "offline.config": ("OfflineScorerConfig",),

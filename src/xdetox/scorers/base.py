@@ -2,9 +2,10 @@
 
 A *scorer* has a ``name``, the ``supported_languages`` it claims, a ``kind`` (what its
 numbers measure, one of ``SCORER_KINDS``) and ``score(texts, lang) -> list[float]``; an
-optional ``batch_size`` tells the grid how many scores to commit at a time; an optional
-``progress`` attribute, set by the grid from its own ``progress``, lets a slow scorer draw
-a bar over its inner batches (``ppl:``).
+optional ``batch_size`` tells the grid how many scores to commit at a time (and
+``score_in_chunks`` how many texts to score at once); an optional ``progress``
+attribute, set by the grid from its own ``progress``, lets a slow scorer draw a bar
+over its inner batches (``ppl:``).
 
 * ``toxicity``: a probability in [0, 1] that the text is toxic (offline, perspective, hf:...);
 * ``fluency``: the perplexity of the text under a fixed reference model (ppl:<model>);
@@ -17,11 +18,12 @@ building the scorer.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 from xdetox.data import LANGS
 from xdetox.errors import XdetoxInputError
+from xdetox.text import is_silent
 
 SCORER_KINDS = ("toxicity", "fluency", "language")
 
@@ -49,6 +51,17 @@ def check_input(scorer: Scorer, texts: list[str], lang: str) -> None:
     for text in texts:
         if not isinstance(text, str):
             raise TypeError(f"score() needs strings, got {type(text).__name__}")
+
+
+def score_in_chunks(scorer: Scorer, texts: list[str], lang: str) -> Iterator[list[tuple[str, float | None]]]:
+    """``(text, value)`` for each of ``texts``, one chunk of ``scorer.batch_size`` (default 256) at a
+    time; the value is None for a silent text (``text.is_silent``), which no scorer scores."""
+    chunk = getattr(scorer, "batch_size", 256)
+    for start in range(0, len(texts), chunk):
+        part = texts[start:start + chunk]
+        written = [t for t in part if not is_silent(t)]
+        values = iter(scorer.score(written, lang) if written else [])
+        yield [(text, None if is_silent(text) else next(values)) for text in part]
 
 
 def in_lang_order(langs: Iterable[str]) -> list[str]:

@@ -75,7 +75,7 @@ def validate(scorer, langs: Iterable[str] = LANGS, max_per_lang: int = 1000) -> 
             results["heldout"][lang] = float(roc_auc_score(held_labels, held_scores))
             scores, labels = np.r_[scores, held_scores], np.r_[labels, held_labels]
         results["ece"][lang] = expected_calibration_error(scores, labels)
-    checks = scorer_checks.run_checks(scorer, langs=langs)
+    checks = scorer_checks.run_checks(scorer, cases=scorer_checks.load_suite(langs))
     for lang, figures in checks["languages"].items():
         results["behavioural"][lang] = figures["accuracy"]
         results["behavioural_benign_short"][lang] = checks["benign_short_accuracy"][lang]

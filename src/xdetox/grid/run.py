@@ -1,0 +1,213 @@
+"""A run from config to report: ``run_config`` (``xdetox run`` and ``xdetox grid run``) and
+``write_outputs`` (the completions file and report from a store alone: ``xdetox report`` too).
+
+``run_config`` checks everything first (corpus, plan, scorers, generator, ``--out``,
+the ``--reuse`` sources): a bad input is one ``XdetoxInputError`` and nothing is
+written. Then it opens the run directory's store, records the attempt, copies the
+reused work, runs (or resumes) the plan here or on Ray, and writes the report.
+Progress lines go to stderr; the caller prints the result.
+
+Not imported by ``xdetox.grid`` itself: it sits above the grid, ``xdetox.distributed``
+and ``xdetox.reuse`` (which import the grid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from xdetox import grid
+from xdetox._io import atomic_write
+from xdetox.errors import XdetoxInputError
+from xdetox.specs import ModelSpec, end_token_trained
+from xdetox.store import Store
+
+RECIPE_KEYS = ("objective", "epochs", "batch_size", "gradient_accumulation_steps", "max_length", "learning_rate")
+"""The training settings the report lists per tuned setting."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished run: where it is, its summary (``summary.json``), and this attempt's seconds."""
+
+    run_dir: Path
+    summary: dict
+    elapsed_s: float
+
+
+def run_config(config: grid.GridConfig, out: str | None, quiet: bool = False, backend: str = "local",
+               address: str | None = None, reuse: list[str] = ()) -> Finished:
+    """Validate everything, then run (or resume) the plan of ``config`` in ``out`` and write the report.
+
+    ``out`` None: ``runs/<timestamp>``. ``backend``: ``local`` (this process) or ``ray``
+    (one task per training setting, on the cluster at ``address`` or a local one).
+    ``reuse``: run directories whose work with the same content keys is copied first.
+    """
+    from xdetox import data
+
+    if backend == "ray":
+        from xdetox import distributed
+
+        distributed.import_ray()  # not installed: one line, before any work
+    corpus = data.load(config.data_path)
+    plan = grid.make_plan(config, corpus)
+    grid.check_runnable(config, here=backend == "local")
+    from xdetox.generate import choose_generator
+
+    # an explicit vllm that cannot run here says so, once; ray tasks choose on their own machines
+    generator = choose_generator(config.generator) if backend == "local" else config.generator
+    config_dict = config.to_dict()
+    run_dir = prepare_out(out, config_dict, plan.identity())
+    found = []
+    if reuse:  # read (and checked) before anything is written
+        from xdetox.reuse import find_work
+
+        found = find_work(reuse, [s.key for s in plan.settings], [e.key for e in plan.evaluations],
+                          config.scorers, run_dir)
+
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"xdetox: {config.name} -> {run_dir}  ({plan.decomposition()})", file=sys.stderr)
+    with Store(run_dir / grid.STORE_FILE) as store:
+        store.begin_attempt(started)  # this attempt's start, end and outcome: summary wall/total time
+        store.set_meta("config", config_dict)
+        store.set_meta("plan_id", plan.identity())
+        store.set_meta("planned_evaluations", len(plan.evaluations))
+        if found:
+            from xdetox.reuse import reuse_work
+
+            for done in reuse_work(found, config.scorers, run_dir, store):
+                print(f"xdetox: {done.line()}", file=sys.stderr)
+        try:
+            if backend == "ray":
+                devices = distributed.execute(plan, corpus, run_dir, store, progress=not quiet, address=address)
+            else:
+                grid.execute(plan, corpus, run_dir, store, progress=not quiet)
+        except BaseException as err:
+            with contextlib.suppress(Exception):  # never hide why the run stopped
+                store.end_attempt("interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+            print(f"xdetox: run stopped before it finished; the same command resumes it from {run_dir}",
+                  file=sys.stderr)
+            raise
+        store.end_attempt("finished")
+        elapsed = time.perf_counter() - t0
+        store.set_meta("started", store.get_meta("started") or started)
+        environment = grid.environment()
+        environment["generator"] = generator
+        if backend == "ray":  # the tasks' devices, not the driver's
+            previous = store.get_meta("environment") or {}
+            environment["device"] = ", ".join(devices) if devices else previous.get("device", environment["device"])
+        store.set_meta("environment", environment)
+        summary = write_outputs(run_dir, store)
+    return Finished(run_dir=run_dir, summary=summary, elapsed_s=elapsed)
+
+
+def prepare_out(out: str | None, config_dict: dict, plan_id: str) -> Path:
+    """Check --out before anything is written; an existing run resumes only if it plans the same work.
+
+    Same work = the same evaluation keys (models, training settings, data, decoding, seeds,
+    prompts). Scorers, measures and resources may change between invocations: what a new
+    scorer or measure needs is computed for the finished settings too.
+    """
+    if out is None:
+        return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise XdetoxInputError(f"--out {out} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if not (path / grid.STORE_FILE).is_file():
+            raise XdetoxInputError(f"--out {out} is a non-empty directory that is not an xdetox run")
+        with Store(path / grid.STORE_FILE, readonly=True) as store:  # a damaged or foreign file is refused untouched
+            previous_plan, previous = store.get_meta("plan_id"), store.get_meta("config")
+        same = previous_plan == plan_id if previous_plan is not None else previous in (None, config_dict)
+        if not same:
+            raise XdetoxInputError(f"--out {out} holds a run with a different configuration; choose another --out")
+    return path
+
+
+def report_run(run_dir: str | Path) -> dict:
+    """``xdetox report``: the completions file and report of a run directory, rebuilt from its store
+    (opened read-only: checked, then read; never written). Returns the summary."""
+    run_dir = Path(run_dir)
+    if not (run_dir / grid.STORE_FILE).is_file():
+        raise XdetoxInputError(f"{run_dir} is not an xdetox run directory (no {grid.STORE_FILE})")
+    with Store(run_dir / grid.STORE_FILE, readonly=True) as store:
+        return write_outputs(run_dir, store)
+
+
+def write_outputs(run_dir: Path, store: Store) -> dict:
+    """Completions file + report from the store alone (so `xdetox report` gives the same)."""
+    from xdetox import report
+
+    config = store.get_meta("config")
+    if config is None:  # killed before its first write: nothing to report
+        raise XdetoxInputError(f"{run_dir} holds no run configuration yet; run the same command again to resume")
+    env = store.get_meta("environment", {})
+    missing = store.missing_work(store.get_meta("planned_evaluations", 0))
+    if missing:
+        raise XdetoxInputError(f"{run_dir} is not finished ({missing}); run the same command again to resume")
+    from xdetox.scorers.registry import scorer_kind, scorer_validation
+    from xdetox.text import is_silent
+
+    kinds = {name: scorer_kind(name) for name in config["scorers"]}
+    ppl_scorer = next((s for s, kind in kinds.items() if kind == "fluency"), None)
+    lang_scorer = next((s for s, kind in kinds.items() if kind == "language"), None)
+    toxicity_scorers = [s for s, kind in kinds.items() if kind == "toxicity"]
+    if not toxicity_scorers:
+        raise XdetoxInputError("the run has no toxicity scorer; add one to scorers")
+    scorer = toxicity_scorers[0]
+    frame = store.completions_frame(scorer)
+    extras = [("ppl", ppl_scorer), ("lang_fidelity", lang_scorer)]
+    extras += [(report.EXTRA_TOXICITY + name, name) for name in toxicity_scorers[1:]]
+    for column, extra in extras:
+        if extra is not None:  # measures of the same completions, in the same row order
+            frame[column] = store.completions_frame(extra)["toxicity"].to_numpy()
+    written = ~frame["completion"].map(is_silent)  # silent completions are never scored
+    if frame[written].drop(columns=["source", "percent"]).isna().any().any():
+        raise XdetoxInputError(f"{run_dir} is not finished (unscored completions); run it again to resume")
+    for column, suffix in ((report.LM_COLUMN, grid.LENGTH_MATCHED), (report.LM_ZS_COLUMN, grid.LENGTH_MATCHED_ZS)):
+        frame[column] = store.completions_frame(scorer + suffix)["toxicity"].to_numpy()
+    training = training_rows(store)
+    atomic_write(run_dir / grid.COMPLETIONS_FILE,
+                 lambda p: frame.to_json(p, orient="records", lines=True, force_ascii=False))
+    train = config["train"]
+    info = report.RunInfo(
+        model=", ".join(ModelSpec(**m).display_name for m in config["models"]),
+        scorer=scorer,
+        seeds=tuple(config["seeds"]),
+        epochs=train["epochs"],
+        limit=config["limit"],
+        decode={**config["decode"], "generator": env.get("generator", "transformers")},
+        lora={**train["lora"], "learning_rate": train["learning_rate"], "batch_size": train["batch_size"],
+              "objective": train["objective"]},
+        versions=env.get("versions", {}),
+        device=env.get("device", "unknown"),
+        **store.times(),  # wall_time_s (the latest attempt), total_time_s (all attempts), attempts
+        started=store.get_meta("started", ""),
+        config_name=config["name"],
+        ppl_scorer=ppl_scorer,
+        lang_scorer=lang_scorer,
+        training=training,
+        scorer_validation=scorer_validation(scorer),
+    )
+    return report.write_report(run_dir, frame, info, measures=store.measures_frame())
+
+
+def training_rows(store: Store) -> tuple[dict, ...]:
+    """Per training setting of the store: model, label and seed; for a tuned one, its recipe
+    (``RECIPE_KEYS``) and whether its loss covers the end token."""
+    rows = []
+    for row in store.table("train_settings").itertuples():
+        entry = {"model": row.model, "setting": row.label, "seed": int(row.seed)}
+        if row.paradigm != "zs":
+            spec = json.loads(row.spec)
+            entry |= {key: spec.get(key) for key in RECIPE_KEYS}
+            entry["end_token_trained"] = end_token_trained(row.paradigm, spec.get("objective", "neutral-lm"))
+        rows.append(entry)
+    return tuple(rows)
