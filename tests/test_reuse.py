@@ -3,6 +3,7 @@
 import json
 import shutil
 import sqlite3
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -116,3 +117,16 @@ def test_a_retrained_adapter_that_differs_regenerates_its_settings_completions(t
     assert "differs from the one the run recorded" in capsys.readouterr().err
     for name, table in _tables(run).items():  # the same adapter again (training is deterministic): same rows
         pd.testing.assert_frame_equal(table, original[name], obj=name)
+
+
+def test_the_default_run_is_part_of_the_embedded_grid():
+    """Same training, same keys: `xdetox run`'s ZS and X-FT from en are the grid's seed-42 settings."""
+    from xdetox import data
+    from xdetox.cli import _config_from_args, build_parser
+
+    corpus = data.load(None)
+    run = grid.make_plan(_config_from_args(build_parser().parse_args(["run"])), corpus)
+    embedded = grid.make_plan(grid.load_config(Path(__file__).parents[1] / "configs" / "embedded.toml"), corpus)
+    assert {s.label for s in run.settings} == {"zs", "x-ft:en"}
+    assert {s.key for s in run.settings} <= {s.key for s in embedded.settings}
+    assert {e.key for e in run.evaluations} <= {e.key for e in embedded.evaluations}

@@ -170,6 +170,10 @@ class TrainSpec:
             if not self.pool:
                 raise XdetoxInputError(f"{self.paradigm} needs at least one pooled language")
             check_langs(list(self.pool))
+        elif tuple(self.pool) != LANGS:
+            # The pool means nothing to ZS, X-FT and DPO: one canonical value, so that equal training
+            # has one content key (`xdetox run`'s X-FT from en is the grid's, and --reuse finds it).
+            object.__setattr__(self, "pool", LANGS)
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "max_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
