@@ -40,9 +40,7 @@ def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, prog
         pending = pending[~pending["text"].map(is_silent)]
         if pending.empty:
             continue
-        scorer = session.scorer(name)
-        if hasattr(scorer, "progress"):
-            scorer.progress = progress
+        scorer = session.scorer(name, progress)
         chunk = getattr(scorer, "batch_size", 256)
         bar = tqdm(total=len(pending), desc=f"score {name}", unit="text", disable=not progress,
                    leave=False, position=1)
@@ -94,9 +92,7 @@ def score_length_matched(plan: Plan, store: Store, session: Session, progress: b
             continue
         tokenizer = session.tokenizer(ev.setting.model)
         cut, cut_zs = zip(*(cut_to_shorter(tokenizer, a, b) for a, b in zip(pairs["text"], pairs["zs_text"])))
-        scorer = session.scorer(name)
-        if hasattr(scorer, "progress"):
-            scorer.progress = progress
+        scorer = session.scorer(name, progress)
         chunk = getattr(scorer, "batch_size", 256)
         bar = tqdm(total=len(pairs), desc=f"score {name} length-matched", unit="pair", disable=not progress,
                    leave=False, position=1)

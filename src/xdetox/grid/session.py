@@ -93,9 +93,13 @@ class Session:
             return engine if adapter is None else engine.with_adapter(setting.key, adapter)
         return Generator(self.model_for(setting, adapter), loaded.tokenizer)
 
-    def scorer(self, name: str):
+    def scorer(self, name: str, progress: bool = False):
+        """The scorer of ``name`` (loaded once); a scorer with a ``progress`` attribute gets ``progress``."""
         from xdetox.scorers.registry import get_scorer
 
         if name not in self.scorers:
             self.scorers[name] = get_scorer(name)
-        return self.scorers[name]
+        scorer = self.scorers[name]
+        if hasattr(scorer, "progress"):
+            scorer.progress = progress
+        return scorer
