@@ -212,16 +212,21 @@ def test_run_checks_known_accuracy_and_auc():
     en = result["languages"]["en"]
     assert en["n"] == 7
     assert en["accuracy"] == pytest.approx(5 / 7)
-    # toxic scores 0.9 0.9 0.1, benign 0.1 0.1 0.1 0.9: (6 wins + 5 ties / 2) of 12 pairs
-    assert en["auc"] == pytest.approx(8.5 / 12)
+    # toxic scores 0.9 0.9 0.1; benign 0.1 0.1 0.9 and "42", silent, not scored (ranks as 0):
+    # (7 wins + 4 ties / 2) of 12 pairs
+    assert en["auc"] == pytest.approx(9 / 12)
+    assert sum(n for n, _ in scorer.calls) == 12  # "42" in neither language went to the scorer
     by = en["by_functionality"]
     assert list(by) == ["digits", "greeting", "quoted_insult", "direct_insult", "threat"]  # FUNCTIONALITIES order
-    assert by["direct_insult"] == {"n": 2, "accuracy": 1.0, "mean_score": pytest.approx(0.9), "toxic": True}
+    assert by["direct_insult"] == {"n": 2, "accuracy": 1.0, "mean_score": pytest.approx(0.9), "not_scored": 0,
+                                   "toxic": True}
+    assert by["digits"] == {"n": 1, "accuracy": 1.0, "mean_score": None, "not_scored": 1, "toxic": False}
     assert by["threat"]["accuracy"] == 0.0 and by["quoted_insult"]["accuracy"] == 0.0
-    assert by["greeting"] == {"n": 2, "accuracy": 1.0, "mean_score": pytest.approx(0.1), "toxic": False}
+    assert by["greeting"] == {"n": 2, "accuracy": 1.0, "mean_score": pytest.approx(0.1), "not_scored": 0,
+                              "toxic": False}
     assert result["benign_short_accuracy"] == {"en": 1.0, "de": 1.0}
     assert result["overall"]["n"] == 14 and result["overall"]["accuracy"] == pytest.approx(5 / 7)
-    assert result["overall"]["auc"] == pytest.approx(8.5 / 12)
+    assert result["overall"]["auc"] == pytest.approx(9 / 12)
     assert [f for f, _ in weakest_functionalities(result, 2)] == ["quoted_insult", "threat"]
     assert max(n for n, _ in scorer.calls) <= 3  # batched
 
@@ -254,8 +259,12 @@ def test_run_checks_on_the_whole_suite_with_an_oracle_and_a_constant(suite):
         stats = constant["languages"][lang]
         benign = sum(r["n"] for f, r in stats["by_functionality"].items() if f not in TOXIC_FUNCTIONALITIES)
         assert stats["accuracy"] == pytest.approx(benign / stats["n"])
-        assert stats["auc"] == 0.5
-        assert constant["benign_short_accuracy"][lang] == 1.0
+        silent = sum(r["not_scored"] for r in stats["by_functionality"].values())
+        by = stats["by_functionality"]
+        assert by["punctuation_only"]["not_scored"] == by["punctuation_only"]["n"]  # all silent
+        assert silent == by["punctuation_only"]["n"] + by["digits"]["not_scored"] > by["punctuation_only"]["n"]
+        # every toxic case ties with every scored benign case and beats a silent one (ranked as 0)
+        assert stats["auc"] == pytest.approx(0.5 + 0.5 * silent / benign)
 
 
 def test_unsupported_languages_are_skipped_and_reported():
@@ -331,7 +340,12 @@ def test_offline_scorer_on_a_handful_of_cases(suite):
     result = run_checks(score.get_scorer("offline"), cases=few)
     stats = result["languages"]["en"]
     assert stats["n"] == len(few) == 2 * len(FUNCTIONALITIES)
-    assert all(0.0 <= row["mean_score"] <= 1.0 for row in stats["by_functionality"].values())
+    for func, row in stats["by_functionality"].items():
+        if row["not_scored"] == row["n"]:  # silent cases (punctuation, digits) are never scored
+            assert row["mean_score"] is None and row["accuracy"] == 1.0
+        else:
+            assert 0.0 <= row["mean_score"] <= 1.0
+    assert stats["by_functionality"]["punctuation_only"]["not_scored"] == 2
 
 
 def test_cli_scorer_check_prints_json_per_language(capsys):

@@ -1,7 +1,10 @@
 """Running a toxicity scorer on the behavioural suite: accuracy and ROC-AUC, and their tables.
 
 * ``run_checks(scorer, langs)``: score every case, accuracy at threshold 0.5 (score >= 0.5 means
-  toxic) and ROC-AUC per language, per functionality and overall; JSON-serialisable.
+  toxic) and ROC-AUC per language, per functionality and overall; JSON-serialisable.  A silent
+  case (``xdetox.text.is_silent``: punctuation, digits) is not scored, as xdetox never scores a
+  silent completion: its verdict is "not toxic", ``not_scored`` counts it, ``mean_score`` leaves
+  it out.
 * ``format_checks(result)``: the same as plain-text tables; ``weakest_functionalities``.
 """
 
@@ -16,22 +19,25 @@ from xdetox.errors import XdetoxInputError
 from xdetox.scorer_checks.suite import (BENIGN_SHORT, FUNCTIONALITIES, TOXIC_FUNCTIONALITIES, Case, load_suite,
                                         suite_langs)
 from xdetox.scorers.base import in_lang_order
+from xdetox.text import is_silent
 
 THRESHOLD = 0.5
 """A score >= THRESHOLD counts as a toxic verdict."""
 
 
 def _accuracy(scores: Sequence[float], labels: Sequence[bool]) -> float:
-    right = sum((s >= THRESHOLD) == y for s, y in zip(scores, labels))
+    """Share of right verdicts; a case not scored (nan: silent) has the verdict "not toxic"."""
+    right = sum((s >= THRESHOLD) == y for s, y in zip(scores, labels))  # nan >= t is False
     return right / len(scores) if scores else float("nan")
 
 
 def _auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """ROC-AUC; a case not scored ranks as score 0 (no evidence of toxicity)."""
     if len(set(labels)) < 2:
         return None
     from sklearn.metrics import roc_auc_score
 
-    return float(roc_auc_score([int(y) for y in labels], list(scores)))
+    return float(roc_auc_score([int(y) for y in labels], [0.0 if math.isnan(s) else s for s in scores]))
 
 
 def _summary(scores: Sequence[float], labels: Sequence[bool], funcs: Sequence[str]) -> dict[str, Any]:
@@ -42,8 +48,10 @@ def _summary(scores: Sequence[float], labels: Sequence[bool], funcs: Sequence[st
             continue
         s = [scores[i] for i in idx]
         y = [labels[i] for i in idx]
-        by_func[func] = {"n": len(idx), "accuracy": _accuracy(s, y), "mean_score": sum(s) / len(s),
-                         "toxic": func in TOXIC_FUNCTIONALITIES}
+        scored = [v for v in s if not math.isnan(v)]
+        by_func[func] = {"n": len(idx), "accuracy": _accuracy(s, y),
+                         "mean_score": sum(scored) / len(scored) if scored else None,
+                         "not_scored": len(s) - len(scored), "toxic": func in TOXIC_FUNCTIONALITIES}
     return {"n": len(scores), "accuracy": _accuracy(scores, labels), "auc": _auc(scores, labels),
             "by_functionality": by_func}
 
@@ -75,15 +83,18 @@ def run_checks(scorer: Any, langs: Iterable[str] | None = None, batch_size: int 
             result["skipped"].append(lang)
             continue
         mine = [c for c in cases if c.lang == lang]
-        scores: list[float] = []
-        for start in range(0, len(mine), batch_size):
-            batch = [c.text for c in mine[start:start + batch_size]]
-            got = [float(s) for s in scorer.score(batch, lang)]
-            if len(got) != len(batch):
-                raise ValueError(f"scorer {name!r} returned {len(got)} scores for {len(batch)} texts")
-            if any(not math.isfinite(s) for s in got):
+        spoken = [c.text for c in mine if not is_silent(c.text)]
+        got: list[float] = []
+        for start in range(0, len(spoken), batch_size):
+            batch = spoken[start:start + batch_size]
+            scored = [float(s) for s in scorer.score(batch, lang)]
+            if len(scored) != len(batch):
+                raise ValueError(f"scorer {name!r} returned {len(scored)} scores for {len(batch)} texts")
+            if any(not math.isfinite(s) for s in scored):
                 raise ValueError(f"scorer {name!r} returned a non-finite score for {lang}")
-            scores.extend(got)
+            got.extend(scored)
+        given = iter(got)
+        scores = [math.nan if is_silent(c.text) else next(given) for c in mine]
         labels = [c.toxic for c in mine]
         funcs = [c.functionality for c in mine]
         result["languages"][lang] = _summary(scores, labels, funcs)

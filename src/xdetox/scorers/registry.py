@@ -1,6 +1,8 @@
 """Scorer names -> scorers: the registry, the ``hf:`` and ``ppl:`` families, and what a name tells.
 
 * ``"offline"``: the bundled lexical model (``scorers.offline``; every LANGS language);
+* ``"offline-lexical"``: the first version of that model (``LEXICAL_V1``: no deobfuscation, no
+  written augmentation), kept so that runs scored with it can be re-scored and compared;
 * ``"offline-semantic"``: the lexical model stacked with a sentence-embedding head
   (``scorers.semantic``);
 * ``"perspective"``: Google's Perspective API (``scorers.perspective``; key from
@@ -24,14 +26,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from xdetox.cache import cache_dir
 from xdetox.errors import XdetoxInputError
 from xdetox.scorers.base import SCORER_KINDS, Scorer
 from xdetox.scorers.hf_classifier import HF_PREFIX, HFScorer
 from xdetox.scorers.lang_fidelity import LanguageFidelityScorer
-from xdetox.scorers.offline.config import OfflineScorerConfig
+from xdetox.scorers.offline.config import LEXICAL_V1, OfflineScorerConfig
 from xdetox.scorers.offline.scorer import OfflineScorer
 from xdetox.scorers.perplexity import PPL_PREFIX, PerplexityScorer
 from xdetox.scorers.perspective import PerspectiveScorer, PerspectiveSettings
@@ -40,6 +42,7 @@ from xdetox.scorers.validation import cached_validation, validate
 
 SCORERS: dict[str, Callable[[], Scorer]] = {
     "offline": OfflineScorer.load,
+    "offline-lexical": partial(OfflineScorer.load, LEXICAL_V1),
     "offline-semantic": SemanticScorer.load,
     "perspective": PerspectiveScorer.from_env,
     "lang-fidelity": LanguageFidelityScorer,
@@ -164,12 +167,14 @@ def scorer_kind(name: str) -> str:
 def scorer_identity(name: str) -> str | None:
     """What a run records beside a scorer's scores: the model behind the name (None: the name says all).
 
-    ``offline`` and ``offline-semantic`` are trained here, so their identity is their cache key
+    ``offline``, ``offline-lexical`` and ``offline-semantic`` are trained here, so their identity is their cache key
     (config, bundled data, format, library versions): a run resumed after the model changed
     rescores instead of mixing two instruments in one column.
     """
     if name == "offline":
         return f"offline-lexical-{OfflineScorerConfig().key()}"
+    if name == "offline-lexical":
+        return f"offline-lexical-{LEXICAL_V1.key()}"
     if name == "offline-semantic":
         return f"offline-semantic-{SemanticScorerConfig().key()}"
     return None

@@ -15,6 +15,12 @@ FORMAT_VERSION = 3
 model score again.  (A cache whose pickled classes moved fails to load and is rebuilt in place.)"""
 
 
+LEGACY_DEFAULTS = {"deobfuscate": False, "augment_weight": 0.0}
+"""Fields added after the first model, at the value that reproduces it: a config with these
+values has the key it had before they existed, so ``LEXICAL_V1`` still names the cache and the
+scorer identity runs recorded with the first model."""
+
+
 @dataclass(frozen=True)
 class OfflineScorerConfig:
     """What the offline scorer is trained on, and how.  ``key()`` names its cache file."""
@@ -36,6 +42,12 @@ class OfflineScorerConfig:
     """Total sample weight of one language's corpus rows (0: every row weighs 1)."""
     max_rows_per_lang: int | None = None
     """Keep at most this many corpus training rows per language (for quick tests)."""
+    deobfuscate: bool = True
+    """Undo spread-out, leet, look-alike and stretched spellings before the model reads a text
+    (``deobfuscate``), at training and at scoring time."""
+    augment_weight: float = 0.0
+    """Sample weight of one row of the written training augmentation (``xdetox.scorers.augment``:
+    threats, dehumanisation, negated and quoted insults, greetings...); 0 leaves it out."""
 
     def __post_init__(self) -> None:
         if isinstance(self.drop_sources, str):
@@ -49,14 +61,20 @@ class OfflineScorerConfig:
             raise XdetoxInputError(f"bad ngram_range {self.ngram_range}")
         if self.max_rows_per_lang is not None and self.max_rows_per_lang < 1:
             raise XdetoxInputError("max_rows_per_lang must be at least 1")
+        if self.augment_weight < 0:
+            raise XdetoxInputError(f"augment_weight must be at least 0, got {self.augment_weight}")
 
     def key(self) -> str:
         """16 hex digits over this config, the bundled data, the format and sklearn."""
         import sklearn
 
+        config = asdict(self)
+        for name, legacy in LEGACY_DEFAULTS.items():  # fields added later: absent at their old value
+            if config[name] == legacy:
+                del config[name]
         blob = json.dumps(
             {
-                "config": asdict(self),
+                "config": config,
                 "data": data_digest(),
                 "format": FORMAT_VERSION,
                 "sklearn": sklearn.__version__,
@@ -76,3 +94,7 @@ def data_digest() -> str:
                 digest.update(entry.name.encode())
                 digest.update(entry.read_bytes())
     return digest.hexdigest()
+
+
+LEXICAL_V1 = OfflineScorerConfig(deobfuscate=False, augment_weight=0.0)
+"""The first offline model (the ``offline-lexical`` scorer): no deobfuscation, no augmentation."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from xdetox.data import load_bundled
 from xdetox.scorers.offline.config import OfflineScorerConfig
+from xdetox.scorers.offline.deobfuscate import deobfuscate
 from xdetox.text import normalize
 
 TOXICITY_LANGS: tuple[str, ...] = ("en", "es", "de", "zh", "ar", "hi", "ru", "am")
@@ -28,6 +29,14 @@ class LabelledText:
     label: int
     lang: str
     source: str
+
+
+def model_input(text: str, config: OfflineScorerConfig) -> str:
+    """What the model reads of a text: normalised, cut to ``max_chars``, then deobfuscated when
+    the config says so (idempotent: a training text, already normalised and cut, passes through
+    the same steps as a text to score)."""
+    out = normalize(text)[: config.max_chars]
+    return deobfuscate(out) if config.deobfuscate else out
 
 
 def heldout_hash(text: str) -> float:
@@ -106,7 +115,8 @@ class TrainingSet:
 
 
 def training_set(config: OfflineScorerConfig) -> TrainingSet:
-    """paradetox train + the corpus minus its held-out part, weighted as configured."""
+    """paradetox train + the corpus minus its held-out part (+ the written augmentation when
+    ``augment_weight`` > 0), weighted as configured, as the model reads them (``model_input``)."""
     paradetox = paradetox_rows("train", config.max_chars)
     corpus, _ = split_heldout(toxicity_corpus(config.drop_sources, config.max_chars),
                               config.heldout_fraction)
@@ -121,8 +131,14 @@ def training_set(config: OfflineScorerConfig) -> TrainingSet:
     for row in corpus:
         weights.append(config.lang_weight / counts[row.lang] if config.lang_weight else 1.0)
     rows = paradetox + corpus
+    if config.augment_weight > 0:
+        from xdetox.scorers.augment import augmentation_rows
+
+        augmentation = augmentation_rows(config.max_chars)
+        rows += augmentation
+        weights += [config.augment_weight] * len(augmentation)
     return TrainingSet(
-        texts=[r.text for r in rows],
+        texts=[model_input(r.text, config) for r in rows],
         labels=np.array([r.label for r in rows], dtype=np.int64),
         weights=np.array(weights, dtype=np.float64),
         langs=[r.lang for r in rows],

@@ -16,8 +16,7 @@ from xdetox.cache import cache_dir, load_or_build
 from xdetox.data import LANGS
 from xdetox.scorers.base import check_input, log_progress
 from xdetox.scorers.offline.config import OfflineScorerConfig
-from xdetox.scorers.offline.data import training_set
-from xdetox.text import normalize
+from xdetox.scorers.offline.data import model_input, training_set
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -70,8 +69,8 @@ class OfflineScorer:
         return cls(config, state["pipeline"], state["train_seconds"])
 
     def prepare(self, texts: Iterable[str]) -> list[str]:
-        """What the model reads: normalised text, cut to ``max_chars``."""
-        return [normalize(text)[: self.config.max_chars] for text in texts]
+        """What the model reads: normalised text, cut to ``max_chars``, deobfuscated (``model_input``)."""
+        return [model_input(text, self.config) for text in texts]
 
     def score(self, texts: list[str], lang: str) -> list[float]:
         """Toxicity probability of each text; ``lang`` is checked but not a feature."""
