@@ -161,14 +161,21 @@ def expand_template(template: str, lists: Mapping[str, list], where: str = "temp
         out.append(" ".join(text.split()))
     return out
 
-def build_suite(templates: Mapping[str, Any]) -> list[Case]:
+def build_suite(templates: Mapping[str, Any], functionalities: Sequence[str] | None = None) -> list[Case]:
     """The cases that ``templates`` (the parsed ``templates.json``) generate, in language order.
 
+    ``functionalities``: the groups the templates declare and define, a subset of
+    ``FUNCTIONALITIES`` in that order (default: all of them, as the suite has); the
+    training set of ``resources/scorer_train`` uses a subset.
     Deterministic: no randomness, so the shipped files can be compared with it.
     """
+    wanted = FUNCTIONALITIES if functionalities is None else tuple(functionalities)
+    unknown = [f for f in wanted if f not in FUNCTIONALITIES]
+    if unknown or list(wanted) != [f for f in FUNCTIONALITIES if f in wanted]:
+        raise ValueError(f"functionalities {list(wanted)} must be a subset of {list(FUNCTIONALITIES)}, in that order")
     declared = {f["name"]: bool(f["toxic"]) for f in templates["functionalities"]}
-    if tuple(declared) != FUNCTIONALITIES:
-        raise ValueError(f"templates declare functionalities {list(declared)}, expected {list(FUNCTIONALITIES)}")
+    if tuple(declared) != wanted:
+        raise ValueError(f"templates declare functionalities {list(declared)}, expected {list(wanted)}")
     for name, toxic in declared.items():
         if toxic != (name in TOXIC_FUNCTIONALITIES):
             raise ValueError(f"templates label {name!r} toxic={toxic}, the code says otherwise")
@@ -180,12 +187,12 @@ def build_suite(templates: Mapping[str, Any]) -> list[Case]:
     cases: list[Case] = []
     for lang in order:
         groups = languages[lang]["groups"]
-        missing = [f for f in FUNCTIONALITIES if f not in groups]
-        extra = [f for f in groups if f not in FUNCTIONALITIES]
+        missing = [f for f in wanted if f not in groups]
+        extra = [f for f in groups if f not in wanted]
         if missing or extra:
             raise ValueError(f"{lang}: groups missing {missing}, unknown {extra}")
         seen: set[str] = set()
-        for func in FUNCTIONALITIES:
+        for func in wanted:
             spec = groups[func]
             if isinstance(spec, list):
                 spec = {"templates": spec}
@@ -230,9 +237,13 @@ def _resource_root():
     return files("xdetox").joinpath(*RESOURCE_DIR)
 
 
-def load_templates() -> dict[str, Any]:
-    """The parsed ``templates.json`` shipped with the package."""
-    return json.loads(_resource_root().joinpath(TEMPLATES_FILE).read_text(encoding="utf-8"))
+def load_templates(path: str | Path | None = None) -> dict[str, Any]:
+    """The parsed ``templates.json`` shipped with the package, or the templates file at ``path``
+    (a path or an ``importlib.resources`` file, e.g. the training set's)."""
+    source = _resource_root().joinpath(TEMPLATES_FILE) if path is None else path
+    if isinstance(source, str):
+        source = Path(source)
+    return json.loads(source.read_text(encoding="utf-8"))
 
 
 def suite_langs(langs: Iterable[str] | None) -> list[str]:
