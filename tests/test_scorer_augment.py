@@ -16,11 +16,11 @@ from xdetox.errors import XdetoxInputError
 from xdetox.scorer_checks import FUNCTIONALITIES, TOXIC_FUNCTIONALITIES, build_suite, load_suite, load_templates
 from xdetox.scorers.augment import (
     augmentation_cases,
-    augmentation_rows,
     train_functionalities,
     train_templates,
     train_templates_path,
 )
+from xdetox.scorers.offline.data import augmentation_rows
 from xdetox.text import SCRIPTS, dominant_script, normalize
 
 GROUPS = ("greeting", "short_benign_phrase", "identity_neutral", "negated_insult", "quoted_insult",

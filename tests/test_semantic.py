@@ -12,7 +12,7 @@ from xdetox.scorers import registry, semantic, validation
 from xdetox.scorers.offline.data import heldout_hash
 
 SMALL = semantic.SemanticScorerConfig(
-    head_rows_per_lang=10, calibration_rows_per_lang=20, paradetox_pairs_per_lang=10,
+    head_rows_per_lang=10, calibration_rows_per_lang=20, paradetox_pairs_per_lang=10, augment_per_group=3,
     lexical={"ngram_range": (1, 3), "max_rows_per_lang": 300},
 )
 
@@ -58,8 +58,12 @@ def test_combiner_features_and_calibration_rows_stay_out_of_validation():
     low, high = semantic.CALIBRATION_SLICE
     v_low, v_high = validation.VALIDATION_SLICE
     assert high <= v_low or v_high <= low, "calibration and validation slices must not overlap"
-    head, calibration = semantic._rows(SMALL)
+    head, calibration, augment_calibration = semantic._rows(SMALL)
     assert all(low <= heldout_hash(r.text) < high for r in calibration)
+    a_low, a_high = SMALL.augment_calibration  # the head never sees the augmentation that calibrates
+    assert augment_calibration and all(a_low <= heldout_hash(r.text) < a_high for r in augment_calibration)
+    assert not {r.text for r in augment_calibration} & {r.text for r in head}
+    assert {r.source for r in head if r.source.startswith("augment/")}  # the rest trains the head
     held = {r.text for r in validation.validation_rows(max_per_lang=50)}
     assert not held & {r.text for r in head} and not held & {r.text for r in calibration}
 

@@ -16,7 +16,8 @@ threat phrases and dehumanising nouns differ from the suite's, and most of its i
 (``resources/scorer_train/README.md``; ``tests/test_scorer_augment.py`` checks every rule).
 
 * ``augmentation_cases(langs)``: the cases (``Case``), in language then group order (cached);
-* ``augmentation_rows(max_chars)``: the cases as the offline scorer's labelled texts.
+* (``xdetox.scorers.offline.data.augmentation_rows`` turns them into the offline scorer's
+  labelled texts.)
 
 Importing this module loads no model library (no torch, no scikit-learn).
 """
@@ -29,7 +30,6 @@ from importlib.resources import files
 from typing import Any
 
 from xdetox.scorer_checks.suite import Case, build_suite, load_templates, suite_langs
-from xdetox.text import normalize
 
 RESOURCE_DIR = ("resources", "scorer_train")
 TEMPLATES_FILE = "templates.json"
@@ -70,13 +70,3 @@ def augmentation_cases(langs: Iterable[str] | str | None = None) -> list[Case]:
     Deterministic; built once and cached.  ``XdetoxInputError`` for an unknown language.
     """
     return list(_cases_of(tuple(suite_langs(langs))))
-
-
-def augmentation_rows(max_chars: int | None) -> list:
-    """Every training case as ``LabelledText(normalize(text)[:max_chars], int(toxic), lang,
-    "augment/<functionality>")``, in ``augmentation_cases()`` order."""
-    from xdetox.scorers.offline.data import LabelledText  # numpy: loaded only when rows are wanted
-
-    return [LabelledText(normalize(case.text)[:max_chars], int(case.toxic), case.lang,
-                         f"{SOURCE_PREFIX}{case.functionality}")
-            for case in augmentation_cases()]

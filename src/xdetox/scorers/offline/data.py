@@ -103,6 +103,16 @@ def split_heldout(
     return train, heldout
 
 
+def augmentation_rows(max_chars: int | None) -> list[LabelledText]:
+    """The written training augmentation (``xdetox.scorers.augment``) as labelled texts,
+    normalised and cut to ``max_chars``; ``source`` is ``augment/<functionality>``."""
+    from xdetox.scorers.augment import SOURCE_PREFIX, augmentation_cases
+
+    return [LabelledText(normalize(case.text)[:max_chars], int(case.toxic), case.lang,
+                         f"{SOURCE_PREFIX}{case.functionality}")
+            for case in augmentation_cases()]
+
+
 @dataclass
 class TrainingSet:
     """Texts (normalised, truncated), labels and sample weights for the classifier."""
@@ -132,8 +142,6 @@ def training_set(config: OfflineScorerConfig) -> TrainingSet:
         weights.append(config.lang_weight / counts[row.lang] if config.lang_weight else 1.0)
     rows = paradetox + corpus
     if config.augment_weight > 0:
-        from xdetox.scorers.augment import augmentation_rows
-
         augmentation = augmentation_rows(config.max_chars)
         rows += augmentation
         weights += [config.augment_weight] * len(augmentation)
