@@ -32,6 +32,7 @@ def test_report_store_and_specs_import_without_torch():
 @pytest.mark.parametrize(("module", "absent"), [
     ("xdetox.scorers.registry", ("torch", "transformers", "sklearn")),  # scorers load their libraries when built
     ("xdetox.analysis", ("torch", "transformers")),
+    ("xdetox.scorers.augment", ("torch", "transformers", "sklearn")),  # the training set is plain data
 ])
 def test_registry_and_analysis_import_without_torch(module, absent):
     code = (f"import sys, {module}; "
