@@ -74,3 +74,17 @@ def test_offline_lexical_is_registered_with_its_own_identity():
     assert registry.scorer_identity("offline-lexical") == f"offline-lexical-{LEXICAL_V1.key()}"
     assert registry.scorer_identity("offline") != registry.scorer_identity("offline-lexical")
     assert registry.scorer_kind("offline-lexical") == "toxicity"
+
+
+def test_training_set_reads_like_the_scorer_and_can_take_the_written_augmentation():
+    from xdetox.scorers.offline.data import augmentation_rows, training_set
+
+    small = OfflineScorerConfig(max_rows_per_lang=20)
+    plain = training_set(small)
+    assert all(deobfuscate(t) == t for t in plain.texts)  # what the model reads at scoring time too
+    augmented = training_set(OfflineScorerConfig(max_rows_per_lang=20, augment_weight=5.0))
+    extra = len(augmentation_rows(small.max_chars))
+    assert len(augmented.texts) == len(plain.texts) + extra and extra > 0
+    assert augmented.weights[-extra:].tolist() == [5.0] * extra
+    assert sum(s.startswith("augment/") for s in augmented.sources) == extra
+    assert not any(s.startswith("augment/") for s in plain.sources)
