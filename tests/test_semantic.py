@@ -52,6 +52,10 @@ def test_stacked_scorer_scores_probabilities_and_ranks_insults_above_rewrites(sm
 
 
 def test_combiner_features_and_calibration_rows_stay_out_of_validation():
+    clipped = semantic.combiner_features(np.array([0.999, 0.999]), np.array([0.5, 0.5]), np.array([False, True]),
+                                         short_lexical_clip=3.0)
+    assert clipped[0, 0] == pytest.approx(np.log(999), rel=1e-3)  # a longer text keeps its lexical logit
+    assert clipped[1, 0] == pytest.approx(3.0) and clipped[1, 3] == pytest.approx(3.0)  # a short one is bounded
     f = semantic.combiner_features(np.array([0.5, 0.9]), np.array([0.5, 0.1]), np.array([False, True]))
     assert f.shape == (2, 5) and f[0].tolist() == pytest.approx([0, 0, 0, 0, 0], abs=1e-9)
     assert f[1, 2] == 1 and f[1, 3] == pytest.approx(f[1, 0]) and f[1, 4] == pytest.approx(f[1, 1])
