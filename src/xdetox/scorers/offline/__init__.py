@@ -26,7 +26,7 @@ purely lexical model, trained once on this machine and cached.
   ``LEXICAL_V1``): ``f u c k``, ``i.d.i.o.t``, ``1d10t``, ``cвoлoчь`` (Latin look-alikes in a
   Cyrillic word), ``غـبـي`` (tatweel), ``idiooooot`` are read as the plain word.  On the
   behavioural suite's obfuscated insults this lifts accuracy from 0.12-0.42 to 0.30-0.74 per
-  language; every other figure below moves by at most 0.01 (``xdetox scorer eval``).
+  language; every AUC and accuracy below moves by at most 0.01 (``xdetox scorer eval``).
 * Features: TF-IDF of character n-grams inside word boundaries (``char_wb`` 1-5,
   sublinear tf, min_df 2), each column scaled by its naive-Bayes log-count ratio
   (NB-LR, Wang & Manning 2012), then an L2 logistic regression (liblinear).
