@@ -226,7 +226,7 @@ class SemanticScorer:
         head.fit(head_x, [r.label for r in head_rows])
         texts = lexical.prepare([r.text for r in calibration])
         features = combiner_features(lexical.pipeline.predict_proba(texts)[:, 1],
-                                     head.predict_proba(embed(texts))[:, 1], _short(texts, calibration),
+                                     head.predict_proba(embed(texts))[:, 1], _short(texts, [r.lang for r in calibration]),
                                      config.short_lexical_clip)
         weights = [1.0] * len(corpus_calibration) + [config.augment_calibration_weight] * len(augment_calibration)
         combiner = LogisticRegression(C=config.combiner_C, max_iter=1000)
@@ -255,8 +255,7 @@ class SemanticScorer:
         prepared = self.lexical.prepare(texts)
         features = combiner_features(self.lexical.pipeline.predict_proba(prepared)[:, 1],
                                      self.head.predict_proba(embed(prepared))[:, 1],
-                                     np.array([bool({"short", "no_letters"} & set(text_flags(t, lang)))
-                                               for t in prepared]), self.config.short_lexical_clip)
+                                     _short(prepared, [lang] * len(prepared)), self.config.short_lexical_clip)
         return [float(p) for p in self.combiner.predict_proba(features)[:, 1]]
 
 
@@ -272,5 +271,6 @@ def _head(config: SemanticScorerConfig):
     return LogisticRegression(C=config.head_C, max_iter=3000, class_weight="balanced")
 
 
-def _short(texts: list[str], rows) -> np.ndarray:
-    return np.array([bool({"short", "no_letters"} & set(text_flags(t, r.lang))) for t, r in zip(texts, rows)])
+def _short(texts: list[str], langs: list[str]) -> np.ndarray:
+    """Per text: flagged short or without letters in its language (``text_flags``)."""
+    return np.array([bool({"short", "no_letters"} & set(text_flags(t, lang))) for t, lang in zip(texts, langs)])
