@@ -226,7 +226,8 @@ class SemanticScorer:
         head.fit(head_x, [r.label for r in head_rows])
         texts = lexical.prepare([r.text for r in calibration])
         features = combiner_features(lexical.pipeline.predict_proba(texts)[:, 1],
-                                     head.predict_proba(embed(texts))[:, 1], _short(texts, [r.lang for r in calibration]),
+                                     head.predict_proba(embed(texts))[:, 1],
+                                     _short(texts, [r.lang for r in calibration]),
                                      config.short_lexical_clip)
         weights = [1.0] * len(corpus_calibration) + [config.augment_calibration_weight] * len(augment_calibration)
         combiner = LogisticRegression(C=config.combiner_C, max_iter=1000)
