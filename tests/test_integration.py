@@ -63,6 +63,8 @@ def test_bf16_log_probabilities_are_within_one_percent_of_fp32(embedded):
 
 def test_embedded_neutral_lm_batches_never_train_an_end_token(embedded, tmp_path):
     """Gemma 3's real tokenizer: no neutral-lm label is EOS, <end_of_turn> or padding, in all 9 languages."""
+    import torch
+
     from xdetox import train
     from xdetox.generate import stop_ids
 
@@ -74,3 +76,11 @@ def test_embedded_neutral_lm_batches_never_train_an_end_token(embedded, tmp_path
         ids = train.neutral_lm_ids(embedded, train.training_examples(spec, corpus)[:40], spec.max_length)
         assert all(row and not stop & set(row) for row in ids), lang
         assert all(row[0] == embedded.tokenizer.bos_token_id for row in ids), lang
+        embedded.tokenizer.padding_side = "right"
+        try:  # the training batch itself: targets are the sentence tokens, never a stop token or padding
+            batch = train.neutral_lm_collator(embedded.tokenizer)([{"input_ids": row} for row in ids[:8]])
+        finally:
+            embedded.tokenizer.padding_side = "left"
+        labels = batch["labels"]
+        assert not stop & set(labels.unique().tolist()), lang
+        assert torch.equal((labels != -100).sum(1), batch["attention_mask"].sum(1)), lang

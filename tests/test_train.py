@@ -201,3 +201,86 @@ def test_the_training_bar_shows_each_step_and_its_loss_and_changes_nothing(tiny_
     assert bar.out == "" and silent.out == "", "the trainer printed its metrics"
     assert (shown / "adapter_model.safetensors").read_bytes() == (hidden / "adapter_model.safetensors").read_bytes()
     assert train.read_metadata(shown)["train_loss"] == train.read_metadata(hidden)["train_loss"]
+
+
+def _loss_curve(trainer) -> list[float]:
+    """Train, recording each step's loss as the trainer computes it (the value itself is not touched)."""
+    losses, step = [], trainer.training_step
+
+    def recording(*args, **kwargs):
+        loss = step(*args, **kwargs)
+        losses.append(float(loss))
+        return loss
+
+    trainer.training_step = recording
+    trainer.train()
+    return losses
+
+
+def test_neutral_lm_follows_trls_loss_curve(tiny_model_dir, tmp_path):
+    """`neutral-lm` trains through transformers' Trainer (the reference's recipe, faster on a CPU); the loss
+    curve is the one TRL's SFTTrainer gives on the same token ids, seed and optimiser, step by step."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    corpus = data.load()
+    spec = train.TrainSpec(source="de", epochs=1, batch_size=16, seed=3, max_length=64)
+    examples = train.training_examples(spec, corpus)
+
+    def loaded():
+        model = models.load(models.ModelSpec(name=str(tiny_model_dir)), for_training=True)
+        model.tokenizer.padding_side = "right"
+        return model
+
+    ours = train.make_trainer(loaded(), spec, examples, tmp_path / "ours")
+    assert type(ours).__name__ == "Trainer"
+    reference = loaded()
+    config = SFTConfig(
+        output_dir=str(tmp_path / "trl"), num_train_epochs=1, per_device_train_batch_size=16, learning_rate=2e-4,
+        seed=3, data_seed=3, save_strategy="no", report_to="none", logging_strategy="no", disable_tqdm=True,
+        use_cpu=True, bf16=reference.dtype == torch.bfloat16, max_length=64, packing=False)
+    trl = SFTTrainer(
+        model=reference.model, args=config, processing_class=reference.tokenizer,
+        train_dataset=Dataset.from_dict({"input_ids": train.neutral_lm_ids(reference, examples, 64)}),
+        peft_config=train._lora_config(reference, spec))
+    a, b = _loss_curve(ours), _loss_curve(trl)
+    assert len(a) == len(b) == math.ceil(300 / 16)
+    assert a[0] == pytest.approx(b[0], rel=1e-5), "same initial adapter, same first batch"
+    assert max(abs(x - y) / y for x, y in zip(a, b)) < 1e-3  # measured: 4e-5 (bf16)
+    assert sum(a[-5:]) < sum(a[:5]), "the loss does not fall"
+
+
+def test_length_grouping_is_opt_in_and_keeps_existing_keys():
+    m, ex = models.ModelSpec(), [train.Example("", "x")]
+    plain, grouped = train.TrainSpec(source="en"), train.TrainSpec(source="en", group_by_length=True)
+    assert "group_by_length" not in plain.to_dict(), "a field added later must not change existing keys"
+    assert grouped.to_dict()["group_by_length"] is True
+    assert train.adapter_key(m, plain, ex) != train.adapter_key(m, grouped, ex)
+    for spec in (plain, grouped):  # the store keeps the dict; a spec rebuilt from it is the same spec
+        fields = spec.to_dict()
+        assert train.TrainSpec(**{**fields, "lora": train.LoraSpec(**fields["lora"])}) == spec
+    with pytest.raises(XdetoxInputError, match="not dpo"):
+        train.TrainSpec(paradigm="dpo", source="en", group_by_length=True)
+    with pytest.raises(XdetoxInputError, match="true or false"):
+        train.TrainSpec(source="en", group_by_length="yes")
+
+
+def _padding_share(trainer) -> float:
+    masks = [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
+    return 1 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
+
+def test_length_grouped_batches_carry_less_padding_and_the_same_examples(tiny_model_dir, tmp_path):
+    corpus = data.load()
+    shares, seen = {}, {}
+    for grouped in (False, True):
+        loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)), for_training=True)
+        loaded.tokenizer.padding_side = "right"
+        spec = train.TrainSpec(source="ar", epochs=1, batch_size=8, seed=5, group_by_length=grouped)
+        trainer = train.make_trainer(loaded, spec, train.training_examples(spec, corpus), tmp_path / str(grouped))
+        assert trainer.args.train_sampling_strategy == ("group_by_length" if grouped else "random")
+        shares[grouped] = _padding_share(trainer)
+        seen[grouped] = sorted(tuple(row[row != -100].tolist()) for b in trainer.get_train_dataloader()
+                               for row in b["labels"])
+    assert seen[True] == seen[False], "grouping reorders the examples, it does not change them"
+    assert shares[True] < shares[False] / 3, shares

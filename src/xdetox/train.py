@@ -29,9 +29,10 @@ Objectives say what a supervised (non-DPO) example looks like:
 
 ``end_token_trained(spec.paradigm, spec.objective)`` says which; the adapter metadata records it.
 
-Causal LMs train through TRL (``SFTTrainer``, ``DPOTrainer``), encoder-decoder
-models (mT5-style) through transformers' ``Seq2SeqTrainer``; both share the
-examples, the LoRA config, saving and metadata. Adapters are saved in PEFT
+Causal LMs train ``neutral-lm`` through transformers' ``Trainer`` (as the
+reference), ``rewrite`` and DPO through TRL (``SFTTrainer``, ``DPOTrainer``);
+encoder-decoder models (mT5-style) through ``Seq2SeqTrainer``; all share the
+examples, the LoRA config, saving and metadata (which names the trainer). Adapters are saved in PEFT
 format with ``xdetox_adapter.json`` beside them (base model, data hash, every
 hyper-parameter, seed, loss, time) and appear on disk only when complete.
 """
@@ -147,6 +148,7 @@ def train_adapter(
             "n_examples": len(examples),
             "train_loss": result.training_loss,
             "end_token_trained": end_token_trained(spec.paradigm, spec.objective),
+            "trainer": f"{type(trainer).__module__.split('.')[0]}.{type(trainer).__name__}",
             "train_seconds": round(seconds, 2),
             "train_tokens": _count_tokens(loaded.tokenizer, examples) * spec.epochs,
             "key": adapter_key(model_spec, spec, examples),
@@ -230,6 +232,7 @@ def _library_trainer(loaded, spec: TrainSpec, examples: list[Example], work: Pat
         report_to="none",
         logging_strategy="no",
         gradient_checkpointing=False,
+        train_sampling_strategy="group_by_length" if spec.group_by_length else "random",
         disable_tqdm=True,  # the bar, if any, is progress_callback's
         use_cpu=not torch.cuda.is_available(),
         bf16=loaded.dtype == torch.bfloat16,
@@ -266,12 +269,23 @@ def _library_trainer(loaded, spec: TrainSpec, examples: list[Example], work: Pat
             model=model, args=Seq2SeqTrainingArguments(**common), train_dataset=data,
             data_collator=DataCollatorForSeq2Seq(tok, model=model),
         )
+    if spec.objective == "neutral-lm":
+        # The reference's recipe: plain text through transformers' Trainer, labels = the input ids with
+        # every padding position -100 (DataCollatorForLanguageModeling(mlm=False)), the model's own loss.
+        # TRL's SFTTrainer computes the same token-mean loss through a chunked fp32 LM head that on a CPU
+        # scores every padding position too and takes ~80 % of a step: this path is 2-2.5x faster.
+        from peft import get_peft_model
+        from transformers import Trainer, TrainingArguments, set_seed
+
+        data = Dataset.from_dict({"input_ids": neutral_lm_ids(loaded, examples, spec.max_length)})
+        set_seed(spec.seed)  # before the adapter's random initialisation, as SFTTrainer does
+        return Trainer(
+            model=get_peft_model(loaded.model, lora), args=TrainingArguments(**common), train_dataset=data,
+            data_collator=neutral_lm_collator(loaded.tokenizer),
+        )
     from trl import SFTConfig, SFTTrainer
 
-    if spec.objective == "rewrite":
-        data = Dataset.from_list([{"prompt": e.prompt, "completion": " " + e.completion} for e in examples])
-    else:  # tokenised here, so that TRL appends no end token: labels = the sentence's tokens, padding -100
-        data = Dataset.from_dict({"input_ids": neutral_lm_ids(loaded, examples, spec.max_length)})
+    data = Dataset.from_list([{"prompt": e.prompt, "completion": " " + e.completion} for e in examples])
     config = SFTConfig(**common, max_length=spec.max_length, packing=False, dataset_text_field="text")
     return SFTTrainer(
         model=loaded.model, args=config, train_dataset=data,
@@ -288,6 +302,13 @@ def neutral_lm_ids(loaded, examples: list[Example], max_length: int) -> list[lis
     stop = _stop_ids(loaded)
     ids = loaded.tokenizer([e.completion for e in examples], truncation=True, max_length=max_length).input_ids
     return [[t for t in row if t not in stop] for row in ids]
+
+
+def neutral_lm_collator(tokenizer):
+    """The reference's batches: ids padded (right), labels = ids with every padding position -100."""
+    from transformers import DataCollatorForLanguageModeling
+
+    return DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
 
 def _stop_ids(loaded) -> set[int]:
