@@ -72,6 +72,20 @@ def test_combiner_features_and_calibration_rows_stay_out_of_validation():
     assert not held & {r.text for r in head} and not held & {r.text for r in calibration}
 
 
+def test_hash_slice_is_a_fixed_sample_of_a_fixed_slice():
+    from xdetox.scorers.offline.data import TOXICITY_LANGS, LabelledText, hash_slice
+
+    rows = [LabelledText(f"text {i} {lang}", i % 2, lang, "test") for lang in ("en", "de", "uk") for i in range(400)]
+    picked = hash_slice(rows, 0.2, 0.7, per_lang=50)
+    assert all(0.2 <= heldout_hash(r.text) < 0.7 for r in picked)
+    assert [r.lang for r in picked] == ["en"] * 50 + ["de"] * 50, "per language in TOXICITY_LANGS order, capped"
+    assert "uk" not in TOXICITY_LANGS
+    en = [heldout_hash(r.text) for r in picked if r.lang == "en"]
+    assert en == sorted(en) and en == sorted(heldout_hash(r.text) for r in rows if r.lang == "en"
+                                             and 0.2 <= heldout_hash(r.text) < 0.7)[:50]
+    assert hash_slice(rows[::-1], 0.2, 0.7, per_lang=50) == picked, "the input order does not matter"
+
+
 def test_expected_calibration_error_known_values():
     assert validation.expected_calibration_error(np.array([0.05, 0.95]), np.array([0, 1])) == pytest.approx(0.05)
     assert validation.expected_calibration_error(np.array([0.9, 0.9]), np.array([0, 0])) == pytest.approx(0.9)

@@ -57,8 +57,7 @@ from xdetox.data import LANGS
 from xdetox.errors import XdetoxInputError
 from xdetox.scorers.base import check_input, log_progress
 from xdetox.scorers.offline.config import OfflineScorerConfig
-from xdetox.scorers.offline.data import (TOXICITY_LANGS, augmentation_rows, heldout_hash, paradetox_rows,
-                                         toxicity_corpus)
+from xdetox.scorers.offline.data import augmentation_rows, hash_slice, heldout_hash, paradetox_rows, toxicity_corpus
 from xdetox.scorers.offline.scorer import OfflineScorer
 from xdetox.text import text_flags
 
@@ -171,21 +170,13 @@ def _rows(config: SemanticScorerConfig):
     lexical = OfflineScorerConfig(**config.lexical)
     corpus = toxicity_corpus(lexical.drop_sources, lexical.max_chars)
 
-    def slice_of(low: float, high: float, per_lang: int):
-        out = []
-        for lang in TOXICITY_LANGS:
-            mine = sorted((r for r in corpus if r.lang == lang and low <= heldout_hash(r.text) < high),
-                          key=lambda r: heldout_hash(r.text))
-            out.extend(mine[:per_lang])
-        return out
-
     paradetox = paradetox_rows("train", lexical.max_chars)
     if config.paradetox_pairs_per_lang is not None:  # rows come toxic, neutral, toxic, ... per language
         paradetox = [r for lang in LANGS for r in [x for x in paradetox if x.lang == lang][
             : 2 * config.paradetox_pairs_per_lang]]
     augment_head, augment_calibration = _augmentation(config, lexical.max_chars)
-    head = paradetox + slice_of(lexical.heldout_fraction, 1.0, config.head_rows_per_lang) + augment_head
-    return head, slice_of(*CALIBRATION_SLICE, config.calibration_rows_per_lang), augment_calibration
+    head = paradetox + hash_slice(corpus, lexical.heldout_fraction, 1.0, config.head_rows_per_lang) + augment_head
+    return head, hash_slice(corpus, *CALIBRATION_SLICE, config.calibration_rows_per_lang), augment_calibration
 
 
 class SemanticScorer:

@@ -30,7 +30,7 @@ import numpy as np
 
 from xdetox.data import LANGS
 from xdetox.scorers.offline.config import OfflineScorerConfig
-from xdetox.scorers.offline.data import TOXICITY_LANGS, heldout_hash, paradetox_rows, toxicity_corpus
+from xdetox.scorers.offline.data import hash_slice, paradetox_rows, toxicity_corpus
 
 VALIDATION_SLICE = (0.1, 0.2)  # heldout_hash range: outside every offline model's training and calibration
 FIGURES = ("paradetox_test", "pairwise", "heldout", "behavioural", "behavioural_benign_short", "ece")
@@ -39,13 +39,7 @@ FIGURES = ("paradetox_test", "pairwise", "heldout", "behavioural", "behavioural_
 def validation_rows(max_per_lang: int = 1000):
     """The corpus' validation slice, at most ``max_per_lang`` rows per language (hash order)."""
     config = OfflineScorerConfig()
-    low, high = VALIDATION_SLICE
-    rows = [r for r in toxicity_corpus(config.drop_sources, config.max_chars) if low <= heldout_hash(r.text) < high]
-    kept = []
-    for lang in TOXICITY_LANGS:
-        mine = sorted((r for r in rows if r.lang == lang), key=lambda r: heldout_hash(r.text))
-        kept.extend(mine[:max_per_lang])
-    return kept
+    return hash_slice(toxicity_corpus(config.drop_sources, config.max_chars), *VALIDATION_SLICE, max_per_lang)
 
 
 def validate(scorer, langs: Iterable[str] = LANGS, max_per_lang: int = 1000) -> dict[str, dict[str, float]]:

@@ -44,6 +44,17 @@ def heldout_hash(text: str) -> float:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2**64
 
 
+def hash_slice(rows: list[LabelledText], low: float, high: float, per_lang: int) -> list[LabelledText]:
+    """The rows whose ``heldout_hash`` lies in [low, high), at most ``per_lang`` per language of
+    ``TOXICITY_LANGS`` (in hash order, languages in that order): a fixed sample of a fixed slice."""
+    kept = []
+    for lang in TOXICITY_LANGS:
+        mine = sorted((r for r in rows if r.lang == lang and low <= heldout_hash(r.text) < high),
+                      key=lambda r: heldout_hash(r.text))
+        kept.extend(mine[:per_lang])
+    return kept
+
+
 def paradetox_rows(split: str, max_chars: int | None = None) -> list[LabelledText]:
     """The bundled paradetox split as labelled texts (toxic 1, neutral 0).
 
