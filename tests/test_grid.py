@@ -236,6 +236,45 @@ def test_progress_bars_show_every_slow_step_and_change_no_row(tmp_path, tiny_mod
     assert len(quiet_tables["completions"]) == 2 * 2 * 2 and len(quiet_tables["measures"]) > 0
 
 
+def test_partial_report_holds_the_finished_settings_exactly_and_says_what_is_missing(tmp_path, tiny_model_dir,
+                                                                                    capsys):
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL.replace('sources = ["en"]', 'sources = ["en", "de"]').format(model=tiny_model_dir))
+    run = tmp_path / "run"
+    assert main(["grid", "run", str(config), "--out", str(run), "--quiet"]) == 0
+    full = json.loads((run / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["report", str(run), "--partial"]) == 2 and "is finished" in capsys.readouterr().err
+    with sqlite3.connect(run / grid.STORE_FILE) as conn:  # X-FT from de loses one generated batch: unfinished
+        (key,) = conn.execute("SELECT e.key FROM evaluations e JOIN train_settings t ON t.key = e.train_key"
+                              " WHERE t.label = 'x-ft:de' AND e.target = 'en'").fetchone()
+        conn.execute("DELETE FROM batches WHERE eval_key = ? AND batch = 0", (key,))
+    for name in ("summary.json", "report.html", "report.md"):
+        (run / name).unlink()
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "not finished (1 batches not generated)" in err and "--partial" in err
+    assert main(["report", str(run), "--partial"]) == 0
+    part = json.loads((run / "partial" / "summary.json").read_text())
+    assert not (run / "summary.json").exists(), "a partial report never takes the run's own files"
+    note = part["run"]["partial"]
+    assert "1 batches not generated" in note and "zs (seed 42), x-ft:en (seed 42)" in note
+    assert "x-ft:de" not in note
+    labels = {(s["paradigm"], s["source"]) for s in part["settings"]}
+    assert labels == {("zs", None), ("x-ft", "en")}
+    same = [s for s in full["settings"] if (s["paradigm"], s["source"]) in labels]
+    assert sorted(part["settings"], key=json.dumps) == sorted(same, key=json.dumps), "the same numbers as the full run"
+    assert {t["setting"] for t in part["training"]} == {"zs", "x-ft:en"}
+    assert {(m["paradigm"], m["source"]) for m in part["measures"]} == labels
+    html = (run / "partial" / "report.html").read_text()
+    assert 'class="partial"' in html and "Partial report" in (run / "partial" / "report.md").read_text()
+    with sqlite3.connect(run / grid.STORE_FILE) as conn:  # nothing finished with its ZS: nothing to report
+        conn.execute("DELETE FROM batches WHERE eval_key IN (SELECT e.key FROM evaluations e JOIN train_settings t"
+                     " ON t.key = e.train_key WHERE t.label = 'zs')")
+    assert main(["report", str(run), "--partial"]) == 2
+    assert "nothing to report" in capsys.readouterr().err
+
+
 def _progress(store_path: Path) -> int:
     """Finished training settings + committed batches + scores (0 before the store exists)."""
     if not store_path.is_file():

@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="rebuild a run's report from its store")
     report.add_argument("run_dir")
+    report.add_argument("--partial", action="store_true",
+                        help="an unfinished run: report the settings it has finished, in RUN_DIR/partial/")
 
     score = sub.add_parser("score", help="score texts, one per line, with a toxicity scorer")
     score.add_argument("--scorer", default="offline",
@@ -239,7 +241,7 @@ def cmd_bench(args) -> int:
 def cmd_report(args) -> int:
     from xdetox import report
 
-    print(report.print_table(report_run(args.run_dir)))
+    print(report.print_table(report_run(args.run_dir, partial=args.partial)))
     return 0
 
 

@@ -131,18 +131,27 @@ def prepare_out(out: str | None, config_dict: dict, plan_id: str) -> Path:
     return path
 
 
-def report_run(run_dir: str | Path) -> dict:
+PARTIAL_DIR = "partial"
+"""Where ``xdetox report --partial`` writes, inside the run directory: never the run's own report files."""
+
+
+def report_run(run_dir: str | Path, partial: bool = False) -> dict:
     """``xdetox report``: the completions file and report of a run directory, rebuilt from its store
-    (opened read-only: checked, then read; never written). Returns the summary."""
+    (opened read-only: checked, then read; never written). Returns the summary.
+
+    ``partial``: an unfinished run's finished settings only, written to ``PARTIAL_DIR``."""
     run_dir = Path(run_dir)
     if not (run_dir / grid.STORE_FILE).is_file():
         raise XdetoxInputError(f"{run_dir} is not an xdetox run directory (no {grid.STORE_FILE})")
     with Store(run_dir / grid.STORE_FILE, readonly=True) as store:
-        return write_outputs(run_dir, store)
+        return write_outputs(run_dir, store, partial=partial)
 
 
-def write_outputs(run_dir: Path, store: Store) -> dict:
-    """Completions file + report from the store alone (so `xdetox report` gives the same)."""
+def write_outputs(run_dir: Path, store: Store, partial: bool = False) -> dict:
+    """Completions file + report from the store alone (so `xdetox report` gives the same).
+
+    With ``partial`` (an unfinished run only): the report of the settings it has finished
+    (``finished_part``), in ``run_dir / PARTIAL_DIR``, saying on its first lines what it lacks."""
     from xdetox import report
 
     config = store.get_meta("config")
@@ -150,8 +159,11 @@ def write_outputs(run_dir: Path, store: Store) -> dict:
         raise XdetoxInputError(f"{run_dir} holds no run configuration yet; run the same command again to resume")
     env = store.get_meta("environment", {})
     missing = store.missing_work(store.get_meta("planned_evaluations", 0))
-    if missing:
-        raise XdetoxInputError(f"{run_dir} is not finished ({missing}); run the same command again to resume")
+    if missing and not partial:
+        raise XdetoxInputError(f"{run_dir} is not finished ({missing}); run the same command again to resume"
+                               " (`xdetox report --partial` reports the settings it has finished)")
+    if partial and not missing:
+        raise XdetoxInputError(f"{run_dir} is finished: `xdetox report {run_dir}` writes its whole report")
     from xdetox.scorers.registry import scorer_kind, scorer_validation
     from xdetox.text import is_silent
 
@@ -169,12 +181,22 @@ def write_outputs(run_dir: Path, store: Store) -> dict:
         if extra is not None:  # measures of the same completions, in the same row order
             frame[column] = store.completions_frame(extra)["toxicity"].to_numpy()
     written = ~frame["completion"].map(is_silent)  # silent completions are never scored
-    if frame[written].drop(columns=["source", "percent"]).isna().any().any():
+    measures, note, out_dir = store.measures_frame(), None, run_dir
+    if partial:
+        done, note = finished_part(store, frame, written, measures, missing)
+        out_dir = run_dir / PARTIAL_DIR
+    elif frame[written].drop(columns=["source", "percent"]).isna().any().any():
         raise XdetoxInputError(f"{run_dir} is not finished (unscored completions); run it again to resume")
     for column, suffix in ((report.LM_COLUMN, grid.LENGTH_MATCHED), (report.LM_ZS_COLUMN, grid.LENGTH_MATCHED_ZS)):
         frame[column] = store.completions_frame(scorer + suffix)["toxicity"].to_numpy()
-    training = training_rows(store)
-    atomic_write(run_dir / grid.COMPLETIONS_FILE,
+    if partial:
+        frame = frame[[k in done for k in zip(frame["model"], frame["setting"], frame["seed"])]]
+        measures = measures[[k in done for k in zip(measures["model"], measures["setting"], measures["seed"])]]
+        frame, measures = frame.reset_index(drop=True), measures.reset_index(drop=True)
+    kept = set(zip(frame["model"], frame["setting"], frame["seed"]))
+    training = tuple(t for t in training_rows(store) if (t["model"], t["setting"], t["seed"]) in kept)
+    out_dir.mkdir(exist_ok=True)
+    atomic_write(out_dir / grid.COMPLETIONS_FILE,
                  lambda p: frame.to_json(p, orient="records", lines=True, force_ascii=False))
     train = config["train"]
     info = report.RunInfo(
@@ -195,8 +217,33 @@ def write_outputs(run_dir: Path, store: Store) -> dict:
         lang_scorer=lang_scorer,
         training=training,
         scorer_validation=scorer_validation(scorer),
+        partial=note,
     )
-    return report.write_report(run_dir, frame, info, measures=store.measures_frame())
+    return report.write_report(out_dir, frame, info, measures=measures)
+
+
+def finished_part(store: Store, frame, written, measures, missing: str) -> tuple[set, str]:
+    """(model, label, seed) of the settings an unfinished run has finished — every batch generated,
+    every written completion scored by every scorer, measured (when the run measures), their seed's
+    ZS among them (reductions need it) — and a note naming them and what is missing."""
+    evaluations, batches = store.table("evaluations"), store.table("batches")
+    evaluations["done"] = evaluations["key"].map(batches.groupby("eval_key").size()).fillna(0)
+    per_setting = evaluations.groupby("train_key")[["n_batches", "done"]].sum()
+    generated = set(per_setting.index[per_setting["n_batches"] == per_setting["done"]])
+    settings = store.table("train_settings")
+    keys = list(zip(frame["model"], frame["setting"], frame["seed"]))
+    unscored = {k for k, bad in zip(keys, frame.drop(columns=["source", "percent"]).isna().any(axis=1) & written)
+                if bad}
+    measured = set(zip(measures["model"], measures["setting"], measures["seed"]))
+    done = {(r.model, r.label, int(r.seed)) for r in settings.itertuples() if r.key in generated}
+    done = {k for k in done - unscored if not measured or k in measured}
+    done = {k for k in done if (k[0], "zs", k[2]) in done}
+    if not done:
+        raise XdetoxInputError("the run has finished no setting yet together with its seed's ZS: nothing to report")
+    names = ", ".join(f"{label} (seed {seed})" for _, label, seed in sorted(done, key=lambda k: (k[2], k[0], k[1] != "zs", k[1])))
+    note = (f"Partial report of an unfinished run ({missing}): {len(done)} of its training settings are finished "
+            f"and reported here: {names}. Every other setting is absent from the tables, figures and analyses.")
+    return done, note
 
 
 def training_rows(store: Store) -> tuple[dict, ...]:

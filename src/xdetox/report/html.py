@@ -32,6 +32,7 @@ th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.text, p.prompt { white-space: pre-wrap; word-break: break-word; }
 dt { font-weight: bold; } dd { margin: 0 0 0.6em 1.5em; }
+p.partial { background: #fff3cd; border: 1px solid #e0c36b; padding: 0.6em 0.8em; }
 """
 
 
@@ -46,6 +47,7 @@ def html_page(summary: dict, frame: pd.DataFrame, views: list[View]) -> str:
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_h(title)}</h1>",
+        *([f'<p class="partial"><strong>{_h(run["partial"])}</strong></p>'] if run.get("partial") else []),
         f"<p>Scorer {_h(summary['scorer'])} · seeds {_h(seed_list(summary['seeds']))} · "
         f"configuration {_h(run.get('config_name') or 'not named')} · started "
         f"{_h(run.get('started'))}. All numbers are in {SUMMARY_JSON}; the matrices in the "

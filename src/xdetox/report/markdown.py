@@ -19,6 +19,7 @@ def markdown_page(summary: dict, frame: pd.DataFrame, views: list[View]) -> str:
     """A short companion of report.html: tables, method and examples, no figures."""
     lines = [
         f"# xdetox report: {summary['model']}", "",
+        *([f"> **{summary['run']['partial']}**", ""] if summary["run"].get("partial") else []),
         f"Figures and examples: [{REPORT_HTML}]({REPORT_HTML}); all numbers: "
         f"[{SUMMARY_JSON}]({SUMMARY_JSON}).", "",
         "## How these numbers were computed", "",

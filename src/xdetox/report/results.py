@@ -49,6 +49,7 @@ class RunInfo:
     lang_scorer: str | None = None  # the scorer behind the ``lang_fidelity`` column, if any
     training: tuple[dict, ...] = ()  # per training setting: label, seed, recipe, end_token_trained
     scorer_validation: dict | None = None  # the toxicity scorer's validation figures {figure: {lang: value}}
+    partial: str | None = None  # an unfinished run's finished part: what it holds and lacks, in words
 
     def to_dict(self) -> dict:
         """A JSON-serialisable deep copy (numpy scalars -> Python, NaN -> None)."""
