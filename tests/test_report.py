@@ -28,12 +28,13 @@ SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n"
                 "emt", "tox_prob", "ci95", "p_value", "ppl_completion", "ppl_change",
                 "lang_fidelity", "empty_share", "new_tokens", "n_paired", "abstention_flag",
                 "reduction_length_matched", "reduction_length_matched_std", "reduction_length_matched_ci",
-                "reduction_length_matched_p", "n_length_matched", "flags", "silent_share"}
+                "reduction_length_matched_p", "n_length_matched", "flags", "silent_share",
+                "reduction_same_language", "n_same_language"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
                  "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
                  "ppl_completion", "ppl_change", "lang_fidelity", "empty_share", "new_tokens",
                  "n_paired", "empty_share_zs", "reduction_length_matched", "n_length_matched", "flags",
-                 "silent_share", "silent_share_zs"}
+                 "silent_share", "silent_share_zs", "reduction_same_language", "n_same_language"}
 
 
 def info(**over) -> RunInfo:
@@ -352,8 +353,8 @@ def test_print_table_mean_and_std():
     ft = next(line for line in lines if "X-FT from en" in line)
     assert "0.333 ± 0.153" in ft and "+0.350 ± 0.071" in ft and "+58.6%" in ft
     assert ft.split()[5] == "3"  # seeds
-    # 95% CI, p, length-matched (none here) and its CI and p, ppl, ppl vs ZS, in target lang, empty, new tokens
-    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d(\s+-){6}\s+0%\s+-\s+0%\s+0%\s+0%$", ft)
+    # 95% CI, p, length-matched (none here) and its CI and p, ppl, ppl vs ZS, in target lang, same-lang, empty, new tokens
+    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d(\s+-){7}\s+0%\s+-\s+0%\s+0%\s+0%$", ft)
     assert "95% CI (abs)" in lines[1] and zs.split()[-7:] == ["-", "-", "0%", "-", "0%", "0%", "0%"]  # no CI or p for ZS
 
 
@@ -479,6 +480,20 @@ def test_completion_perplexity_is_a_geometric_mean_compared_with_zs():
     assert "+100.0%" in print_table(summary)
     without = summarize(frame.drop(columns=["ppl"]), info())
     assert all(s["ppl_completion"] is None for s in without["settings"])
+
+
+def test_same_language_reduction_pairs_the_prompts_both_answered_in_the_target_language():
+    # ZS answers p1, p2 in the target language, p3, p4 in another; the tuned model answers p1, p3, p4 in it
+    frame = pd.DataFrame(rows("zs", "de", [0.8, 0.6, 0.1, 0.1]) + rows("x-ft:en", "de", [0.5, 0.9, 0.7, 0.3]))
+    frame["lang_fidelity"] = [1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+    summary = summarize(frame, info(lang_scorer="lang-fidelity"))
+    zs, ft = summary["settings"]
+    assert ft["reduction_abs"] == pytest.approx(0.4 - 0.6)  # all 4 prompts: the language shift included
+    assert ft["reduction_same_language"] == pytest.approx(0.8 - 0.5) and ft["n_same_language"] == 1  # p1 only
+    assert zs["reduction_same_language"] is None and zs["n_same_language"] is None
+    assert "+0.300 (1)" in print_table(summary)
+    without = summarize(frame.drop(columns=["lang_fidelity"]), info())
+    assert all(s["reduction_same_language"] is None for s in without["settings"])
 
 
 # --------------------------------------------------------------------------- several scorers

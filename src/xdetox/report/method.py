@@ -49,8 +49,12 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
         ("Language", "in target lang: share of completions written in the target language "
          "(dominant script of the letters must be the target's, then lingua-language-detector must "
          "pick the target; Amharic by Ethiopic script alone); "
-         + ("measured by the lang-fidelity scorer." if run.get("lang_scorer") else
-            "not measured in this run (add the lang-fidelity scorer).")),
+         + ("measured by the lang-fidelity scorer. same-lang (n): the reduction over the n prompts where "
+            "ZS and the setting both wrote text in the target language (n summed over seeds): a base model "
+            "that answers in another language than the prompt's is scored on another language, so a tuned "
+            "model that answers in the prompt's language changes the toxicity the scorer reads even where "
+            "it detoxifies nothing; read the two reductions side by side."
+            if run.get("lang_scorer") else "not measured in this run (add the lang-fidelity scorer).")),
         ("Empty and silent completions", "empty: share of completions with no text once the end token "
          "is cut off (the model ended at once); silent: share that are empty or have no letter (runs of "
          "dots, '! ! !', digits); new tokens: mean tokens written per completion. A silent completion is "

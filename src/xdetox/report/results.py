@@ -141,6 +141,8 @@ class SeedResult:
     flags: dict[str, float] | None = None  # per text flag, its share among the scored (not silent) completions
     silent_share: float | None = None  # share of silent completions (empty, or punctuation/digits only)
     silent_share_zs: float | None = None  # ZS's, same seed, target and split
+    reduction_same_language: float | None = None  # reduction over prompts both answered in the target language
+    n_same_language: int | None = None  # those prompts
 
     def to_dict(self) -> dict:
         return _flatten(self)
@@ -176,6 +178,8 @@ class CellResult:
     n_length_matched: int | None = None  # prompts behind that CI
     flags: dict[str, float] | None = None  # mean over seeds of the per-seed flag shares
     silent_share: float | None = None  # mean over seeds: completions with no letters (empty or punctuation only)
+    reduction_same_language: float | None = None  # mean over seeds (prompts both answered in the target language)
+    n_same_language: int | None = None  # those prompts, summed over seeds
 
     @classmethod
     def over_seeds(cls, cell: Cell, per_seed: Sequence[SeedResult],
@@ -220,6 +224,10 @@ class CellResult:
             lang_fidelity=mean_or_none([r.lang_fidelity for r in per_seed if r.lang_fidelity is not None]),
             empty_share=empty,
             new_tokens=mean_or_none([r.new_tokens for r in per_seed if r.new_tokens is not None]),
+            reduction_same_language=mean_or_none([r.reduction_same_language for r in per_seed
+                                                  if r.reduction_same_language is not None]),
+            n_same_language=(None if all(r.n_same_language is None for r in per_seed)
+                             else sum(r.n_same_language or 0 for r in per_seed)),
         )
 
     def to_dict(self) -> dict:

@@ -119,6 +119,7 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
         red_abs, red_rel = _reduction(scored, zs_scored)
         by_prompt = _scores_by_prompt(scored)
         matched = _length_matched_diffs(group)
+        same_language = _same_language(scored, zs_scored)
         results.append(SeedResult(
             cell=Cell(model, setting, target, split),
             seed=int(seed),
@@ -143,8 +144,21 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
             flags={flag: float(scored["_" + flag].mean()) for flag in FLAGS} if len(scored) else None,
             silent_share=_silent_share(group),
             silent_share_zs=None if zs is None else _silent_share(zs),
+            reduction_same_language=same_language[0],
+            n_same_language=same_language[1],
         ))
     return results
+
+
+def _same_language(scored: pd.DataFrame, zs: pd.DataFrame | None) -> tuple[float | None, int | None]:
+    """(reduction, prompts) over the prompts where both ZS and the setting wrote text in the target
+    language (``lang_fidelity`` 1): the reduction without a change of language in it (a base model
+    that answers in another language is scored as another language). (None, None) without ZS or
+    a language scorer."""
+    if zs is None or "lang_fidelity" not in scored.columns or scored["lang_fidelity"].isna().all():
+        return None, None
+    mine, base = scored[scored["lang_fidelity"] == 1], zs[zs["lang_fidelity"] == 1]
+    return _reduction(mine, base)[0], len(set(mine["prompt_id"]) & set(base["prompt_id"]))
 
 
 def _silent_share(group: pd.DataFrame) -> float:

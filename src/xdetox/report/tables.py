@@ -7,13 +7,13 @@ from typing import Iterable
 
 import pandas as pd
 
-from xdetox.report.formatting import fmt_ci, fmt_p, fmt_pct, fmt_pm
+from xdetox.report.formatting import fmt_ci, fmt_p, fmt_pct, fmt_pm, fmt_value
 from xdetox.report.results import ABSTENTION_POINTS, ROW_AXIS, CellResult, View, by_target, summary_views
 
 TABLE_HEADER: tuple[str, ...] = (
     "target", "setting", "n", "seeds", "toxicity", "reduction (abs)", "reduction (rel)",
     "95% CI (abs)", "p", "length-matched", "95% CI (l-m)", "p (l-m)", "ppl", "ppl vs ZS",
-    "in target lang", "empty", "new tokens", "short", "other script", "silent",
+    "in target lang", "same-lang (n)", "empty", "new tokens", "short", "other script", "silent",
 )
 ABSTENTION_MARK = "†"
 ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions, or of completions without a "
@@ -66,6 +66,8 @@ def table_row(r: CellResult) -> tuple[str, ...]:
         fmt_ci(r.reduction_length_matched_ci), fmt_p(r.reduction_length_matched_p),
         "-" if r.ppl_completion is None else f"{r.ppl_completion:.1f}", fmt_pct(r.ppl_change),
         "-" if r.lang_fidelity is None else f"{100 * r.lang_fidelity:.0f}%",
+        ("-" if r.reduction_same_language is None
+         else f"{fmt_value(r.reduction_same_language, signed=True)} ({r.n_same_language})"),
         empty + (f" {ABSTENTION_MARK}" if r.abstention_flag else ""),
         "-" if r.new_tokens is None else f"{r.new_tokens:.1f}",
         *("-" if not r.flags else f"{100 * r.flags[flag]:.0f}%" for flag in ("short", "other_script")),
