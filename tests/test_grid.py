@@ -342,7 +342,7 @@ def test_a_scorer_that_cannot_score_a_target_is_refused_before_any_work(tmp_path
 def test_a_run_directory_resumes_only_the_same_work(tmp_path, tiny_model_dir, tiny_classifier_dir, capsys):
     """Scorers may be added to a run; a change of what is computed (here: seeds) is refused."""
     base = f'models = ["{tiny_model_dir}"]\nparadigms = ["zs"]\ntargets = ["en"]\nlimit = 2\n' \
-           'measure_references = false\n[decode]\nmax_new_tokens = 3\n'
+           'measure_references = false\n[decode]\nmax_new_tokens = 8\n'
     first, more_scorers, other_seeds = (tmp_path / f"{n}.toml" for n in ("a", "b", "c"))
     first.write_text(base)
     more_scorers.write_text(f'scorers = ["offline", "lang-fidelity", "hf:{tiny_classifier_dir}"]\n'
@@ -359,7 +359,10 @@ def test_a_run_directory_resumes_only_the_same_work(tmp_path, tiny_model_dir, ti
     summary = json.loads((out / "summary.json").read_text())  # two toxicity scorers: compared
     assert summary["scorers"] == ["offline", f"hf:{tiny_classifier_dir}"]
     assert [a["lang"] for a in summary["scorer_agreement"]] == ["en"]
-    assert summary["scorer_agreement"][0]["n"] == 2
+    # every completion with text, by both scorers (which completions are silent depends on the sampling
+    # seed, derived from the content key, which holds the tiny model's temporary path)
+    written = int((~after["completions"]["text"].map(is_silent)).sum())
+    assert summary["scorer_agreement"][0]["n"] == written >= 1
     capsys.readouterr()
     assert main(["grid", "run", str(other_seeds), "--out", str(out), "--quiet"]) == 2
     assert "holds a run with a different configuration" in capsys.readouterr().err
