@@ -482,7 +482,7 @@ def test_completion_perplexity_is_a_geometric_mean_compared_with_zs():
     assert all(s["ppl_completion"] is None for s in without["settings"])
 
 
-def test_same_language_reduction_pairs_the_prompts_both_answered_in_the_target_language():
+def test_same_language_reduction_pairs_the_prompts_both_answered_in_the_target_language(tmp_path):
     # ZS answers p1, p2 in the target language, p3, p4 in another; the tuned model answers p1, p3, p4 in it
     frame = pd.DataFrame(rows("zs", "de", [0.8, 0.6, 0.1, 0.1]) + rows("x-ft:en", "de", [0.5, 0.9, 0.7, 0.3]))
     frame["lang_fidelity"] = [1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0]
@@ -494,6 +494,13 @@ def test_same_language_reduction_pairs_the_prompts_both_answered_in_the_target_l
     assert "+0.300 (1)" in print_table(summary)
     without = summarize(frame.drop(columns=["lang_fidelity"]), info())
     assert all(s["reduction_same_language"] is None for s in without["settings"])
+    written = write_report(tmp_path / "with", frame, info(lang_scorer="lang-fidelity"))
+    assert "reduction_same_language" in written["analysis"]  # the transfer analysis on it too
+    matrix = pd.read_csv(tmp_path / "with" / "matrix_google_gemma-3-270m_x-ft_same_language.csv", index_col=0)
+    assert matrix.loc["en", "de"] == pytest.approx(0.3)
+    plain = write_report(tmp_path / "without", frame.drop(columns=["lang_fidelity"]), info())
+    assert "reduction_same_language" not in plain["analysis"]
+    assert not list((tmp_path / "without").glob("*same_language*"))
 
 
 # --------------------------------------------------------------------------- several scorers

@@ -42,6 +42,9 @@ def write_report(
             matrices = {"": view_matrix(view, paradigm)}
             if paradigm != "zs":
                 matrices["_length_matched"] = view_matrix(view, paradigm, "reduction_length_matched")
+                same_language = view_matrix(view, paradigm, "reduction_same_language")
+                if same_language.notna().any().any():  # a run with a language scorer
+                    matrices["_same_language"] = same_language
             for suffix, matrix in matrices.items():
                 atomic_write(run_dir / matrix_filename(view.model, paradigm, suffix),
                              lambda p, m=matrix: m.to_csv(p, index_label=m.index.name))

@@ -43,7 +43,8 @@ from xdetox.report.transfer import transfer_analysis
 from xdetox.report.values import jsonable, lang_rank, rank
 from xdetox.text import FLAGS
 
-ANALYSIS_METRICS = ("reduction_abs", "reduction_length_matched")  # what the transfer analysis is run on
+ANALYSIS_METRICS = ("reduction_abs", "reduction_length_matched", "reduction_same_language")
+"""What the transfer analysis is run on (the last two where the run has them)."""
 
 
 def summarize(completions: pd.DataFrame, info: RunInfo, measures: pd.DataFrame | None = None) -> dict:
@@ -72,7 +73,9 @@ def full_summary(frame: pd.DataFrame, info: RunInfo, measures: pd.DataFrame | No
     """The summary of a prepared frame, with the other scorers, the reference measures (plot points
     kept) and the transfer analysis (``summary["analysis"]``, one per metric of ``ANALYSIS_METRICS``)."""
     summary = with_measures(_with_scorers(_summarize(frame, info), frame, info), measures)
-    summary["analysis"] = {metric: transfer_analysis(summary, metric) for metric in ANALYSIS_METRICS}
+    summary["analysis"] = {metric: transfer_analysis(summary, metric) for metric in ANALYSIS_METRICS
+                           if metric == ANALYSIS_METRICS[0]
+                           or any(c.get(metric) is not None for c in summary["settings"])}
     return summary
 
 
