@@ -181,20 +181,20 @@ def write_outputs(run_dir: Path, store: Store, partial: bool = False) -> dict:
         if extra is not None:  # measures of the same completions, in the same row order
             frame[column] = store.completions_frame(extra)["toxicity"].to_numpy()
     written = ~frame["completion"].map(is_silent)  # silent completions are never scored
+    unscored = written & frame.drop(columns=["source", "percent"]).isna().any(axis=1)
     measures, note, out_dir = store.measures_frame(), None, run_dir
     if partial:
-        done, note = finished_part(store, frame, written, measures, missing)
+        done, note = finished_part(store, frame, unscored, measures, missing)
         out_dir = run_dir / PARTIAL_DIR
-    elif frame[written].drop(columns=["source", "percent"]).isna().any().any():
+    elif unscored.any():
         raise XdetoxInputError(f"{run_dir} is not finished (unscored completions); run it again to resume")
     for column, suffix in ((report.LM_COLUMN, grid.LENGTH_MATCHED), (report.LM_ZS_COLUMN, grid.LENGTH_MATCHED_ZS)):
         frame[column] = store.completions_frame(scorer + suffix)["toxicity"].to_numpy()
+    training = training_rows(store)
     if partial:
-        frame = frame[[k in done for k in zip(frame["model"], frame["setting"], frame["seed"])]]
-        measures = measures[[k in done for k in zip(measures["model"], measures["setting"], measures["seed"])]]
-        frame, measures = frame.reset_index(drop=True), measures.reset_index(drop=True)
-    kept = set(zip(frame["model"], frame["setting"], frame["seed"]))
-    training = tuple(t for t in training_rows(store) if (t["model"], t["setting"], t["seed"]) in kept)
+        frame = frame[[k in done for k in _setting_keys(frame)]].reset_index(drop=True)
+        measures = measures[[k in done for k in _setting_keys(measures)]].reset_index(drop=True)
+        training = tuple(t for t in training if (t["model"], t["setting"], t["seed"]) in done)
     out_dir.mkdir(exist_ok=True)
     atomic_write(out_dir / grid.COMPLETIONS_FILE,
                  lambda p: frame.to_json(p, orient="records", lines=True, force_ascii=False))
@@ -222,25 +222,28 @@ def write_outputs(run_dir: Path, store: Store, partial: bool = False) -> dict:
     return report.write_report(out_dir, frame, info, measures=measures)
 
 
-def finished_part(store: Store, frame, written, measures, missing: str) -> tuple[set, str]:
+def _setting_keys(frame) -> list[tuple]:
+    """(model, setting label, seed) of each row of a completions or measures frame."""
+    return list(zip(frame["model"], frame["setting"], frame["seed"]))
+
+
+def finished_part(store: Store, frame, unscored, measures, missing: str) -> tuple[set, str]:
     """(model, label, seed) of the settings an unfinished run has finished — every batch generated,
-    every written completion scored by every scorer, measured (when the run measures), their seed's
-    ZS among them (reductions need it) — and a note naming them and what is missing."""
-    evaluations, batches = store.table("evaluations"), store.table("batches")
-    evaluations["done"] = evaluations["key"].map(batches.groupby("eval_key").size()).fillna(0)
-    per_setting = evaluations.groupby("train_key")[["n_batches", "done"]].sum()
-    generated = set(per_setting.index[per_setting["n_batches"] == per_setting["done"]])
-    settings = store.table("train_settings")
-    keys = list(zip(frame["model"], frame["setting"], frame["seed"]))
-    unscored = {k for k, bad in zip(keys, frame.drop(columns=["source", "percent"]).isna().any(axis=1) & written)
-                if bad}
-    measured = set(zip(measures["model"], measures["setting"], measures["seed"]))
-    done = {(r.model, r.label, int(r.seed)) for r in settings.itertuples() if r.key in generated}
-    done = {k for k in done - unscored if not measured or k in measured}
+    every written completion scored by every scorer (``unscored``: the rows that are not), measured
+    (when the run measures), their seed's ZS among them (reductions need it) — and a note naming
+    them and what is missing."""
+    evaluations = store.table("evaluations")
+    complete = store.complete_evaluations(evaluations["key"].tolist())
+    generated = set(evaluations["train_key"]) - set(evaluations.loc[~evaluations["key"].isin(complete), "train_key"])
+    done = {(r.model, r.label, int(r.seed)) for r in store.table("train_settings").itertuples() if r.key in generated}
+    measured = set(_setting_keys(measures))
+    done -= {k for k, bad in zip(_setting_keys(frame), unscored) if bad}
+    done = {k for k in done if not measured or k in measured}
     done = {k for k in done if (k[0], "zs", k[2]) in done}
     if not done:
         raise XdetoxInputError("the run has finished no setting yet together with its seed's ZS: nothing to report")
-    names = ", ".join(f"{label} (seed {seed})" for _, label, seed in sorted(done, key=lambda k: (k[2], k[0], k[1] != "zs", k[1])))
+    in_order = sorted(done, key=lambda k: (k[2], k[0], k[1] != "zs", k[1]))  # per seed and model, ZS first
+    names = ", ".join(f"{label} (seed {seed})" for _, label, seed in in_order)
     note = (f"Partial report of an unfinished run ({missing}): {len(done)} of its training settings are finished "
             f"and reported here: {names}. Every other setting is absent from the tables, figures and analyses.")
     return done, note
