@@ -47,12 +47,12 @@ def heldout_hash(text: str) -> float:
 def hash_slice(rows: list[LabelledText], low: float, high: float, per_lang: int) -> list[LabelledText]:
     """The rows whose ``heldout_hash`` lies in [low, high), at most ``per_lang`` per language of
     ``TOXICITY_LANGS`` (in hash order, languages in that order): a fixed sample of a fixed slice."""
-    kept = []
-    for lang in TOXICITY_LANGS:
-        mine = sorted((r for r in rows if r.lang == lang and low <= heldout_hash(r.text) < high),
-                      key=lambda r: heldout_hash(r.text))
-        kept.extend(mine[:per_lang])
-    return kept
+    by_lang: dict[str, list[tuple[float, LabelledText]]] = {lang: [] for lang in TOXICITY_LANGS}
+    for row in rows:
+        if row.lang in by_lang and low <= (position := heldout_hash(row.text)) < high:
+            by_lang[row.lang].append((position, row))
+    return [row for mine in by_lang.values()
+            for _, row in sorted(mine, key=lambda pair: pair[0])[:per_lang]]
 
 
 def paradetox_rows(split: str, max_chars: int | None = None) -> list[LabelledText]:
