@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from xdetox.errors import XdetoxInputError
+from xdetox.report.stats import paired_bootstrap
 from xdetox.report import (
     RunInfo,
     matrix_filename,
@@ -29,7 +30,8 @@ SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n"
                 "lang_fidelity", "empty_share", "new_tokens", "n_paired", "abstention_flag",
                 "reduction_length_matched", "reduction_length_matched_std", "reduction_length_matched_ci",
                 "reduction_length_matched_p", "n_length_matched", "flags", "silent_share",
-                "reduction_same_language", "n_same_language"}
+                "reduction_same_language", "n_same_language", "reduction_same_language_std",
+                "reduction_same_language_ci", "reduction_same_language_p"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
                  "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
                  "ppl_completion", "ppl_change", "lang_fidelity", "empty_share", "new_tokens",
@@ -491,7 +493,9 @@ def test_same_language_reduction_pairs_the_prompts_both_answered_in_the_target_l
     assert ft["reduction_abs"] == pytest.approx(0.4 - 0.6)  # all 4 prompts: the language shift included
     assert ft["reduction_same_language"] == pytest.approx(0.8 - 0.5) and ft["n_same_language"] == 1  # p1 only
     assert zs["reduction_same_language"] is None and zs["n_same_language"] is None
-    assert "+0.300 (1)" in print_table(summary)
+    assert ft["reduction_same_language_ci"] == pytest.approx([0.3, 0.3])  # one pair: no spread to resample
+    assert zs["reduction_same_language_ci"] is None and zs["reduction_same_language_p"] is None
+    assert "+0.300 [+0.300, +0.300] (1)" in print_table(summary)
     without = summarize(frame.drop(columns=["lang_fidelity"]), info())
     assert all(s["reduction_same_language"] is None for s in without["settings"])
     written = write_report(tmp_path / "with", frame, info(lang_scorer="lang-fidelity"))
@@ -689,3 +693,19 @@ def test_report_gives_this_attempts_time_and_the_total(tmp_path):
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "wall time 3.0 s for the latest attempt, 10.5 s in total over 2 attempts" in md
     assert "counts up to its last committed write" in md
+
+
+def test_same_language_interval_is_the_paired_bootstrap_of_the_in_language_prompts_over_seeds():
+    # values in summary.json are rounded (jsonable): compared to 1e-4
+    # seed 1: p1-p3 in the target language for both; seed 2: p3 answered in another language by the tuned model
+    frame = pd.DataFrame(rows("zs", "de", [0.9, 0.6, 0.4], seed=1) + rows("x-ft:en", "de", [0.2, 0.5, 0.1], seed=1)
+                         + rows("zs", "de", [0.8, 0.7, 0.5], seed=2) + rows("x-ft:en", "de", [0.4, 0.3, 0.0], seed=2))
+    frame["lang_fidelity"] = [1.0] * 9 + [1.0, 1.0, 0.0]
+    ft = summarize(frame, info(seeds=(1, 2), lang_scorer="lang-fidelity"))["settings"][1]
+    per_seed = [(0.9 + 0.6 + 0.4 - 0.2 - 0.5 - 0.1) / 3, (0.8 + 0.7 - 0.4 - 0.3) / 2]
+    assert ft["reduction_same_language"] == pytest.approx(np.mean(per_seed), abs=1e-4)
+    assert ft["reduction_same_language_std"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-4)
+    expected = paired_bootstrap({"p1": 0.85, "p2": 0.65, "p3": 0.4}, {"p1": 0.3, "p2": 0.4, "p3": 0.1})
+    assert ft["reduction_same_language_ci"] == pytest.approx([expected.ci_low, expected.ci_high], abs=1e-4)
+    assert ft["reduction_same_language_p"] == pytest.approx(expected.p_value, abs=1e-4)
+    assert ft["n_same_language"] == 5  # 3 + 2 prompts, summed over seeds

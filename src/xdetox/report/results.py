@@ -180,11 +180,15 @@ class CellResult:
     silent_share: float | None = None  # mean over seeds: completions with no letters (empty or punctuation only)
     reduction_same_language: float | None = None  # mean over seeds (prompts both answered in the target language)
     n_same_language: int | None = None  # those prompts, summed over seeds
+    reduction_same_language_std: float | None = None
+    reduction_same_language_ci: tuple[float, float] | None = None  # paired bootstrap, prompts as the unit
+    reduction_same_language_p: float | None = None
 
     @classmethod
     def over_seeds(cls, cell: Cell, per_seed: Sequence[SeedResult],
                    test: PairedBootstrap | None = None,
-                   length_matched: PairedBootstrap | None = None) -> CellResult:
+                   length_matched: PairedBootstrap | None = None,
+                   same_language: PairedBootstrap | None = None) -> CellResult:
         toxicity = [r.mean_toxicity for r in per_seed if r.mean_toxicity is not None]
         matched = [r.reduction_length_matched for r in per_seed if r.reduction_length_matched is not None]
         empty = mean_or_none([r.empty_share for r in per_seed if r.empty_share is not None])
@@ -193,6 +197,7 @@ class CellResult:
         silent_zs = mean_or_none([r.silent_share_zs for r in per_seed if r.silent_share_zs is not None])
         red_abs = [r.reduction_abs for r in per_seed if r.reduction_abs is not None]
         red_rel = [r.reduction_rel for r in per_seed if r.reduction_rel is not None]
+        same = [r.reduction_same_language for r in per_seed if r.reduction_same_language is not None]
         return cls(
             cell=cell,
             n=max(r.n for r in per_seed),
@@ -224,10 +229,13 @@ class CellResult:
             lang_fidelity=mean_or_none([r.lang_fidelity for r in per_seed if r.lang_fidelity is not None]),
             empty_share=empty,
             new_tokens=mean_or_none([r.new_tokens for r in per_seed if r.new_tokens is not None]),
-            reduction_same_language=mean_or_none([r.reduction_same_language for r in per_seed
-                                                  if r.reduction_same_language is not None]),
+            reduction_same_language=mean_or_none(same),
             n_same_language=(None if all(r.n_same_language is None for r in per_seed)
                              else sum(r.n_same_language or 0 for r in per_seed)),
+            reduction_same_language_std=std_or_none(same),
+            reduction_same_language_ci=(None if same_language is None
+                                        else (same_language.ci_low, same_language.ci_high)),
+            reduction_same_language_p=None if same_language is None else same_language.p_value,
         )
 
     def to_dict(self) -> dict:
@@ -236,10 +244,9 @@ class CellResult:
     @classmethod
     def from_dict(cls, d: dict) -> CellResult:
         values = {f.name: d.get(f.name) for f in fields(cls) if f.name != "cell"}
-        ci95 = tuple(d["ci95"]) if d.get("ci95") else None
-        lm_ci = tuple(d["reduction_length_matched_ci"]) if d.get("reduction_length_matched_ci") else None
-        return cls(cell=Cell.from_dict(d), **{**values, "seeds": tuple(d["seeds"]), "ci95": ci95,
-                                              "reduction_length_matched_ci": lm_ci})
+        intervals = {name: tuple(d[name]) if d.get(name) else None
+                     for name in ("ci95", "reduction_length_matched_ci", "reduction_same_language_ci")}
+        return cls(cell=Cell.from_dict(d), **{**values, "seeds": tuple(d["seeds"]), **intervals})
 
 
 @dataclass(frozen=True)

@@ -92,8 +92,11 @@ def _summarize(frame: pd.DataFrame, info: RunInfo) -> dict:
     for result in per_seed:
         by_cell.setdefault(result.cell, []).append(result)
     scored = {key: group[~group["_silent"]] for key, group in groups.items()}
+    same_language = _in_target_language(scored)
     cells = [CellResult.over_seeds(cell, results, _paired_test(scored, cell, [r.seed for r in results]),
-                                   _length_matched_test(groups, cell, [r.seed for r in results]))
+                                   _length_matched_test(groups, cell, [r.seed for r in results]),
+                                   None if same_language is None
+                                   else _paired_test(same_language, cell, [r.seed for r in results]))
              for cell, results in by_cell.items()]
     return jsonable({
         "model": info.model,
@@ -162,6 +165,15 @@ def _same_language(scored: pd.DataFrame, zs: pd.DataFrame | None) -> tuple[float
         return None, None
     mine, base = scored[scored["lang_fidelity"] == 1], zs[zs["lang_fidelity"] == 1]
     return _reduction(mine, base)[0], len(set(mine["prompt_id"]) & set(base["prompt_id"]))
+
+
+def _in_target_language(scored: dict[GroupKey, pd.DataFrame]) -> dict[GroupKey, pd.DataFrame] | None:
+    """Each group's completions written in the target language (``lang_fidelity`` 1), the rows
+    ``_same_language`` pairs; None without a language scorer."""
+    if not any("lang_fidelity" in g.columns and g["lang_fidelity"].notna().any() for g in scored.values()):
+        return None
+    return {key: (g[g["lang_fidelity"] == 1] if "lang_fidelity" in g.columns else g.iloc[:0])
+            for key, g in scored.items()}
 
 
 def _silent_share(group: pd.DataFrame) -> float:
