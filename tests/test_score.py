@@ -455,6 +455,20 @@ def test_cli_scorer_eval_json_shape(monkeypatch, capsys) -> None:
     assert json.loads(json.dumps(results)) == results
 
 
+def test_cached_validation_is_computed_again_when_it_lacks_a_figure(monkeypatch, tmp_path) -> None:
+    from xdetox.scorers import validation
+
+    computed = []
+    complete = {figure: {"en": 0.5} for figure in validation.FIGURES}
+    monkeypatch.setattr(validation, "validate", lambda scorer: computed.append(scorer) or complete)
+    cache = tmp_path / "validation-x.json"
+    old = {figure: {"en": 0.4} for figure in validation.FIGURES if not figure.startswith("parallel")}
+    cache.write_text(json.dumps(old))  # written before the parallel figures existed
+    assert validation.cached_validation("scorer", cache) == complete and computed == ["scorer"]
+    assert json.loads(cache.read_text()) == complete
+    assert validation.cached_validation("scorer", cache) == complete and computed == ["scorer"]  # read, not computed
+
+
 def test_perplexity_matches_the_model_loss_and_ignores_padding(tiny_model_dir):
     import math
 

@@ -22,10 +22,13 @@ from xdetox.scorer_checks import (
     build_suite,
     expand_template,
     format_checks,
+    format_parallel,
+    load_parallel,
     load_suite,
     load_templates,
     main,
     run_checks,
+    run_parallel,
     weakest_functionalities,
 )
 
@@ -206,7 +209,8 @@ def _tiny_cases():
 
 def test_run_checks_known_accuracy_and_auc():
     scorer = MarkerScorer()
-    result = run_checks(scorer, cases=_tiny_cases(), batch_size=3)
+    result = run_checks(scorer, cases=_tiny_cases(), batch_size=3, parallel=False)
+    assert "parallel" not in result
     assert result["scorer"] == "marker" and result["threshold"] == THRESHOLD
     assert list(result["languages"]) == ["en", "de"] and result["skipped"] == []
     en = result["languages"]["en"]
@@ -318,8 +322,8 @@ def test_format_checks_lists_languages_and_groups():
     assert "[en] English" in text and "[hi] Hindi" in text
     for func in FUNCTIONALITIES:
         assert func in text
-    assert "benign_short_accuracy=" in text and text.rstrip().splitlines()[-1].startswith("overall:")
-    assert "weakest:" in text
+    assert "benign_short_accuracy=" in text and "\noverall: n=" in text and "weakest:" in text
+    assert "the same sentences in every language" in text.split("\noverall:")[1]  # the parallel table last
 
 
 def test_result_is_json_serialisable():
@@ -368,3 +372,55 @@ def test_cli_scorer_check_bad_input(capsys, args, needle):
     assert main(["scorer", "check", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err
+
+
+# --------------------------------------------------------------------------- the same sentences in every language
+
+
+def test_parallel_set_has_every_sentence_in_every_language_in_its_script(suite):
+    from xdetox.scorers.augment import augmentation_cases
+    from xdetox.text import SCRIPTS, dominant_script, normalize
+
+    cases = load_parallel()
+    assert [c.toxic for c in cases].count(False) == 40 and [c.toxic for c in cases].count(True) == 20
+    assert len({c.id for c in cases}) == len(cases)
+    for lang in LANGS:
+        texts = [c.texts[lang] for c in cases]
+        assert all(t.strip() == t and t for t in texts)
+        assert len({normalize(t) for t in texts}) == len(texts)  # no sentence twice in a language
+        assert {dominant_script(t) for t in texts} == {SCRIPTS[lang]}
+    uk_ru = [c for c in cases if c.texts["uk"] == c.texts["ru"]]
+    assert not uk_ru  # written separately
+    # nothing shared with the behavioural suite or with the scorers' written training set
+    elsewhere = {(c.lang, normalize(c.text)) for c in [*suite, *augmentation_cases()]}
+    assert not [(lang, c.texts[lang]) for c in cases for lang in LANGS if (lang, normalize(c.texts[lang])) in elsewhere]
+
+
+def test_run_parallel_means_per_language_and_their_spread():
+    cases = load_parallel()
+    toxic_texts = {c.texts[lang] for c in cases if c.toxic for lang in LANGS}
+    lift = {"en": 0.0, "de": 0.2, "zh": 0.1}
+
+    class Biased:  # 0.8 for an insult, 0.1 for a benign sentence, plus a per-language lift
+        name = "biased"
+        supported_languages = frozenset(lift)
+
+        def __init__(self):
+            self.calls = []
+
+        def score(self, texts, lang):
+            self.calls.append(len(texts))
+            return [(0.8 if t in toxic_texts else 0.1) + lift[lang] for t in texts]
+
+    scorer = Biased()
+    result = run_parallel(scorer, ["en", "de", "zh", "uk"], batch_size=16)  # uk: not supported, left out
+    assert result["n_benign"] == 40 and result["n_toxic"] == 20
+    assert result["benign_mean"] == pytest.approx({"en": 0.1, "de": 0.3, "zh": 0.2})
+    assert result["toxic_mean"] == pytest.approx({"en": 0.8, "de": 1.0, "zh": 0.9})
+    assert result["benign_spread"] == pytest.approx(0.2) and result["toxic_spread"] == pytest.approx(0.2)
+    assert max(scorer.calls) <= 16 and sum(scorer.calls) == 3 * 60
+    table = "\n".join(format_parallel(result))
+    assert "benign (40)" in table and "0.300" in table and "0.200" in table
+    alone = run_parallel(Biased(), ["en"])
+    assert alone["benign_spread"] is None and alone["toxic_spread"] is None  # a spread needs two languages
+    assert run_checks(Biased(), langs=["en", "de"])["parallel"]["benign_mean"] == pytest.approx({"en": 0.1, "de": 0.3})

@@ -96,7 +96,9 @@ def _time_phrase(run: dict) -> str:
 VALIDATION_LABELS = {
     "paradetox_test": "paradetox test AUC", "pairwise": "pairwise accuracy (toxic above its own rewrite)",
     "heldout": "held-out corpus AUC", "behavioural": "behavioural suite accuracy",
-    "behavioural_benign_short": "benign short texts accuracy", "ece": "calibration error (ECE)",
+    "behavioural_benign_short": "benign short texts accuracy",
+    "parallel_benign": "mean score of the same 40 benign sentences in each language",
+    "parallel_toxic": "of the same 20 insults", "ece": "calibration error (ECE)",
 }
 
 

@@ -6,6 +6,7 @@
   silent completion: its verdict is "not toxic", ``not_scored`` counts it, ``mean_score`` leaves
   it out.
 * ``format_checks(result)``: the same as plain-text tables; ``weakest_functionalities``.
+* ``parallel``: the same sentences in every language (``scorer_checks.parallel``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from xdetox.data import LANG_NAMES, LANGS
 from xdetox.errors import XdetoxInputError
+from xdetox.scorer_checks.parallel import format_parallel, run_parallel
 from xdetox.scorer_checks.suite import (BENIGN_SHORT, FUNCTIONALITIES, TOXIC_FUNCTIONALITIES, Case, load_suite,
                                         suite_langs)
 from xdetox.scorers.base import in_lang_order
@@ -57,12 +59,13 @@ def _summary(scores: Sequence[float], labels: Sequence[bool], funcs: Sequence[st
 
 
 def run_checks(scorer: Any, langs: Iterable[str] | None = None, batch_size: int = 256,
-               cases: Sequence[Case] | None = None) -> dict[str, Any]:
+               cases: Sequence[Case] | None = None, parallel: bool = True) -> dict[str, Any]:
     """Score the suite (or ``cases``) with ``scorer`` and summarise it (see the module docstring).
 
     Languages missing from ``scorer.supported_languages`` are not scored and are listed under
     ``"skipped"``.  ``overall`` pools every scored case; ``benign_short_accuracy`` is the accuracy
-    on the BENIGN_SHORT groups of each language.
+    on the BENIGN_SHORT groups of each language; ``parallel`` (unless ``parallel=False``) is
+    ``run_parallel`` on the same languages: the same sentences scored in each.
     """
     if batch_size < 1:
         raise XdetoxInputError("batch_size must be at least 1")
@@ -108,6 +111,9 @@ def run_checks(scorer: Any, langs: Iterable[str] | None = None, batch_size: int 
         result["overall"] = _summary(all_scores, all_labels, all_funcs)
     else:
         result["overall"] = {"n": 0, "accuracy": None, "auc": None, "by_functionality": {}}
+    if parallel:
+        result["parallel"] = run_parallel(scorer, [lang for lang in in_lang_order({c.lang for c in cases})
+                                                   if lang in supported], batch_size=batch_size)
     return result
 
 
@@ -144,5 +150,7 @@ def format_checks(result: Mapping[str, Any]) -> str:
     weakest = ", ".join(f"{f} {a:.3f}" for f, a in weakest_functionalities(result))
     lines.append(f"overall: n={overall.get('n', 0)} accuracy={_fmt(overall.get('accuracy'))} "
                  f"auc={_fmt(overall.get('auc'))}" + (f"; weakest: {weakest}" if weakest else ""))
+    if result.get("parallel") and (result["parallel"]["benign_mean"] or result["parallel"]["toxic_mean"]):
+        lines += ["", *format_parallel(result["parallel"])]
     return "\n".join(lines) + "\n"
 

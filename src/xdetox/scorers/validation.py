@@ -11,6 +11,9 @@
   no offline model trains or calibrates on it; no Ukrainian corpus exists);
 * ``behavioural``: accuracy at 0.5 on the behavioural suite (``xdetox.scorer_checks``),
   ``behavioural_benign_short`` the same on its benign short-text groups;
+* ``parallel_benign`` / ``parallel_toxic``: the mean score of the same 40 benign sentences / 20
+  insults written in every language (``scorer_checks.parallel``): how alike the scorer treats
+  languages;
 * ``ece``: expected calibration error (10 equal-width bins) on paradetox test and the
   validation slice together.
 
@@ -33,7 +36,8 @@ from xdetox.scorers.offline.config import OfflineScorerConfig
 from xdetox.scorers.offline.data import hash_slice, paradetox_rows, toxicity_corpus
 
 VALIDATION_SLICE = (0.1, 0.2)  # heldout_hash range: outside every offline model's training and calibration
-FIGURES = ("paradetox_test", "pairwise", "heldout", "behavioural", "behavioural_benign_short", "ece")
+FIGURES = ("paradetox_test", "pairwise", "heldout", "behavioural", "behavioural_benign_short", "parallel_benign",
+           "parallel_toxic", "ece")
 
 
 def validation_rows(max_per_lang: int = 1000):
@@ -73,6 +77,8 @@ def validate(scorer, langs: Iterable[str] = LANGS, max_per_lang: int = 1000) -> 
     for lang, figures in checks["languages"].items():
         results["behavioural"][lang] = figures["accuracy"]
         results["behavioural_benign_short"][lang] = checks["benign_short_accuracy"][lang]
+    results["parallel_benign"] = checks["parallel"]["benign_mean"]
+    results["parallel_toxic"] = checks["parallel"]["toxic_mean"]
     return results
 
 
@@ -89,10 +95,13 @@ def expected_calibration_error(scores: np.ndarray, labels: np.ndarray, bins: int
 
 
 def cached_validation(scorer, cache_file: Path) -> dict[str, dict[str, float]]:
-    """``validate(scorer)`` on every language, read from ``cache_file`` or computed and written there."""
+    """``validate(scorer)`` on every language, read from ``cache_file`` or computed and written there
+    (again when the cached file lacks a figure of ``FIGURES``: written before that figure existed)."""
     if cache_file.is_file():
         try:
-            return json.loads(cache_file.read_text())
+            cached = json.loads(cache_file.read_text())
+            if all(figure in cached for figure in FIGURES):
+                return cached
         except (OSError, ValueError):
             pass
     results = validate(scorer)

@@ -1,0 +1,89 @@
+"""Equal treatment across languages: the same sentences, in all 9 languages, scored by one scorer.
+
+xdetox compares toxicity across languages, and a base model often answers a prompt in
+another language than the prompt's. A scorer that gives the same benign sentence 0.02 in
+English and 0.12 in German turns a change of language into a change of "toxicity". The
+parallel set (``resources/scorer_checks/parallel.jsonl``) holds 40 benign everyday
+sentences and 20 insults, each written in all 9 languages with the same meaning (one JSON
+object per line: ``{"id", "toxic", "en", "es", ...}``). ``run_parallel`` scores each
+language's version of every sentence and reports, per language, the mean score of the
+benign and of the toxic sentences, and the spread of those means over languages
+(max − min): for a scorer that treats languages alike the spread is near 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+from xdetox.data import LANGS
+from xdetox.scorer_checks.suite import RESOURCE_DIR, suite_langs
+
+PARALLEL_FILE = "parallel.jsonl"
+
+
+@dataclass(frozen=True)
+class ParallelCase:
+    id: str
+    toxic: bool
+    texts: Mapping[str, str]  # lang -> the sentence in that language
+
+
+def load_parallel() -> list[ParallelCase]:
+    """The shipped parallel sentences, benign first, in file order."""
+    text = files("xdetox").joinpath(*RESOURCE_DIR, PARALLEL_FILE).read_text(encoding="utf-8")
+    cases = []
+    for line in text.splitlines():
+        if line.strip():
+            row = json.loads(line)
+            cases.append(ParallelCase(id=row["id"], toxic=bool(row["toxic"]),
+                                      texts={lang: row[lang] for lang in LANGS}))
+    return cases
+
+
+def run_parallel(scorer: Any, langs: Iterable[str] | None = None,
+                 cases: list[ParallelCase] | None = None, batch_size: int = 256) -> dict[str, Any]:
+    """Per language the mean score of the benign and of the toxic sentences; their spread.
+
+    ``{"n_benign", "n_toxic", "benign_mean": {lang}, "toxic_mean": {lang}, "benign_spread",
+    "toxic_spread"}``; languages the scorer does not support are left out (a spread needs two).
+    """
+    cases = load_parallel() if cases is None else cases
+    supported = frozenset(getattr(scorer, "supported_languages", LANGS))
+    benign = [c for c in cases if not c.toxic]
+    toxic = [c for c in cases if c.toxic]
+    result: dict[str, Any] = {"n_benign": len(benign), "n_toxic": len(toxic), "benign_mean": {}, "toxic_mean": {}}
+    for lang in suite_langs(langs):
+        if lang not in supported:
+            continue
+        for key, group in (("benign_mean", benign), ("toxic_mean", toxic)):
+            if group:
+                texts = [c.texts[lang] for c in group]
+                scores = [float(s) for start in range(0, len(texts), batch_size)
+                          for s in scorer.score(texts[start:start + batch_size], lang)]
+                if len(scores) != len(texts) or not all(math.isfinite(s) for s in scores):
+                    raise ValueError(f"scorer returned {len(scores)} scores (not all finite) "
+                                     f"for {len(texts)} texts in {lang}")
+                result[key][lang] = sum(scores) / len(scores)
+    for key in ("benign", "toxic"):
+        means = list(result[f"{key}_mean"].values())
+        result[f"{key}_spread"] = max(means) - min(means) if len(means) >= 2 else None
+    return result
+
+
+def format_parallel(result: Mapping[str, Any]) -> list[str]:
+    """The table of ``run_parallel``'s result: a row per kind, a column per language, and the spread."""
+    langs = list(result["benign_mean"]) or list(result["toxic_mean"])
+    lines = [f"the same sentences in every language (mean score; spread = max - min over languages):",
+             "  " + f"{'':<12}" + "".join(f"{lang:>7}" for lang in langs) + f"{'spread':>8}"]
+    for key in ("benign", "toxic"):
+        means = result[f"{key}_mean"]
+        spread = result[f"{key}_spread"]
+        lines.append("  " + f"{key + ' (' + str(result['n_' + key]) + ')':<12}"
+                     + "".join(f"{means[lang]:>7.3f}" if lang in means else f"{'-':>7}" for lang in langs)
+                     + (f"{spread:>8.3f}" if spread is not None else f"{'-':>8}"))
+    return lines
