@@ -88,6 +88,31 @@ def test_scores_of_another_scorer_model_are_not_reused(tmp_path, tiny_model_dir)
         assert store.get_meta("scorer_identity:offline") != "an older offline model"
 
 
+def test_scores_of_a_scorer_whose_name_says_all_are_reused_as_a_resumed_run_keeps_them(tmp_path, tiny_model_dir):
+    from xdetox.reuse import find_work
+
+    assert _run(tmp_path, tiny_model_dir, "first") == 0
+    first = tmp_path / "first"
+    with sqlite3.connect(first / grid.STORE_FILE) as conn:  # as a run with the lang-fidelity scorer writes them
+        conn.execute("INSERT INTO scores SELECT eval_key, prompt_id, sample, 'lang-fidelity', 1.0 FROM completions")
+        conn.execute("DELETE FROM meta WHERE key = 'scorer_identity:lang-fidelity'")
+        n = conn.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+        train_keys = [r[0] for r in conn.execute("SELECT key FROM train_settings")]
+        eval_keys = [r[0] for r in conn.execute("SELECT key FROM evaluations")]
+
+    def reused(scorer):
+        found = find_work([first], train_keys, eval_keys, ["offline", "lang-fidelity"], tmp_path / "second")
+        return sum(row[3] == scorer for row in found[0].rows["scores"])
+
+    assert reused("lang-fidelity") == n and reused("offline") > 0  # no identity recorded, none today: the same
+    with Store(first / grid.STORE_FILE) as store:
+        store.set_meta("scorer_identity:lang-fidelity", None)  # recorded as none: still the same
+    assert reused("lang-fidelity") == n
+    with Store(first / grid.STORE_FILE) as store:
+        store.set_meta("scorer_identity:lang-fidelity", "some model")  # a scorer that had an identity then
+    assert reused("lang-fidelity") == 0 and reused("offline") > 0
+
+
 @pytest.mark.parametrize("content", [b"", b"not a database at all", b"SQLite format 3\x00" + b"\x00" * 50])
 def test_a_broken_source_store_is_refused_and_left_alone(tmp_path, tiny_model_dir, capsys, content):
     broken = tmp_path / "broken"

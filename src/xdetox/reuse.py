@@ -9,7 +9,9 @@ may take it over row for row:
 * the finished training settings and their evaluations, batches and completions;
 * the scores of the new run's scorers, but only of those whose model is the one
   loaded today (the source store's ``scorer_identity:<name>`` must equal
-  ``scorers.scorer_identity(name)``): a rebuilt scorer scores again, it is never mixed;
+  ``scorers.scorer_identity(name)``; a scorer whose name says all, such as ``ppl:embedded``
+  or ``lang-fidelity``, records none on either side, as a resumed run keeps its scores): a
+  rebuilt scorer scores again, it is never mixed;
 * the reference measures of the reused settings, and their adapter directories when
   the source run still has them (checked against the recorded SHA-256). Without an
   adapter a setting's finished work is still reused; only unfinished work retrains it.
@@ -106,8 +108,8 @@ def _select(conn: sqlite3.Connection, train_keys: set[str], eval_keys: set[str],
     evals = {r[0] for r in evaluations}
     same_scorers = set()
     for name, identity in scorer_identities.items():
-        recorded = meta.get(f"scorer_identity:{name}")
-        if identity is not None and recorded == json.dumps(identity):
+        recorded = meta.get(f"scorer_identity:{name}")  # absent: the name said all when the source scored
+        if (None if recorded is None else json.loads(recorded)) == identity:  # as a resumed run decides
             same_scorers |= {name, name + LENGTH_MATCHED, name + LENGTH_MATCHED_ZS}
     return {
         "train_settings": settings,
