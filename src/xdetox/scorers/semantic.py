@@ -52,7 +52,7 @@ initialisation alone moves the behavioural accuracy: mean 0.812 / 0.798 / 0.788 
 0 / 1 / 2 (the shipped head is 0), so differences below about 0.02 there are noise; an average of the
 three heads scores like their mean (0.801). A head on 1,000 corpus texts per language instead of 300:
 behavioural mean 0.799 -> 0.817 over those three initialisations (0.787-0.837), held-out +0.004,
-paradetox AUC -0.004 (de 0.897-0.904 -> 0.887-0.896), twice the embedding time. Per-language combiner
+paradetox AUC -0.004 (de 0.897-0.904 -> 0.887-0.896), 1.9x the embedding time. Per-language combiner
 terms (language indicator times both logits): uk insults of the parallel set 0.470 -> 0.644, but uk
 paradetox AUC 0.981 -> 0.936 and zh behavioural 0.819 -> 0.741. A combiner fitted also on 5-fold
 cross-fitted paradetox train predictions: every figure within 0.01. Ukrainian's low insult scores are
