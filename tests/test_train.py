@@ -233,7 +233,7 @@ def test_neutral_lm_follows_trls_loss_curve(tiny_model_dir, tmp_path):
         return model
 
     ours = train.make_trainer(loaded(), spec, examples, tmp_path / "ours")
-    assert type(ours).__name__ == "Trainer"
+    assert type(ours).__name__ == "NeutralLMTrainer"
     reference = loaded()
     config = SFTConfig(
         output_dir=str(tmp_path / "trl"), num_train_epochs=1, per_device_train_batch_size=16, learning_rate=2e-4,
@@ -248,6 +248,62 @@ def test_neutral_lm_follows_trls_loss_curve(tiny_model_dir, tmp_path):
     assert a[0] == pytest.approx(b[0], rel=1e-5), "same initial adapter, same first batch"
     assert max(abs(x - y) / y for x, y in zip(a, b)) < 1e-3  # measured: 4e-5 (bf16)
     assert sum(a[-5:]) < sum(a[:5]), "the loss does not fall"
+
+
+def _tiny_neutral_lm(tiny_model_dir, tmp_path, name, **spec_fields):
+    loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)), for_training=True)
+    loaded.tokenizer.padding_side = "right"
+    spec = train.TrainSpec(**{"source": "de", "epochs": 1, "batch_size": 8, "seed": 7, **spec_fields})
+    examples = train.training_examples(spec, data.load())[:32]
+    return train.make_trainer(loaded, spec, examples, tmp_path / name)
+
+
+def test_the_lm_head_runs_on_labelled_positions_only_and_the_loss_and_gradients_are_the_models(
+        tiny_model_dir, tmp_path):
+    from xdetox.neutral_lm import next_token_targets
+
+    trainer = _tiny_neutral_lm(tiny_model_dir, tmp_path, "head")
+    model = trainer.model.eval()  # LoRA dropout off: both losses see the same network
+    batch = next(iter(trainer.get_train_dataloader()))
+    labelled = int((next_token_targets(batch["labels"]) != -100).sum())
+    assert labelled < batch["labels"].numel() - batch["labels"].shape[0], "the batch has padding to skip"
+    rows = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda _m, args, out: rows.append(out.shape))
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    with trainer.compute_loss_context_manager():
+        ours = trainer.compute_loss(model, dict(batch))
+    ours_grads = grads(ours)
+    with trainer.compute_loss_context_manager():
+        full = model(**batch).loss  # the model's own ForCausalLMLoss over every position
+    full_grads = grads(full)
+    hook.remove()
+    assert rows[0][0] == labelled and len(rows[0]) == 2, "the head saw labelled positions only"
+    assert rows[1][:2] == batch["labels"].shape, "the model's own forward scores every position"
+    assert ours.item() == pytest.approx(full.item(), rel=1e-5)
+    for a, b in zip(ours_grads, full_grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_neutral_lm_trainer_keeps_the_plain_trainers_loss_curve_under_gradient_accumulation(
+        tiny_model_dir, tmp_path):
+    from peft import get_peft_model
+    from transformers import Trainer, set_seed
+
+    ours = _tiny_neutral_lm(tiny_model_dir, tmp_path, "ours", batch_size=4, gradient_accumulation_steps=2)
+    loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)), for_training=True)
+    set_seed(7)
+    plain = Trainer(
+        model=get_peft_model(loaded.model, train._lora_config(loaded, train.TrainSpec(source="de"))),
+        args=ours.args, train_dataset=ours.train_dataset, data_collator=ours.data_collator)
+    a, b = _loss_curve(ours), _loss_curve(plain)
+    assert len(a) == len(b) == 32 // 4, "one loss per micro-batch"
+    assert a[0] == pytest.approx(b[0], rel=1e-5), "same adapter, same first batches, same normalisation"
+    assert max(abs(x - y) / y for x, y in zip(a, b)) < 1e-3
 
 
 def test_length_grouping_is_opt_in_and_keeps_existing_keys():

@@ -29,10 +29,11 @@ Objectives say what a supervised (non-DPO) example looks like:
 
 ``end_token_trained(spec.paradigm, spec.objective)`` says which; the adapter metadata records it.
 
-Causal LMs train ``neutral-lm`` through transformers' ``Trainer`` (as the
-reference), ``rewrite`` and DPO through TRL (``SFTTrainer``, ``DPOTrainer``);
-encoder-decoder models (mT5-style) through ``Seq2SeqTrainer``; all share the
-examples, the LoRA config, saving and metadata (which names the trainer). Adapters are saved in PEFT
+Causal LMs train ``neutral-lm`` through transformers' ``Trainer`` (as the reference;
+``xdetox.neutral_lm``'s subclass runs the LM head over labelled positions only),
+``rewrite`` and DPO through TRL (``SFTTrainer``, ``DPOTrainer``); encoder-decoder
+models (mT5-style) through ``Seq2SeqTrainer``; all share the examples, the LoRA
+config, saving and metadata (which names the trainer). Adapters are saved in PEFT
 format with ``xdetox_adapter.json`` beside them (base model, data hash, every
 hyper-parameter, seed, loss, time) and appear on disk only when complete.
 """
@@ -271,15 +272,18 @@ def _library_trainer(loaded, spec: TrainSpec, examples: list[Example], work: Pat
         )
     if spec.objective == "neutral-lm":
         # The reference's recipe: plain text through transformers' Trainer, labels = the input ids with
-        # every padding position -100 (DataCollatorForLanguageModeling(mlm=False)), the model's own loss.
-        # TRL's SFTTrainer computes the same token-mean loss through a chunked fp32 LM head that on a CPU
-        # scores every padding position too and takes ~80 % of a step: this path is 2-2.5x faster.
+        # every padding position -100 (DataCollatorForLanguageModeling(mlm=False)), the token-mean loss.
+        # TRL's SFTTrainer computes the same loss through a chunked fp32 LM head that on a CPU scores
+        # every padding position too and takes ~80 % of a step; NeutralLMTrainer runs the LM head over
+        # the labelled positions only: 3.9x TRL's examples/s (xdetox.neutral_lm says how it was measured).
         from peft import get_peft_model
-        from transformers import Trainer, TrainingArguments, set_seed
+        from transformers import TrainingArguments, set_seed
+
+        from xdetox.neutral_lm import NeutralLMTrainer
 
         data = Dataset.from_dict({"input_ids": neutral_lm_ids(loaded, examples, spec.max_length)})
         set_seed(spec.seed)  # before the adapter's random initialisation, as SFTTrainer does
-        return Trainer(
+        return NeutralLMTrainer(
             model=get_peft_model(loaded.model, lora), args=TrainingArguments(**common), train_dataset=data,
             data_collator=neutral_lm_collator(loaded.tokenizer),
         )
