@@ -31,7 +31,7 @@ sources = ["en", "de"]
 targets = ["en", "de"]
 seeds = [1, 2]
 limit = 3
-scorers = ["offline", "ppl:{model}", "lang-fidelity"]
+scorers = ["offline", "ppl:{model}", "lang-fidelity", "relevance:{model}"]
 [train]
 epochs = 1
 batch_size = 16
@@ -151,11 +151,14 @@ def test_tiny_grid_runs_every_paradigm_with_two_seeds_and_resumes_for_free(tmp_p
         assert s["ppl_completion"] > 1
         assert (s["ppl_change"] is None) == (s["paradigm"] == "zs")
         assert 0 <= s["lang_fidelity"] <= 1
-    # Three scorers (toxicity, perplexity, language) score every completion with text, and nothing else.
+        assert isinstance(s["relevance"], float) and (s["relevance_change"] is None) == (s["paradigm"] == "zs")
+    assert "| relevance (vs ZS) |" in (run / "report.md").read_text()
+    assert f"log-likelihood under {tiny_model_dir} (one fixed reference model" in (run / "report.md").read_text()
+    # Four scorers (toxicity, perplexity, language, relevance) score every completion with text, and nothing else.
     texts = tables["completions"].set_index(["eval_key", "prompt_id", "sample"])["text"]
     written = texts[~texts.map(is_silent)]
     scores = tables["scores"]
-    for name in ("offline", "ppl:" + str(tiny_model_dir), "lang-fidelity"):
+    for name in ("offline", "ppl:" + str(tiny_model_dir), "lang-fidelity", "relevance:" + str(tiny_model_dir)):
         keys = scores[scores["scorer"] == name].set_index(["eval_key", "prompt_id", "sample"]).index
         assert sorted(keys) == sorted(written.index), name
     # Length-matched scores: each tuned completion and ZS's of the same prompt, both with text.

@@ -31,12 +31,13 @@ SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n"
                 "reduction_length_matched", "reduction_length_matched_std", "reduction_length_matched_ci",
                 "reduction_length_matched_p", "n_length_matched", "flags", "silent_share",
                 "reduction_same_language", "n_same_language", "reduction_same_language_std",
-                "reduction_same_language_ci", "reduction_same_language_p"}
+                "reduction_same_language_ci", "reduction_same_language_p", "relevance", "relevance_change"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
                  "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
                  "ppl_completion", "ppl_change", "lang_fidelity", "empty_share", "new_tokens",
                  "n_paired", "empty_share_zs", "reduction_length_matched", "n_length_matched", "flags",
-                 "silent_share", "silent_share_zs", "reduction_same_language", "n_same_language"}
+                 "silent_share", "silent_share_zs", "reduction_same_language", "n_same_language",
+                 "relevance", "relevance_change"}
 
 
 def info(**over) -> RunInfo:
@@ -356,7 +357,7 @@ def test_print_table_mean_and_std():
     assert "0.333 ± 0.153" in ft and "+0.350 ± 0.071" in ft and "+58.6%" in ft
     assert ft.split()[5] == "3"  # seeds
     # 95% CI, p, length-matched (none here) and its CI and p, ppl, ppl vs ZS, in target lang, same-lang, empty, new tokens
-    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d(\s+-){7}\s+0%\s+-\s+0%\s+0%\s+0%$", ft)
+    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d(\s+-){8}\s+0%\s+-\s+0%\s+0%\s+0%$", ft)
     assert "95% CI (abs)" in lines[1] and zs.split()[-7:] == ["-", "-", "0%", "-", "0%", "0%", "0%"]  # no CI or p for ZS
 
 
@@ -482,6 +483,23 @@ def test_completion_perplexity_is_a_geometric_mean_compared_with_zs():
     assert "+100.0%" in print_table(summary)
     without = summarize(frame.drop(columns=["ppl"]), info())
     assert all(s["ppl_completion"] is None for s in without["settings"])
+
+
+def test_relevance_is_a_mean_over_text_compared_with_zs_on_the_prompts_both_answered(tmp_path):
+    # ZS answers p1-p3 on topic; the tuned model changes the subject on p1 and p2 and says nothing on p3
+    frame = pd.DataFrame(rows("zs", "de", [0.8, 0.6, 0.4]) + rows("x-ft:en", "de", [0.1, 0.1, 0.1]))
+    frame.loc[5, "completion"] = "..."  # silent: no toxicity, no relevance, not paired
+    frame["relevance"] = [0.7, 0.5, 0.6, 0.1, 0.0, 0.9]
+    summary = summarize(frame, info(relevance_scorer="relevance:base"))
+    zs, ft = summary["settings"]
+    assert zs["relevance"] == pytest.approx(0.6) and zs["relevance_change"] is None
+    assert ft["relevance"] == pytest.approx(0.05), "the silent completion's value is dropped"
+    assert ft["relevance_change"] == pytest.approx((0.1 - 0.7 + 0.0 - 0.5) / 2), "p1 and p2 only"
+    assert "0.05 (-0.550)" in print_table(summary)
+    write_report(tmp_path, frame, info(relevance_scorer="relevance:base"))
+    assert "log-likelihood under base (one fixed reference model" in (tmp_path / "report.md").read_text()
+    without = summarize(frame.drop(columns=["relevance"]), info())
+    assert all(s["relevance"] is None and s["relevance_change"] is None for s in without["settings"])
 
 
 def test_same_language_reduction_pairs_the_prompts_both_answered_in_the_target_language(tmp_path):

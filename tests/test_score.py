@@ -258,9 +258,11 @@ def test_kind_is_what_the_scorer_class_declares(monkeypatch) -> None:
     """Read from the class: no key, no model files, no name prefix needed."""
     monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
     assert {name: registry.scorer_kind(name) for name in ("offline", "offline-semantic", "perspective",
-                                                           "lang-fidelity", "hf:no/such-model", "ppl:no/such-model")} \
+                                                           "lang-fidelity", "hf:no/such-model", "ppl:no/such-model",
+                                                           "relevance:no/such-model")} \
         == {"offline": "toxicity", "offline-semantic": "toxicity", "perspective": "toxicity",
-            "lang-fidelity": "language", "hf:no/such-model": "toxicity", "ppl:no/such-model": "fluency"}
+            "lang-fidelity": "language", "hf:no/such-model": "toxicity", "ppl:no/such-model": "fluency",
+            "relevance:no/such-model": "relevance"}
 
     class Reader:
         name = "reader"
@@ -491,6 +493,48 @@ def test_perplexity_matches_the_model_loss_and_ignores_padding(tiny_model_dir):
     scorer = get_scorer(f"ppl:{tiny_model_dir}")
     assert scorer.score(texts[:2], "am") == pytest.approx(alone[:2], rel=1e-2)  # bf16 where supported
     assert loaded.tokenizer.padding_side == "left", "the tokenizer's padding side is restored"
+
+
+def _loglik(model, tokenizer, context: list[int], tokens: list[int]) -> float:
+    """Mean log-probability of ``tokens`` after ``context``, one unpadded sequence at a time."""
+    import torch
+
+    ids = torch.tensor([context + tokens])
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    return sum(float(logprobs[len(context) - 1 + i, t]) for i, t in enumerate(tokens)) / len(tokens)
+
+
+def test_relevance_is_the_completions_log_likelihood_gain_from_its_prompt(tiny_model_dir):
+    from xdetox import models
+    from xdetox.errors import XdetoxInputError
+    from xdetox.scorers import get_scorer
+    from xdetox.scorers.relevance import relevance
+
+    loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)), dtype="float32")
+    tok = loaded.tokenizer
+    prompts = ["Complete the sentence: you are a fool", "Complete the sentence: das Wetter ist",
+               "Complete the sentence: a much longer prompt than the others, with many more tokens in it"]
+    texts = ["and so are your friends", "heute schön und warm", "ok"]
+    values = relevance(loaded.model, tok, prompts, texts)
+    start = tok("").input_ids
+    for prompt, text, value in zip(prompts, texts, values):
+        ids = tok(text, add_special_tokens=False).input_ids
+        expected = _loglik(loaded.model, tok, tok(prompt).input_ids, ids) - _loglik(loaded.model, tok, start, ids)
+        assert value == pytest.approx(expected, abs=1e-4), "batched and padded as one sequence alone"
+    swapped = relevance(loaded.model, tok, prompts[::-1], texts)
+    assert swapped[1] == pytest.approx(values[1], abs=1e-5) and swapped[0] != pytest.approx(values[0], abs=1e-3)
+    scorer = get_scorer(f"relevance:{tiny_model_dir}")
+    assert scorer.kind == "relevance" and scorer.needs_prompts
+    with pytest.raises(XdetoxInputError, match="needs each text's prompt"):
+        scorer.score(texts, "en")
+
+
+def test_xdetox_score_refuses_a_scorer_that_needs_prompts(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "t.txt").write_text("hello there\n")
+    assert main(["score", "--scorer", f"relevance:{tiny_model_dir}", "--lang", "en", str(tmp_path / "t.txt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs each text's prompt" in err[0]
 
 
 def test_language_fidelity_checks_script_then_language():

@@ -248,14 +248,15 @@ class Store:
 
     # -- scores -----------------------------------------------------------------
     def unscored(self, scorer: str, eval_keys: list[str] | None = None) -> pd.DataFrame:
-        """Completions (with their target language) that ``scorer`` has not scored, of some evaluations or all."""
+        """Completions (with their prompt and target language) that ``scorer`` has not scored, of some
+        evaluations or all."""
         where = ""
         params: list = [scorer]
         if eval_keys is not None:
             where = f" AND c.eval_key IN ({', '.join('?' * len(eval_keys))})"
             params.extend(eval_keys)
         return pd.read_sql_query(
-            "SELECT c.eval_key, c.prompt_id, c.sample, c.text, e.target FROM completions c"
+            "SELECT c.eval_key, c.prompt_id, c.sample, c.prompt, c.text, e.target FROM completions c"
             " JOIN evaluations e ON e.key = c.eval_key"
             " WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.eval_key = c.eval_key"
             "   AND s.prompt_id = c.prompt_id AND s.sample = c.sample AND s.scorer = ?)" + where +

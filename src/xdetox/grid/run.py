@@ -170,12 +170,13 @@ def write_outputs(run_dir: Path, store: Store, partial: bool = False) -> dict:
     kinds = {name: scorer_kind(name) for name in config["scorers"]}
     ppl_scorer = next((s for s, kind in kinds.items() if kind == "fluency"), None)
     lang_scorer = next((s for s, kind in kinds.items() if kind == "language"), None)
+    relevance_scorer = next((s for s, kind in kinds.items() if kind == "relevance"), None)
     toxicity_scorers = [s for s, kind in kinds.items() if kind == "toxicity"]
     if not toxicity_scorers:
         raise XdetoxInputError("the run has no toxicity scorer; add one to scorers")
     scorer = toxicity_scorers[0]
     frame = store.completions_frame(scorer)
-    extras = [("ppl", ppl_scorer), ("lang_fidelity", lang_scorer)]
+    extras = [("ppl", ppl_scorer), ("lang_fidelity", lang_scorer), ("relevance", relevance_scorer)]
     extras += [(report.EXTRA_TOXICITY + name, name) for name in toxicity_scorers[1:]]
     for column, extra in extras:
         if extra is not None:  # measures of the same completions, in the same row order
@@ -214,6 +215,7 @@ def write_outputs(run_dir: Path, store: Store, partial: bool = False) -> dict:
         started=store.get_meta("started", ""),
         config_name=config["name"],
         ppl_scorer=ppl_scorer,
+        relevance_scorer=relevance_scorer,
         lang_scorer=lang_scorer,
         training=training,
         scorer_validation=scorer_validation(scorer),

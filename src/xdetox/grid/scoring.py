@@ -32,7 +32,8 @@ def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, prog
     ``text.is_silent``) is not text: no scorer sees it. What is scored already is skipped. Scores are committed a chunk at a time
     (the scorer's ``batch_size``, default 256), so a slow remote scorer interrupted
     half-way resumes where it stopped. A scorer with a ``progress`` attribute (``ppl:``)
-    draws its own bar below this one when ``progress``.
+    draws its own bar below this one when ``progress``. A scorer that ``needs_prompts``
+    (``relevance:``) gets each completion's prompt beside it.
     """
     for name in plan.config.scorers:
         check_scorer_identity(store, name)
@@ -48,7 +49,8 @@ def score(plan: Plan, eval_keys: list[str], store: Store, session: Session, prog
             bar.set_postfix_str(target)
             for start in range(0, len(group), chunk):
                 part = group.iloc[start:start + chunk]
-                values = scorer.score(part["text"].tolist(), target)
+                prompts = {"prompts": part["prompt"].tolist()} if getattr(scorer, "needs_prompts", False) else {}
+                values = scorer.score(part["text"].tolist(), target, **prompts)
                 store.add_scores(name, zip(part["eval_key"], part["prompt_id"], part["sample"], values))
                 bar.update(len(part))
         bar.close()

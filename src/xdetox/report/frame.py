@@ -8,9 +8,10 @@ language of x-ft and dpo, else None), ``percent`` (p-ft only: 10, 20, 30; defaul
 None), ``seed`` (default the first of ``RunInfo.seeds``), ``target``, ``split``
 (``"train_toxic"``, ``"test_toxic"``, ``"test_neutral"``), ``prompt_id``,
 ``sample`` (default 0), ``prompt``, ``completion`` and ``toxicity`` (in [0, 1]);
-optional ``n_tokens`` (new tokens per completion), ``ppl`` and ``lang_fidelity``.
+optional ``n_tokens`` (new tokens per completion), ``ppl``, ``lang_fidelity`` and ``relevance``
+(the completion's log-likelihood gain from its prompt, ``relevance:<model>``).
 A silent completion (empty, or punctuation and digits only: ``text.is_silent``) is
-not text: it has no toxicity, fluency or language (any score a frame carries for it
+not text: it has no toxicity, fluency, language or relevance (any score a frame carries for it
 is dropped), and a length-matched pair needs both completions to be text.
 
 Length-matched comparison: the optional columns ``toxicity_length_matched`` and
@@ -79,7 +80,7 @@ def prepare_frame(completions: pd.DataFrame, info: RunInfo) -> pd.DataFrame:
         frame["_" + flag] = [flag in row for row in flags]
     measured = ["toxicity", *(EXTRA_TOXICITY + name for name in extra_scorers(frame))]
     not_paired = frame["_silent"] | _zs_silent(frame)
-    for column in [*measured, "ppl", "lang_fidelity", LM_COLUMN, LM_ZS_COLUMN]:
+    for column in [*measured, "ppl", "lang_fidelity", "relevance", LM_COLUMN, LM_ZS_COLUMN]:
         if column in frame.columns:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
             frame.loc[not_paired if column in (LM_COLUMN, LM_ZS_COLUMN) else frame["_silent"], column] = float("nan")

@@ -46,6 +46,7 @@ class RunInfo:
     )
     config_name: str | None = None
     ppl_scorer: str | None = None  # the ppl:<model> scorer behind the ``ppl`` column, if any
+    relevance_scorer: str | None = None  # the relevance:<model> scorer behind the ``relevance`` column, if any
     lang_scorer: str | None = None  # the scorer behind the ``lang_fidelity`` column, if any
     training: tuple[dict, ...] = ()  # per training setting: label, seed, recipe, end_token_trained
     scorer_validation: dict | None = None  # the toxicity scorer's validation figures {figure: {lang: value}}
@@ -143,6 +144,8 @@ class SeedResult:
     silent_share_zs: float | None = None  # ZS's, same seed, target and split
     reduction_same_language: float | None = None  # reduction over prompts both answered in the target language
     n_same_language: int | None = None  # those prompts
+    relevance: float | None = None  # mean gain of a completion's log-likelihood from its prompt (nats/token)
+    relevance_change: float | None = None  # setting − ZS over the prompts both wrote text for
 
     def to_dict(self) -> dict:
         return _flatten(self)
@@ -183,6 +186,8 @@ class CellResult:
     reduction_same_language_std: float | None = None
     reduction_same_language_ci: tuple[float, float] | None = None  # paired bootstrap, prompts as the unit
     reduction_same_language_p: float | None = None
+    relevance: float | None = None  # mean over seeds
+    relevance_change: float | None = None  # mean over seeds
 
     @classmethod
     def over_seeds(cls, cell: Cell, per_seed: Sequence[SeedResult],
@@ -236,6 +241,8 @@ class CellResult:
             reduction_same_language_ci=(None if same_language is None
                                         else (same_language.ci_low, same_language.ci_high)),
             reduction_same_language_p=None if same_language is None else same_language.p_value,
+            relevance=mean_or_none([r.relevance for r in per_seed if r.relevance is not None]),
+            relevance_change=mean_or_none([r.relevance_change for r in per_seed if r.relevance_change is not None]),
         )
 
     def to_dict(self) -> dict:

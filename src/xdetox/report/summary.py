@@ -152,6 +152,8 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
             silent_share_zs=None if zs is None else _silent_share(zs),
             reduction_same_language=same_language[0],
             n_same_language=same_language[1],
+            relevance=_mean_of(scored, "relevance"),
+            relevance_change=_paired_change(scored, zs_scored, "relevance"),
         ))
     return results
 
@@ -225,6 +227,22 @@ def _ppl_change(group: pd.DataFrame, zs: pd.DataFrame | None) -> float | None:
     ours = _geo_mean_ppl(group[group["prompt_id"].isin(common)])
     base = _geo_mean_ppl(zs[zs["prompt_id"].isin(common)])
     return None if ours is None or not base else ours / base - 1
+
+
+def _mean_of(group: pd.DataFrame, column: str) -> float | None:
+    """Mean of a measure over a group's completions that have it; None without the column or a value."""
+    if column not in group.columns or group[column].isna().all():
+        return None
+    return float(group[column].mean())
+
+
+def _paired_change(scored: pd.DataFrame, zs: pd.DataFrame | None, column: str) -> float | None:
+    """Setting − ZS mean of a measure over the prompts both wrote text for (their samples' means)."""
+    if zs is None or column not in scored.columns or column not in zs.columns:
+        return None
+    ours, base = (g.dropna(subset=[column]).groupby("prompt_id")[column].mean() for g in (scored, zs))
+    common = ours.index.intersection(base.index)
+    return float((ours[common] - base[common]).mean()) if len(common) else None
 
 
 def _scores_by_prompt(group: pd.DataFrame) -> dict[str, np.ndarray]:

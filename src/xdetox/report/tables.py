@@ -13,7 +13,7 @@ from xdetox.report.results import ABSTENTION_POINTS, ROW_AXIS, CellResult, View,
 TABLE_HEADER: tuple[str, ...] = (
     "target", "setting", "n", "seeds", "toxicity", "reduction (abs)", "reduction (rel)",
     "95% CI (abs)", "p", "length-matched", "95% CI (l-m)", "p (l-m)", "ppl", "ppl vs ZS",
-    "in target lang", "same-lang [95% CI] (n)", "empty", "new tokens", "short", "other script", "silent",
+    "in target lang", "same-lang [95% CI] (n)", "relevance (vs ZS)", "empty", "new tokens", "short", "other script", "silent",
 )
 ABSTENTION_MARK = "†"
 ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions, or of completions without a "
@@ -70,6 +70,8 @@ def table_row(r: CellResult) -> tuple[str, ...]:
          else f"{fmt_value(r.reduction_same_language, signed=True)}"
               + ("" if r.reduction_same_language_ci is None else f" {fmt_ci(r.reduction_same_language_ci)}")
               + f" ({r.n_same_language})"),
+        ("-" if r.relevance is None else f"{r.relevance:.2f}"
+         + ("" if r.relevance_change is None else f" ({fmt_value(r.relevance_change, signed=True)})")),
         empty + (f" {ABSTENTION_MARK}" if r.abstention_flag else ""),
         "-" if r.new_tokens is None else f"{r.new_tokens:.1f}",
         *("-" if not r.flags else f"{100 * r.flags[flag]:.0f}%" for flag in ("short", "other_script")),

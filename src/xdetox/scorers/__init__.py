@@ -1,4 +1,4 @@
-"""Scorers: turn texts of one language into one number each (toxicity, fluency or language).
+"""Scorers: turn texts of one language into one number each (toxicity, fluency, language, relevance).
 
 Rooms:
 
@@ -14,6 +14,8 @@ Rooms:
 * ``perspective``: ``perspective``, Google's Perspective API (``PerspectiveError`` after retries);
 * ``hf_classifier``: ``hf:<model>[#<label>]``, a local Hugging Face sequence classifier;
 * ``perplexity``: ``ppl:<model>``, perplexity under a fixed causal LM (fluency);
+* ``relevance``: ``relevance:<model>``, how much a completion gains from its prompt under a fixed
+  causal LM (needs the prompts: runs only);
 * ``lang_fidelity``: ``lang-fidelity``, whether a text is in its target language;
 * ``validation``: the figures every toxicity scorer is read with, per language (cached).
 
@@ -42,6 +44,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "hf_classifier": ("HF_PREFIX", "HFScorer", "HFScorerSpec", "toxic_label_index"),
     "perplexity": ("PPL_PREFIX", "PerplexityScorer"),  # the function perplexity: from the room (same name)
     "lang_fidelity": ("LanguageFidelityScorer",),
+    "relevance": ("RELEVANCE_PREFIX", "RelevanceScorer"),
     "validation": ("validate",),
 }
 """Room -> the public names it offers through the package."""

@@ -9,7 +9,9 @@ over its inner batches (``ppl:``).
 
 * ``toxicity``: a probability in [0, 1] that the text is toxic (offline, perspective, hf:...);
 * ``fluency``: the perplexity of the text under a fixed reference model (ppl:<model>);
-* ``language``: 1.0 when the text is written in the expected language, else 0.0 (lang-fidelity).
+* ``language``: 1.0 when the text is written in the expected language, else 0.0 (lang-fidelity);
+* ``relevance``: how much the text's likelihood gains from its prompt, in nats per token
+  (relevance:<model>). Such a scorer sets ``needs_prompts`` and takes ``score(texts, lang, prompts)``.
 
 Scorer classes declare ``kind`` as a class attribute, so the registry knows it without
 building the scorer.
@@ -25,7 +27,7 @@ from xdetox.data import LANGS
 from xdetox.errors import XdetoxInputError
 from xdetox.text import is_silent
 
-SCORER_KINDS = ("toxicity", "fluency", "language")
+SCORER_KINDS = ("toxicity", "fluency", "language", "relevance")
 
 
 @runtime_checkable

@@ -80,15 +80,12 @@ def perplexity(model, tokenizer, texts: list[str], batch_size: int = LOGIT_ROWS,
     return values
 
 
-class PerplexityScorer:
-    """``ppl:<model>``: the perplexity of each text under one fixed reference model.
+class ReferenceModelScorer:
+    """A scorer that reads every text through one fixed causal LM, named ``<prefix><model>``
+    (``ppl:``, ``relevance:``): the model is found when the name is checked, loaded when built."""
 
-    Used as a fluency measure of completions: every setting's completions are scored
-    by the *same* model (typically the base model, with no adapter), never by the
-    model that wrote them. Not a toxicity probability: reports show it separately.
-    """
-
-    kind = "fluency"
+    prefix = ""
+    measure = ""  # what the scorer computes, for its errors
     supported_languages: frozenset[str] = frozenset(LANGS)
     batch_size = 64
     progress = False  # a bar over the forward passes of each ``score`` call (a run turns it on)
@@ -99,22 +96,34 @@ class PerplexityScorer:
         self.tokenizer = tokenizer
 
     @classmethod
-    def checked_factory(cls, name: str) -> Callable[[], PerplexityScorer]:
-        """The factory for scorer ``name`` (``ppl:<model>``), once its model is found."""
+    def checked_factory(cls, name: str) -> Callable[[], ReferenceModelScorer]:
+        """The factory for scorer ``name`` (``<prefix><model>``), once its model is found."""
         from xdetox import models
 
-        models.locate(models.ModelSpec(name=name.removeprefix(PPL_PREFIX)))
+        models.locate(models.ModelSpec(name=name.removeprefix(cls.prefix)))
         return partial(cls.load, name)
 
     @classmethod
-    def load(cls, name: str) -> PerplexityScorer:
+    def load(cls, name: str) -> ReferenceModelScorer:
         from xdetox import models
 
-        spec = models.ModelSpec(name=name.removeprefix(PPL_PREFIX))
-        loaded = models.load(spec)
+        loaded = models.load(models.ModelSpec(name=name.removeprefix(cls.prefix)))
         if loaded.seq2seq:
-            raise XdetoxInputError(f"scorer {name!r}: perplexity needs a decoder-only model")
+            raise XdetoxInputError(f"scorer {name!r}: {cls.measure} needs a decoder-only model")
         return cls(name, loaded.model, loaded.tokenizer)
+
+
+class PerplexityScorer(ReferenceModelScorer):
+    """``ppl:<model>``: the perplexity of each text under one fixed reference model.
+
+    Used as a fluency measure of completions: every setting's completions are scored
+    by the *same* model (typically the base model, with no adapter), never by the
+    model that wrote them. Not a toxicity probability: reports show it separately.
+    """
+
+    kind = "fluency"
+    prefix = PPL_PREFIX
+    measure = "perplexity"
 
     def score(self, texts: list[str], lang: str) -> list[float]:
         check_input(self, texts, lang)

@@ -1,4 +1,4 @@
-"""Scorer names -> scorers: the registry, the ``hf:`` and ``ppl:`` families, and what a name tells.
+"""Scorer names -> scorers: the registry, the ``hf:``, ``ppl:`` and ``relevance:`` families, and what a name tells.
 
 * ``"offline"``: the bundled lexical model (``scorers.offline``; every LANGS language);
 * ``"offline-lexical"``: the first version of that model (``LEXICAL_V1``: no deobfuscation, no
@@ -11,6 +11,8 @@
 * ``"hf:<model id or path>[#<label>]"``: any local Hugging Face sequence classifier
   (``scorers.hf_classifier``);
 * ``"ppl:<model>"``: perplexity under a fixed causal LM (``scorers.perplexity``);
+* ``"relevance:<model>"``: how much a completion's likelihood under a fixed causal LM gains from
+  its prompt (``scorers.relevance``; runs only: it needs the prompts);
 * anything added with ``register_scorer``.
 
 ``check_scorer(name)`` refuses a bad name, a missing key or model before any work;
@@ -37,6 +39,7 @@ from xdetox.scorers.offline.config import LEXICAL_V1, OfflineScorerConfig
 from xdetox.scorers.offline.scorer import OfflineScorer
 from xdetox.scorers.perplexity import PPL_PREFIX, PerplexityScorer
 from xdetox.scorers.perspective import PerspectiveScorer, PerspectiveSettings
+from xdetox.scorers.relevance import RELEVANCE_PREFIX, RelevanceScorer
 from xdetox.scorers.semantic import SemanticScorer, SemanticScorerConfig
 from xdetox.scorers.validation import cached_validation, validate
 
@@ -48,7 +51,7 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
     "lang-fidelity": LanguageFidelityScorer,
 }
 """Scorer name -> zero-argument factory (``register_scorer`` adds one).  ``hf:...`` and ``ppl:...``
-names are not listed: ``PREFIXES`` builds them."""
+(and ``relevance:...``) names are not listed: ``PREFIXES`` builds them."""
 
 PREFLIGHT: dict[str, Callable[[], object]] = {
     "perspective": PerspectiveSettings.from_env,
@@ -58,6 +61,7 @@ PREFLIGHT: dict[str, Callable[[], object]] = {
 PREFIXES: dict[str, type] = {
     HF_PREFIX: HFScorer,
     PPL_PREFIX: PerplexityScorer,
+    RELEVANCE_PREFIX: RelevanceScorer,
 }
 """Name prefix -> the scorer class of every name with it; ``cls.checked_factory(name)`` checks
 the name offline and returns its factory."""
@@ -86,7 +90,7 @@ def check_scorer(name: str) -> Callable[[], Scorer]:
     """The factory for ``name``, after the checks that need no loading; ``XdetoxInputError`` if bad.
 
     Checks: the name is registered, or an ``hf:`` name whose model and label exist offline, or a
-    ``ppl:`` name whose model is found; the registered preflight (the perspective key) passes.
+    ``ppl:`` or ``relevance:`` name whose model is found; the registered preflight (the perspective key) passes.
     """
     for prefix, cls in PREFIXES.items():
         if name.startswith(prefix):
@@ -107,7 +111,8 @@ def get_scorer(name: str) -> Scorer:
 def _unknown(name: str) -> XdetoxInputError:
     return XdetoxInputError(
         f"unknown scorer {name!r}; known scorers: {', '.join(sorted(SCORERS))}, "
-        f"{HF_PREFIX}<model id or path>[#<label>], {PPL_PREFIX}<model> (perplexity)"
+        f"{HF_PREFIX}<model id or path>[#<label>], {PPL_PREFIX}<model> (perplexity), "
+        f"{RELEVANCE_PREFIX}<model> (prompt relevance)"
     )
 
 
