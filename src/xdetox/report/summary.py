@@ -137,11 +137,9 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
             tox_prob=toxicity_probability(by_prompt) if by_prompt else None,
             ppl_completion=_geo_mean_ppl(group),
             ppl_change=_ppl_change(group, zs),
-            lang_fidelity=(float(group["lang_fidelity"].mean())
-                           if "lang_fidelity" in group.columns and group["lang_fidelity"].notna().any() else None),
+            lang_fidelity=_mean_of(group, "lang_fidelity"),
             empty_share=float(group["_empty"].mean()),
-            new_tokens=(float(group["n_tokens"].mean())
-                        if "n_tokens" in group.columns and group["n_tokens"].notna().any() else None),
+            new_tokens=_mean_of(group, "n_tokens"),
             n_paired=(None if zs_scored is None
                       else len(set(scored["prompt_id"]) & set(zs_scored["prompt_id"]))),
             empty_share_zs=None if zs is None else float(zs["_empty"].mean()),
