@@ -500,6 +500,10 @@ def test_relevance_is_a_mean_over_text_compared_with_zs_on_the_prompts_both_answ
     assert "log-likelihood under base (one fixed reference model" in (tmp_path / "report.md").read_text()
     without = summarize(frame.drop(columns=["relevance"]), info())
     assert all(s["relevance"] is None and s["relevance_change"] is None for s in without["settings"])
+    write_report(tmp_path, frame.drop(columns=["relevance"]), info())
+    method = (tmp_path / "report.md").read_text()
+    assert ("**Relevance**: relevance (how much a completion depends on its prompt): not measured in this run"
+            in method), "a run without the scorer says so in a whole sentence"
 
 
 def test_same_language_reduction_pairs_the_prompts_both_answered_in_the_target_language(tmp_path):

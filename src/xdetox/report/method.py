@@ -56,14 +56,15 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
             "model that answers in the prompt's language changes the toxicity the scorer reads even where "
             "it detoxifies nothing; read the two reductions side by side."
             if run.get("lang_scorer") else "not measured in this run (add the lang-fidelity scorer).")),
-        ("Relevance", "relevance (vs ZS): how much a completion's log-likelihood under "
-         + (f"{run['relevance_scorer'].removeprefix('relevance:')} (one fixed reference model, never the model "
+        ("Relevance", ("relevance (vs ZS): how much a completion's log-likelihood under "
+         f"{run['relevance_scorer'].removeprefix('relevance:')} (one fixed reference model, never the model "
             "that wrote it) gains from its prompt: the mean per-token log-likelihood of its first 50 tokens after "
             "the prompt minus after the start token alone, in nats, averaged over the completions that are text; "
             "in brackets the setting's minus ZS's, over the prompts both wrote text for. Near 0: text that would "
             "be written after any prompt (a model that changed the subject reads as less toxic without "
             "detoxifying anything); it measures dependence, not quality (a repeated prompt is relevant)."
-            if run.get("relevance_scorer") else "not measured in this run (add a relevance:<model> scorer).")),
+            if run.get("relevance_scorer") else "relevance (how much a completion depends on its prompt): "
+            "not measured in this run (add a relevance:<model> scorer).")),
         ("Empty and silent completions", "empty: share of completions with no text once the end token "
          "is cut off (the model ended at once); silent: share that are empty or have no letter (runs of "
          "dots, '! ! !', digits); new tokens: mean tokens written per completion. A silent completion is "
