@@ -240,6 +240,11 @@ def test_markdown_and_html_show_the_numbers_and_escape():
     assert "<h2>Transfer analysis</h2>" in page and "<table>" in page
     assert "0.200" in page and "0.0039" in page
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    for c in s["settings"]:
+        c["reduction_length_matched"] = c.get("reduction_abs")
+    matched = analysis_markdown(transfer_analysis(s, metric="reduction_length_matched", n_boot=200))
+    assert matched.startswith("## Transfer analysis: length-matched reductions\n\nValues are "
+                              "reduction_length_matched"), "each reduction's section has its own heading"
 
 
 def test_import_does_not_load_torch():

@@ -279,10 +279,15 @@ def _pair(row: dict, key: str) -> str:
     return f"{_f(row['self_' + key])} / {_f(row['cross_' + key])}"
 
 
+# One section per reduction; the raw one keeps the plain heading.
+HEADING_SUFFIX = {"reduction_abs": "", "reduction_length_matched": ": length-matched reductions",
+                  "reduction_same_language": ": same-language reductions"}
+
+
 def _blocks(analysis: dict) -> Iterator[tuple]:
     """("h2"|"h3"|"h4"|"p", text) or ("table", headers, rows): what both renderers show."""
     metric = analysis["metric"]
-    yield "h2", "Transfer analysis"
+    yield "h2", "Transfer analysis" + HEADING_SUFFIX.get(metric, f" ({metric})")
     yield "p", (f"Values are {metric}, the mean over seeds of each cell; p-values are "
                 "two-sided permutation tests.")
     for g in analysis["groups"]:
