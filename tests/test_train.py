@@ -340,3 +340,62 @@ def test_length_grouped_batches_carry_less_padding_and_the_same_examples(tiny_mo
                                for row in b["labels"])
     assert seen[True] == seen[False], "grouping reorders the examples, it does not change them"
     assert shares[True] < shares[False] / 3, shares
+
+
+def test_row_cross_entropy_equals_torchs_fp32_cross_entropy_and_leaves_the_logits_alone():
+    from xdetox.neutral_lm import RowCrossEntropy
+
+    torch.manual_seed(0)
+    base = (torch.randn(7, 1000) * 4).to(torch.bfloat16)
+    targets, weights = torch.randint(0, 1000, (7,)), torch.rand(7)
+    ours_in, ref_in = base.clone().requires_grad_(True), base.clone().requires_grad_(True)
+    ours = RowCrossEntropy.apply(ours_in, targets)
+    ref = torch.nn.functional.cross_entropy(ref_in.float(), targets, reduction="none")
+    (ours * weights).sum().backward()
+    (ref * weights).sum().backward()
+    assert ours.dtype == torch.float32 and ours_in.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours_in.grad.float(), ref_in.grad.float(), rtol=8e-3, atol=1e-7)  # bf16 ulp
+    assert torch.equal(ours_in.detach(), base), "the saved logits were modified in place"
+
+
+def _bf16_step(tiny_model_dir, tmp_path, monkeypatch, plain: bool = False, softcap: float | None = None):
+    """One training-mode loss and its LoRA gradients on the first batch (bf16 tiny model, no dropout),
+    and how often the row-wise loss ran."""
+    from xdetox import neutral_lm
+
+    calls = []
+    apply = neutral_lm.RowCrossEntropy.apply
+    monkeypatch.setattr(neutral_lm.RowCrossEntropy, "apply", lambda *a: calls.append(1) or apply(*a))
+    if plain:
+        monkeypatch.setattr(neutral_lm, "LOGIT_TRANSFORMS", ("vocab_size",))  # a set field: the plain path
+    loaded = models.load(models.ModelSpec(name=str(tiny_model_dir), dtype="bfloat16"), for_training=True)
+    loaded.model.config.final_logit_softcapping = softcap
+    loaded.tokenizer.padding_side = "right"
+    spec = train.TrainSpec(source="de", epochs=1, batch_size=8, seed=7, lora=train.LoraSpec(dropout=0.0))
+    trainer = train.make_trainer(loaded, spec, train.training_examples(spec, data.load())[:32], tmp_path / "t")
+    model = trainer.model.train()
+    batch = next(iter(trainer.get_train_dataloader()))
+    with trainer.compute_loss_context_manager():
+        loss = trainer.compute_loss(model, dict(batch))
+    loss.backward()
+    own = model(**batch).loss.item()  # the model's own ForCausalLMLoss (softcap included) over every position
+    return loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad], own, len(calls)
+
+
+def test_under_bf16_the_loss_is_taken_row_by_row_at_the_head_and_equals_the_plain_path(
+        tiny_model_dir, tmp_path, monkeypatch):
+    fused, fused_grads, own, calls = _bf16_step(tiny_model_dir, tmp_path / "a", monkeypatch)
+    assert calls == 1, "bf16 logits on a CPU: the row-wise loss"
+    plain, plain_grads, _, plain_calls = _bf16_step(tiny_model_dir, tmp_path / "b", monkeypatch, plain=True)
+    assert plain_calls == 0, "the plain path does not take it"
+    assert fused == pytest.approx(plain, rel=1e-5) and fused == pytest.approx(own, rel=1e-2)
+    for a, b in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-5)
+
+
+def test_a_model_that_transforms_its_logits_gets_the_loss_of_the_logits_it_returns(
+        tiny_model_dir, tmp_path, monkeypatch):
+    loss, _, own, calls = _bf16_step(tiny_model_dir, tmp_path, monkeypatch, softcap=0.5)
+    assert calls == 0, "final_logit_softcapping changes the head's output: no row-wise loss at the head"
+    assert loss == pytest.approx(own, rel=1e-2), "the softcapped logits' loss"
