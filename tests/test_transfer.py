@@ -98,7 +98,7 @@ def strength_summary() -> dict:
                 for seed, v in enumerate(values)]
     return summary(
         xft("en", "en", 0.9), xft("en", "es", 0.2, lang_fidelity=0.8),
-        xft("en", "de", 0.4, lang_fidelity=0.6, empty_share=0.1),
+        xft("en", "de", 0.4, lang_fidelity=0.6, empty_share=0.1, silent_share=0.3),
         xft("zh", "en", 0.1), xft("zh", "es", 0.1), xft("ru", "en", 0.5),
         cell("dpo", "es", 0.2, source="en"), per_seed=per_seed)
 
@@ -118,6 +118,7 @@ def test_source_strength_ranks_means_and_cis():
         assert flat["ci95"] == pytest.approx([flat["mean"], flat["mean"]])
     assert en["lang_fidelity"] == pytest.approx(0.7)
     assert en["empty_share"] == pytest.approx(0.1)
+    assert en["silent_share"] == pytest.approx(0.3), "the mean of the targets that have it"
     assert en["ppl_ref_change"] is None
     (dpo,) = group["dpo_source_strength"]
     assert (dpo["source"], dpo["rank"], dpo["mean"]) == ("en", 1, pytest.approx(0.2))

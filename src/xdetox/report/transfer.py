@@ -16,14 +16,14 @@ higher = less toxic) is read from each cell; cells without it are left out of pa
    per-seed values (per_seed; the settings value alone where per_seed lacks the metric) and
    take their mean; the statistic is the mean over targets.  DPO sources likewise
    (dpo_source_strength, None without DPO cells).  Fluency cost beside each row: mean
-   ppl_ref_change, lang_fidelity, empty_share over the same targets.
+   ppl_ref_change, lang_fidelity, empty_share, silent_share over the same targets.
 3. self_vs_cross -- per X-FT source with its self cell (t == s) and >= 1 other target:
-   self = metric at t == s, cross = mean over t != s, diff = self - cross (and the three
+   self = metric at t == s, cross = mean over t != s, diff = self - cross (and the four
    fluency keys for self and cross).  Overall: mean self, mean cross, mean diff, and a
    sign-flip permutation p over the per-source diffs.
 4. data_efficiency -- the curve ZS -> P-FT (percent ascending) -> M-FT (percent 0 ... 100), per
    target and averaged over targets (plain means of the available values): mean_toxicity,
-   metric (0.0 for ZS: ZS minus ZS), and the fluency cost empty_share, new_tokens,
+   metric (0.0 for ZS: ZS minus ZS), and the fluency cost empty_share, silent_share, new_tokens,
    lang_fidelity, ppl_ref_change.  Needs ZS and at least one P-FT or M-FT cell.
 
 Permutation p-values are two-sided.  With at most n_perm distinct labelings they are exact,
@@ -46,8 +46,8 @@ from xdetox.data import LANGS
 
 SCRIPTS = {"en": "Latin", "es": "Latin", "de": "Latin", "uk": "Cyrillic", "ru": "Cyrillic",
            "zh": "Han", "ar": "Arabic", "hi": "Devanagari", "am": "Ethiopic"}
-FLUENCY = ("ppl_ref_change", "lang_fidelity", "empty_share")
-CURVE_KEYS = ("mean_toxicity", "metric", "empty_share", "new_tokens", "lang_fidelity",
+FLUENCY = ("ppl_ref_change", "lang_fidelity", "empty_share", "silent_share")
+CURVE_KEYS = ("mean_toxicity", "metric", "empty_share", "silent_share", "new_tokens", "lang_fidelity",
               "ppl_ref_change")
 _TOL = 1e-12  # |d| >= |observed| up to float noise
 Table = dict[str, dict[str, dict]]  # source -> target -> cell
