@@ -356,9 +356,13 @@ def test_print_table_mean_and_std():
     ft = next(line for line in lines if "X-FT from en" in line)
     assert "0.333 ± 0.153" in ft and "+0.350 ± 0.071" in ft and "+58.6%" in ft
     assert ft.split()[5] == "3"  # seeds
-    # 95% CI, p, length-matched (none here) and its CI and p, ppl, ppl vs ZS, in target lang, same-lang, empty, new tokens
-    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d(\s+-){8}\s+0%\s+-\s+0%\s+0%\s+0%$", ft)
+    # 95% CI, p, length-matched (none here) and its CI and p, empty, new tokens, short, other script, silent
+    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d(\s+-){3}\s+0%\s+-\s+0%\s+0%\s+0%$", ft)
     assert "95% CI (abs)" in lines[1] and zs.split()[-7:] == ["-", "-", "0%", "-", "0%", "0%", "0%"]  # no CI or p for ZS
+    # measures without their scorer are left out of the printed table, and the table says so
+    assert "ppl" not in lines[1] and "relevance" not in lines[1] and "in target lang" not in lines[1]
+    assert ("Not measured in this run: ppl, ppl vs ZS, in target lang, same-lang [95% CI] (n), relevance (vs ZS)"
+            in text)
 
 
 def test_print_table_several_models():

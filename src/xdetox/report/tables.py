@@ -15,6 +15,10 @@ TABLE_HEADER: tuple[str, ...] = (
     "95% CI (abs)", "p", "length-matched", "95% CI (l-m)", "p (l-m)", "ppl", "ppl vs ZS",
     "in target lang", "same-lang [95% CI] (n)", "relevance (vs ZS)", "empty", "new tokens", "short", "other script", "silent",
 )
+# Columns that exist only when the run has their scorer; a printed table leaves them out when empty.
+MEASURE_COLUMNS: tuple[int, ...] = tuple(TABLE_HEADER.index(c) for c in (
+    "ppl", "ppl vs ZS", "in target lang", "same-lang [95% CI] (n)", "relevance (vs ZS)"))
+MEASURE_SCORERS = "ppl:<model>, lang-fidelity, relevance:<model>"
 ABSTENTION_MARK = "†"
 ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions, or of completions without a "
                    f"letter (punctuation or digits only: 'silent'), differs from ZS's by more than "
@@ -87,8 +91,11 @@ def print_table(summary: dict) -> str:
     """A plain-text table per model and split: mean ± std over seeds per setting and target."""
     out: list[str] = []
     for view in summary_views(summary):
-        rows = [TABLE_HEADER] + [table_row(r) for r in by_target(view.results)]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
+        body = [table_row(r) for r in by_target(view.results)]
+        shown = [i for i in range(len(TABLE_HEADER))
+                 if i not in MEASURE_COLUMNS or any(row[i] != "-" for row in body)]
+        rows = [tuple(row[i] for i in shown) for row in [TABLE_HEADER, *body]]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(shown))]
         rows.insert(1, tuple("-" * w for w in widths))
         if out:
             out.append("")
@@ -98,6 +105,8 @@ def print_table(summary: dict) -> str:
                       for i, (c, w) in enumerate(zip(row, widths))).rstrip()
             for row in rows
         )
+        if hidden := [TABLE_HEADER[i] for i in MEASURE_COLUMNS if i not in shown]:
+            out.append(f"Not measured in this run: {', '.join(hidden)} (their scorers: {MEASURE_SCORERS}).")
         if any_flagged(view.results):
             out.append(ABSTENTION_NOTE)
     return "\n".join(out) if out else "(no results)"
