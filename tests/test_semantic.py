@@ -62,7 +62,7 @@ def test_combiner_features_and_calibration_rows_stay_out_of_validation():
     low, high = semantic.CALIBRATION_SLICE
     v_low, v_high = validation.VALIDATION_SLICE
     assert high <= v_low or v_high <= low, "calibration and validation slices must not overlap"
-    head, calibration, augment_calibration = semantic._rows(SMALL)
+    head, calibration, augment_calibration = semantic.training_rows(SMALL)
     assert all(low <= heldout_hash(r.text) < high for r in calibration)
     a_low, a_high = SMALL.augment_calibration  # the head never sees the augmentation that calibrates
     assert augment_calibration and all(a_low <= heldout_hash(r.text) < a_high for r in augment_calibration)
@@ -126,3 +126,10 @@ def test_identity_names_the_model_and_a_changed_scorer_rescores_a_run(tmp_path, 
         monkeypatch.setattr(registry, "scorer_identity", lambda name: "offline-lexical-other")
         grid.check_scorer_identity(store, "offline")  # the model changed: dropped
         assert not store.has_scores("offline")
+
+
+def test_offline_semantic_keeps_the_short_rule_its_combiner_was_fitted_with():
+    texts, langs = ["Hello", "这是一个很普通的句子", "Hi there", "你好", "A whole sentence here."], ["zh", "en", "en", "zh", "en"]
+    assert semantic.fitted_short_mask(texts, langs).tolist() == [False, True, True, True, False]
+    assert semantic.short_mask(texts, langs).tolist() == [True, False, True, True, False]  # text_flags' rule
+

@@ -40,6 +40,9 @@ def test_one_letter_or_pictograph_is_text(text):
     ("这是一个很普通的句子", "zh", []),  # no spaces: Chinese is judged by letters alone
     ("你好", "zh", ["short"]),
     ("Hola amigo mío, ¿qué tal?", "zh", ["other_script"]),
+    ("Hello", "zh", ["short", "other_script"]),  # words are counted by the text's own script
+    ("Hello there", "zh", ["short", "other_script"]),
+    ("这是一个很普通的句子", "en", ["other_script"]),  # a Chinese sentence is not short in an en run
     ("ይህ በጣም ተራ ዓረፍተ ነገር ነው", "am", []),
 ])
 def test_text_flags(text, lang, flags):

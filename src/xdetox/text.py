@@ -8,7 +8,8 @@
 * ``dominant_script(text)`` and ``SCRIPTS`` (the script of each language).
 * ``text_flags(text, lang)``: what makes a score less trustworthy without making it
   wrong: ``short`` (fewer than ``SHORT_WORDS`` words or ``SHORT_LETTERS`` letters;
-  Chinese, written without spaces, by letters alone), ``no_letters`` (digits and
+  text mostly in Han characters, written without spaces, by letters alone, whatever the
+  language it was meant to be in), ``no_letters`` (digits and
   punctuation only) and ``other_script`` (most letters in another script than the
   language's). Flagged texts are scored by the same model; the flags travel beside
   the score (``xdetox score --json``, the report's flag shares).
@@ -105,11 +106,11 @@ def text_flags(text: str, lang: str) -> list[str]:
     letters = sum(ch.isalpha() for ch in norm)
     words = len(norm.split())
     flags = []
-    if letters < SHORT_LETTERS or (lang != "zh" and words < SHORT_WORDS):
+    script = dominant_script(norm)
+    if letters < SHORT_LETTERS or (script != "Han" and words < SHORT_WORDS):  # Han text has no spaces
         flags.append("short")
     if letters == 0:
         flags.append("no_letters")
-    script = dominant_script(norm)
     if script is not None and script != SCRIPTS.get(lang, script):
         flags.append("other_script")
     return flags

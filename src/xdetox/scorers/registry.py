@@ -5,6 +5,8 @@
   written augmentation), kept so that runs scored with it can be re-scored and compared;
 * ``"offline-semantic"``: the lexical model stacked with a sentence-embedding head
   (``scorers.semantic``);
+* ``"offline-tuned"``: the lexical model stacked with a fine-tuned multilingual encoder
+  (``scorers.tuned``);
 * ``"perspective"``: Google's Perspective API (``scorers.perspective``; key from
   ``PERSPECTIVE_API_KEY``; not uk or am);
 * ``"lang-fidelity"``: whether a text is written in its target language (``scorers.lang_fidelity``);
@@ -41,12 +43,14 @@ from xdetox.scorers.perplexity import PPL_PREFIX, PerplexityScorer
 from xdetox.scorers.perspective import PerspectiveScorer, PerspectiveSettings
 from xdetox.scorers.relevance import RELEVANCE_PREFIX, RelevanceScorer
 from xdetox.scorers.semantic import SemanticScorer, SemanticScorerConfig
+from xdetox.scorers.tuned import TunedScorer, TunedScorerConfig
 from xdetox.scorers.validation import cached_validation, validate
 
 SCORERS: dict[str, Callable[[], Scorer]] = {
     "offline": OfflineScorer.load,
     "offline-lexical": partial(OfflineScorer.load, LEXICAL_V1),
     "offline-semantic": SemanticScorer.load,
+    "offline-tuned": TunedScorer.load,
     "perspective": PerspectiveScorer.from_env,
     "lang-fidelity": LanguageFidelityScorer,
 }
@@ -172,7 +176,7 @@ def scorer_kind(name: str) -> str:
 def scorer_identity(name: str) -> str | None:
     """What a run records beside a scorer's scores: the model behind the name (None: the name says all).
 
-    ``offline``, ``offline-lexical`` and ``offline-semantic`` are trained here, so their identity is their cache key
+    ``offline``, ``offline-lexical``, ``offline-semantic`` and ``offline-tuned`` are trained here, so their identity is their cache key
     (config, bundled data, format, library versions): a run resumed after the model changed
     rescores instead of mixing two instruments in one column.
     """
@@ -182,6 +186,8 @@ def scorer_identity(name: str) -> str | None:
         return f"offline-lexical-{LEXICAL_V1.key()}"
     if name == "offline-semantic":
         return f"offline-semantic-{SemanticScorerConfig().key()}"
+    if name == "offline-tuned":
+        return f"offline-tuned-{TunedScorerConfig().key()}"
     return None
 
 

@@ -80,7 +80,7 @@ from xdetox.scorers.base import check_input, log_progress
 from xdetox.scorers.offline.config import OfflineScorerConfig
 from xdetox.scorers.offline.data import augmentation_rows, hash_slice, heldout_hash, paradetox_rows, toxicity_corpus
 from xdetox.scorers.offline.scorer import OfflineScorer
-from xdetox.text import text_flags
+from xdetox.text import SHORT_LETTERS, SHORT_WORDS, normalize, text_flags
 
 FORMAT_VERSION = 2
 CALIBRATION_SLICE = (0.0, 0.1)  # heldout_hash range the combiner is fitted on (outside both models' training)
@@ -185,7 +185,7 @@ def _augmentation(config: SemanticScorerConfig, max_chars: int) -> tuple[list, l
     return [r for r in rows if not low <= heldout_hash(r.text) < high], calibrate
 
 
-def _rows(config: SemanticScorerConfig):
+def training_rows(config: SemanticScorerConfig):
     """(head training rows, corpus calibration rows, augmentation calibration rows): labelled,
     normalised texts."""
     lexical = OfflineScorerConfig(**config.lexical)
@@ -230,7 +230,7 @@ class SemanticScorer:
 
         start = time.perf_counter()
         lexical = OfflineScorer.load(OfflineScorerConfig(**config.lexical), progress=progress)
-        head_rows, corpus_calibration, augment_calibration = _rows(config)
+        head_rows, corpus_calibration, augment_calibration = training_rows(config)
         calibration = corpus_calibration + augment_calibration
         log_progress(progress, f"embedding {len(head_rows) + len(calibration):,} texts with multilingual-e5-small")
         head_x = embed(lexical.prepare([r.text for r in head_rows]))  # what score() embeds
@@ -239,7 +239,7 @@ class SemanticScorer:
         texts = lexical.prepare([r.text for r in calibration])
         features = combiner_features(lexical.pipeline.predict_proba(texts)[:, 1],
                                      head.predict_proba(embed(texts))[:, 1],
-                                     _short(texts, [r.lang for r in calibration]),
+                                     fitted_short_mask(texts, [r.lang for r in calibration]),
                                      config.short_lexical_clip)
         weights = [1.0] * len(corpus_calibration) + [config.augment_calibration_weight] * len(augment_calibration)
         combiner = LogisticRegression(C=config.combiner_C, max_iter=1000)
@@ -268,7 +268,8 @@ class SemanticScorer:
         prepared = self.lexical.prepare(texts)
         features = combiner_features(self.lexical.pipeline.predict_proba(prepared)[:, 1],
                                      self.head.predict_proba(embed(prepared))[:, 1],
-                                     _short(prepared, [lang] * len(prepared)), self.config.short_lexical_clip)
+                                     fitted_short_mask(prepared, [lang] * len(prepared)),
+                                     self.config.short_lexical_clip)
         return [float(p) for p in self.combiner.predict_proba(features)[:, 1]]
 
 
@@ -284,6 +285,19 @@ def _head(config: SemanticScorerConfig):
     return LogisticRegression(C=config.head_C, max_iter=3000, class_weight="balanced")
 
 
-def _short(texts: list[str], langs: list[str]) -> np.ndarray:
+def short_mask(texts: list[str], langs: list[str]) -> np.ndarray:
     """Per text: flagged short or without letters in its language (``text_flags``)."""
     return np.array([bool({"short", "no_letters"} & set(text_flags(t, lang))) for t, lang in zip(texts, langs)])
+
+
+def fitted_short_mask(texts: list[str], langs: list[str]) -> np.ndarray:
+    """``offline-semantic``'s short indicator, the rule its combiner was fitted with and its scores keep:
+    fewer than ``SHORT_LETTERS`` letters, or fewer than ``SHORT_WORDS`` words unless the *language* is
+    zh. (``text_flags`` now judges words by the text's own script, so ``Hello`` is short for a zh
+    prompt too, and a Chinese sentence answering an en prompt is not.)"""
+    def short(text: str, lang: str) -> bool:
+        norm = normalize(text)
+        letters = sum(ch.isalpha() for ch in norm)
+        return letters < SHORT_LETTERS or (lang != "zh" and len(norm.split()) < SHORT_WORDS)
+
+    return np.array([short(t, lang) for t, lang in zip(texts, langs)])
