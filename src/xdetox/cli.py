@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = sub.add_parser("score", help="score texts, one per line, with a toxicity scorer")
     score.add_argument("--scorer", default="offline",
-                       help="offline (default), offline-semantic, offline-lexical, perspective or "
-                            "hf:<model id or path>[#<label>]")
+                       help="offline (default), offline-tuned, offline-semantic, offline-lexical, perspective "
+                            "or hf:<model id or path>[#<label>]")
     score.add_argument("--lang", required=True, help="language of the texts, e.g. en")
     score.add_argument("file", help="one text per line ('-': stdin); a line empty after normalisation prints nan")
     score.add_argument("--json", action="store_true",
