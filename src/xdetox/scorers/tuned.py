@@ -179,10 +179,6 @@ class TunedEncoder:
         return out
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 class TunedScorer:
     """``offline-tuned``: the lexical model and the fine-tuned encoder stacked (module docstring)."""
 
@@ -209,9 +205,11 @@ class TunedScorer:
         return cache_dir("scorers") / f"offline-tuned-{config.key()}.joblib"
 
     def _features(self, prepared: list[str], langs: list[str]) -> np.ndarray:
+        from scipy.special import expit
+
         semantic = self.config.semantic
         return combiner_features(self.lexical.pipeline.predict_proba(prepared)[:, 1],
-                                 _sigmoid(self.encoder.logits(prepared)), short_mask(prepared, langs),
+                                 expit(self.encoder.logits(prepared)), short_mask(prepared, langs),
                                  semantic.short_lexical_clip)
 
     @classmethod
