@@ -113,3 +113,22 @@ def tiny_classifier_dir(tmp_path_factory):
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _no_full_tuned_scorer(monkeypatch):
+    """The default toxicity scorer (``offline-tuned``) trains for about 20 minutes on first use, so
+    no test may build it: a test that scores names a scorer (tests/test_tuned.py trains a small one).
+    Guarding ``load`` (not only ``train``) makes a test fail here as it would on a clean machine,
+    where the cache is empty."""
+    from xdetox.scorers import registry, tuned
+
+    original = tuned.TunedScorer.load.__func__
+
+    def guarded(cls, config=tuned.TunedScorerConfig(), progress=True):
+        if config.key() == tuned.TunedScorerConfig().key():
+            pytest.fail("this test would build the full offline-tuned scorer (about 20 minutes): name a scorer")
+        return original(cls, config, progress)
+
+    monkeypatch.setattr(tuned.TunedScorer, "load", classmethod(guarded))
+    monkeypatch.setitem(registry.SCORERS, "offline-tuned", tuned.TunedScorer.load)

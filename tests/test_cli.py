@@ -12,7 +12,7 @@ from xdetox.cli import main
 def _run(tmp_path, tiny_model_dir, *extra, out="run"):
     return main([
         "run", "--model", str(tiny_model_dir), "--targets", "en,de", "--limit", "3",
-        "--epochs", "1", "--max-new-tokens", "5", "--quiet", "--out", str(tmp_path / out), *extra,
+        "--epochs", "1", "--max-new-tokens", "5", "--scorer", "offline", "--quiet", "--out", str(tmp_path / out), *extra,
     ])
 
 
@@ -129,7 +129,7 @@ def test_each_attempt_is_recorded_and_the_summary_gives_both_times(tmp_path, tin
     from xdetox.store import Store
 
     argv = ["run", "--model", str(tiny_model_dir), "--targets", "en", "--limit", "2", "--epochs", "1",
-            "--max-new-tokens", "3", "--quiet", "--out", str(tmp_path / "run")]
+            "--max-new-tokens", "3", "--scorer", "offline", "--quiet", "--out", str(tmp_path / "run")]
     real = grid.execute
 
     def interrupted(*args, **kwargs):

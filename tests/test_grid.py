@@ -347,7 +347,7 @@ def test_a_run_directory_resumes_only_the_same_work(tmp_path, tiny_model_dir, ti
     base = f'models = ["{tiny_model_dir}"]\nparadigms = ["zs"]\ntargets = ["en"]\nlimit = 2\n' \
            'measure_references = false\n[decode]\nmax_new_tokens = 8\n'
     first, more_scorers, other_seeds = (tmp_path / f"{n}.toml" for n in ("a", "b", "c"))
-    first.write_text(base)
+    first.write_text('scorers = ["offline"]\n' + base)
     more_scorers.write_text(f'scorers = ["offline", "lang-fidelity", "hf:{tiny_classifier_dir}"]\n'
                             'generator = "vllm"\n' + base)  # the generator is not part of the run's identity
     other_seeds.write_text("seeds = [7]\n" + base)

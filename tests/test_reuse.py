@@ -16,7 +16,7 @@ from xdetox.store import DATA_TABLES, Store
 def _run(tmp_path, tiny_model_dir, out, *extra, targets="en,de"):
     return main([
         "run", "--model", str(tiny_model_dir), "--targets", targets, "--limit", "3",
-        "--epochs", "1", "--max-new-tokens", "5", "--quiet", "--out", str(tmp_path / out), *extra,
+        "--epochs", "1", "--max-new-tokens", "5", "--scorer", "offline", "--quiet", "--out", str(tmp_path / out), *extra,
     ])
 
 

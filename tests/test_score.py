@@ -33,6 +33,7 @@ from xdetox.scorers import (
     toxic_label_index,
 )
 from xdetox.scorers import registry
+from xdetox.scorers.base import DEFAULT_TOXICITY_SCORER
 from xdetox.scorers.offline import data as offline_data
 from xdetox.text import normalize
 
@@ -423,17 +424,32 @@ def test_cli_score_file_and_stdin(small_offline, tmp_path, capsys, monkeypatch) 
     assert capsys.readouterr().out.splitlines() == expected
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(texts)))  # no final newline
-    assert main(["score", "--lang", "en", "-"]) == 0
+    assert main(["score", "--scorer", "offline", "--lang", "en", "-"]) == 0
     assert capsys.readouterr().out.splitlines() == expected
 
     path.write_text("", encoding="utf-8")
-    assert main(["score", "--lang", "en", str(path)]) == 0
+    assert main(["score", "--scorer", "offline", "--lang", "en", str(path)]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_cli_score_without_a_scorer_uses_the_default(small_offline, tmp_path, capsys, monkeypatch) -> None:
+    built = []
+
+    def default():
+        built.append(DEFAULT_TOXICITY_SCORER)
+        return small_offline
+
+    monkeypatch.setitem(registry.SCORERS, DEFAULT_TOXICITY_SCORER, default)
+    path = tmp_path / "texts.txt"
+    path.write_text("You are a stupid idiot\n", encoding="utf-8")
+    assert main(["score", "--lang", "en", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{small_offline.score(['You are a stupid idiot'], 'en')[0]:.6f}"]
+    assert built and DEFAULT_TOXICITY_SCORER == "offline-tuned"  # the default factory scored
 
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["--scorer", "nope", "--lang", "en", "FILE"], "unknown scorer 'nope'"),
-    (["--lang", "fr", "FILE"], "offline does not support fr"),
+    (["--lang", "fr", "FILE"], f"{DEFAULT_TOXICITY_SCORER} does not support fr"),
     (["--lang", "en", "missing.txt"], "input file not found: missing.txt"),
     (["--scorer", "perspective", "--lang", "en", "FILE"], "PERSPECTIVE_API_KEY"),
     (["--scorer", "perspective", "--lang", "uk", "FILE"], "PERSPECTIVE_API_KEY"),

@@ -355,7 +355,7 @@ def test_offline_scorer_on_a_handful_of_cases(suite):
 def test_cli_scorer_check_prints_json_per_language(capsys):
     from xdetox.cli import main
 
-    assert main(["scorer", "check", "--langs", "en,am", "--json"]) == 0
+    assert main(["scorer", "check", "--scorer", "offline", "--langs", "en,am", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["languages"]) == {"en", "am"}
     for lang in ("en", "am"):

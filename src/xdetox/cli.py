@@ -23,6 +23,7 @@ from xdetox._io import quiet_libraries
 from xdetox.errors import ServiceUnavailable, XdetoxInputError
 from xdetox.grid import GridConfig, load_config, make_plan, plan_table
 from xdetox.grid.run import report_run, run_config
+from xdetox.scorers.base import DEFAULT_TOXICITY_SCORER
 from xdetox.specs import DTYPES, DecodeSpec, LoraSpec, ModelSpec, TrainSpec
 
 
@@ -124,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an unfinished run: report the settings it has finished, in RUN_DIR/partial/")
 
     score = sub.add_parser("score", help="score texts, one per line, with a toxicity scorer")
-    score.add_argument("--scorer", default="offline",
-                       help="offline (default), offline-tuned, offline-semantic, offline-lexical, perspective "
-                            "or hf:<model id or path>[#<label>]")
+    score.add_argument("--scorer", default=DEFAULT_TOXICITY_SCORER,
+                       help=f"{DEFAULT_TOXICITY_SCORER} (default), offline-semantic, offline (lexical, fast), "
+                            "offline-lexical, perspective or hf:<model id or path>[#<label>]")
     score.add_argument("--lang", required=True, help="language of the texts, e.g. en")
     score.add_argument("file", help="one text per line ('-': stdin); a line empty after normalisation prints nan")
     score.add_argument("--json", action="store_true",
@@ -135,10 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     scorer = sub.add_parser("scorer", help="toxicity scorer tools")
     scorer_sub = scorer.add_subparsers(dest="scorer_command", required=True, parser_class=_Parser)
     ev = scorer_sub.add_parser("eval", help="a toxicity scorer's validation figures per language (cached)")
-    ev.add_argument("--scorer", default="offline", help="any toxicity scorer (default offline)")
+    ev.add_argument("--scorer", default=DEFAULT_TOXICITY_SCORER,
+                    help=f"any toxicity scorer (default {DEFAULT_TOXICITY_SCORER})")
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check = scorer_sub.add_parser("check", help="the behavioural suite: accuracy per language and functionality")
-    check.add_argument("--scorer", default="offline", help="any toxicity scorer (default offline)")
+    check.add_argument("--scorer", default=DEFAULT_TOXICITY_SCORER,
+                    help=f"any toxicity scorer (default {DEFAULT_TOXICITY_SCORER})")
     check.add_argument("--langs", default="all", help="comma-separated languages, or 'all' (default)")
     check.add_argument("--json", action="store_true", help="print JSON instead of tables")
     for command, handler in ((run, cmd_run), (plan, cmd_grid_plan), (grid_run, cmd_grid_run), (bench, cmd_bench),

@@ -11,7 +11,7 @@ Torch-free. A config is a TOML file (see ``configs/``)::
     targets = "all"
     splits = ["test_toxic"]
     seeds = [42]
-    scorers = ["offline"]
+    scorers = ["offline-tuned"]
     # limit = 20           # first N prompts per target
     # generator = "auto"   # "transformers" or "vllm"; auto = vLLM when CUDA and vllm are present
     # data = "pairs.jsonl" # instead of the bundled corpus
@@ -35,6 +35,7 @@ from pathlib import Path
 from xdetox import data as data_mod
 from xdetox.data import LANGS
 from xdetox.errors import XdetoxInputError
+from xdetox.scorers.base import DEFAULT_TOXICITY_SCORER
 from xdetox.specs import GENERATORS, PARADIGMS, DecodeSpec, LoraSpec, ModelSpec, TrainSpec, check_config_tables
 
 
@@ -77,7 +78,7 @@ class GridConfig:
     splits: tuple[str, ...] = ("test_toxic",)
     seeds: tuple[int, ...] = (42,)
     limit: int | None = None
-    scorers: tuple[str, ...] = ("offline",)
+    scorers: tuple[str, ...] = (DEFAULT_TOXICITY_SCORER,)
     train: TrainSpec = field(default_factory=TrainSpec)
     train_by_paradigm: tuple[tuple[str, TrainSpec], ...] = ()
     """Per-paradigm training settings (``[train.x-ft]`` ...), each ``train`` with that table's values."""
