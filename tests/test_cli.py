@@ -1,6 +1,7 @@
 """The ``xdetox`` command end to end on a tiny random model (the offline scorer is real)."""
 
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -138,13 +139,18 @@ def test_each_attempt_is_recorded_and_the_summary_gives_both_times(tmp_path, tin
     monkeypatch.setattr(grid, "execute", interrupted)
     assert main(argv) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "xdetox: interrupted"
+    # an attempt of an earlier day, so that "started" tells the two attempts apart
+    with sqlite3.connect(tmp_path / "run" / "xdetox.sqlite") as db:
+        db.execute("UPDATE attempts SET started = '2026-01-01T00:00:00+00:00' WHERE id = 1")
     monkeypatch.setattr(grid, "execute", real)
     assert main(argv) == 0
     run = json.loads((tmp_path / "run" / "summary.json").read_text())["run"]
     assert run["attempts"] == 2
     assert run["total_time_s"] >= run["wall_time_s"] >= 0
     with Store(tmp_path / "run" / "xdetox.sqlite", readonly=True) as store:
-        assert list(store.table("attempts").sort_values("id")["outcome"]) == ["interrupted", "finished"]
+        attempts = store.table("attempts").sort_values("id")
+        assert list(attempts["outcome"]) == ["interrupted", "finished"]
+        assert run["started"] == attempts["started"].iloc[0] == "2026-01-01T00:00:00+00:00"  # the first began it
     assert main(["report", str(tmp_path / "run")]) == 0
     again = json.loads((tmp_path / "run" / "summary.json").read_text())["run"]
     assert (again["wall_time_s"], again["total_time_s"], again["attempts"]) == (

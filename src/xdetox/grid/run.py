@@ -97,7 +97,8 @@ def run_config(config: grid.GridConfig, out: str | None, quiet: bool = False, ba
             raise
         store.end_attempt("finished")
         elapsed = time.perf_counter() - t0
-        store.set_meta("started", store.get_meta("started") or started)
+        # the run's start is its first attempt's, however many attempts came before the first that finished
+        store.set_meta("started", store.get_meta("started") or min(store.table("attempts")["started"]))
         environment = grid.environment()
         environment["generator"] = generator
         if backend == "ray":  # the tasks' devices, not the driver's
