@@ -21,6 +21,7 @@ from transformers import DynamicCache, LogitsProcessorList
 from xdetox.data import Prompt
 from xdetox.generate.batches import Batch, completions_of, make_batches, stop_ids
 from xdetox.generate.sampler import NucleusSampler, derive_seed
+from xdetox.prepack import prepacked
 from xdetox.specs import Completion, DecodeSpec
 
 
@@ -102,9 +103,14 @@ class Generator:
         return tokens
 
     def generate_batches(self, work: Iterable[tuple[Batch, int]], decode: DecodeSpec) -> Iterator[list[Completion]]:
-        """Completions of each (batch, seed), one batch at a time (the ``BatchGenerator`` interface)."""
-        for batch, seed in work:
-            yield self.generate_batch(batch, decode, seed)
+        """Completions of each (batch, seed), one batch at a time (the ``BatchGenerator`` interface).
+
+        The model's large linear layers multiply with prepacked weights meanwhile
+        (``xdetox.prepack``: only where that gives the same outputs bit for bit).
+        """
+        with prepacked(self.model):
+            for batch, seed in work:
+                yield self.generate_batch(batch, decode, seed)
 
     def generate(self, prompts: list[Prompt], decode: DecodeSpec, seed: int) -> list[Completion]:
         """All prompts, batch by batch; batch i is sampled with derive_seed(seed, i)."""
