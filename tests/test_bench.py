@@ -83,6 +83,11 @@ _FIGURES = {"model": "m", "prompts": 1, "max_new_tokens": 1, "reference_tok_s": 
             "train_examples_s": 1.0, "train_peak_rss_mb": 1.0}
 
 
+def test_the_table_says_how_many_layers_were_prepacked():
+    assert "xdetox (batched, bfloat16, 91 layers prepacked)" in format_table(
+        {**_FIGURES, "cpu_flags": None, "xdetox_dtype": "bfloat16", "xdetox_prepacked_layers": {"onednn": 91}})
+
+
 def test_cpu_info_without_a_cpuinfo_file_names_the_platform_and_no_flags(tmp_path):
     info = cpu_info(tmp_path / "no-such-cpuinfo")
     assert info.flags is None and not info.has("avx2")
@@ -105,6 +110,8 @@ def test_bench_sweeps_the_batch_sizes_it_is_given(tiny_model_dir, capsys):
     assert set(result["dtypes"]) == {"reference", "generation", "training"}
     assert result["dtypes"]["generation"] == result["xdetox_dtype"] and result["dtypes"]["reference"] == "float32"
     assert isinstance(result["torch_threads"], int) and result["torch_threads"] >= 1
+    # the tiny model's layers are all under prepack.MIN_FEATURES: none packed, and the table says nothing
+    assert result["xdetox_prepacked_layers"] == {} and "prepacked" not in format_table(result)
     assert isinstance(result["torch_cpu_capability"], str) and result["torch_cpu_capability"]
     assert result["cpu_flags"] is None or set(result["cpu_flags"]) == set(SPEED_FLAGS)
     assert result["cpu_model"] is None or isinstance(result["cpu_model"], str)

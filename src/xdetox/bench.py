@@ -29,7 +29,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from xdetox.errors import XdetoxInputError
 
@@ -92,6 +92,7 @@ class Measurement:
     peak_rss_mb: float
     dtype: str
     threads: int  # torch's intra-op threads in the worker
+    prepacked: dict[str, int] = field(default_factory=dict)  # layers multiplying with packed weights, per kernel
 
     @property
     def tok_s(self) -> float:
@@ -139,6 +140,7 @@ def run(spec: BenchSpec, progress=print) -> dict:
         "train_peak_rss_mb": round(train.peak_rss_mb, 1),
         "reference_dtype": ref.dtype,
         "xdetox_dtype": ours.dtype,
+        "xdetox_prepacked_layers": ours.prepacked,
         "train_dtype": train.dtype,
         **machine_figures(),
         "torch_threads": ours.threads,
@@ -165,7 +167,7 @@ def format_table(result: dict) -> str:
     rows = [
         ("reference (1 prompt at a time, fp32)", result["reference_tok_s"], result["reference_prompts_s"],
          result["reference_peak_rss_mb"]),
-        (f"xdetox (batched, {result['xdetox_dtype']})", result["xdetox_tok_s"], result["xdetox_prompts_s"],
+        (f"xdetox (batched, {result['xdetox_dtype']}{_packed_note(result)})", result["xdetox_tok_s"], result["xdetox_prompts_s"],
          result["xdetox_peak_rss_mb"]),
     ]
     lines = [f"CPU {result.get('cpu_model') or 'unknown'}; {_flag_line(result.get('cpu_flags'))};"
@@ -184,6 +186,11 @@ def format_table(result: dict) -> str:
     if "profile" in result:
         lines += ["", format_profile(result["profile"])]
     return "\n".join(lines)
+
+
+def _packed_note(result: dict) -> str:
+    layers = sum((result.get("xdetox_prepacked_layers") or {}).values())
+    return f", {layers} layers prepacked" if layers else ""
 
 
 def _flag_line(flags: dict[str, bool] | None) -> str:
@@ -257,6 +264,7 @@ def _xdetox(spec: BenchSpec) -> Measurement:
 
     from xdetox import models
     from xdetox.generate import DecodeSpec, Generator
+    from xdetox.prepack import packed_layers
 
     loaded = models.load(models.ModelSpec(name=spec.model))
     decode = DecodeSpec(max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size)
@@ -266,7 +274,8 @@ def _xdetox(spec: BenchSpec) -> Measurement:
     seconds = time.perf_counter() - start
     tokens = sum(c.n_tokens for c in completions)
     dtype = str(loaded.dtype).removeprefix("torch.")
-    return Measurement("xdetox", seconds, tokens, spec.prompts, _peak_rss_mb(), dtype, torch.get_num_threads())
+    return Measurement("xdetox", seconds, tokens, spec.prompts, _peak_rss_mb(), dtype, torch.get_num_threads(),
+                       dict(packed_layers(loaded.model)))
 
 
 def _profile(spec: BenchSpec) -> dict:

@@ -110,6 +110,12 @@ def pack_layer(layer: torch.nn.Linear) -> str | None:
     return name
 
 
+def packed_layers(model: torch.nn.Module) -> Counter:
+    """How many of ``model``'s layers hold a packed weight, per kernel (what the last block packed)."""
+    kernels = (getattr(m, "_xdetox_packed", (None, None))[1] for m in model.modules())
+    return Counter(k for k in kernels if k is not None)
+
+
 @contextmanager
 def prepacked(model: torch.nn.Module, min_features: int | None = None) -> Iterator[Counter]:
     """Within the block, ``model``'s CPU ``nn.Linear`` layers with both sides >= ``min_features``
