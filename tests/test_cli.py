@@ -22,6 +22,9 @@ def test_run_writes_summary_with_zs_and_xft(tmp_path, tiny_model_dir):
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
     settings = summary["settings"]
+    from xdetox import models, prepack
+    # how the linear layers multiplied (xdetox.prepack), for this machine's dtype
+    assert summary["run"]["decode"]["linear"] == prepack.description(models.resolve_dtype("auto"))
     assert [(s["paradigm"], s["source"], s["target"]) for s in settings] == [
         ("zs", None, "en"), ("zs", None, "de"), ("x-ft", "en", "en"), ("x-ft", "en", "de")]
     for s in settings:

@@ -1,4 +1,5 @@
-"""Prepacked linear weights (``xdetox.prepack``): the same outputs bit for bit, or no packing at all."""
+"""Prepacked linear weights (``xdetox.prepack``): the same outputs (bf16 bit for bit, fp32 within the
+stated tolerance), or no packing at all."""
 
 import pytest
 import torch
@@ -54,6 +55,35 @@ def test_a_kernel_that_adds_in_another_order_is_not_used(tiny_bf16, monkeypatch)
             inside = model(**enc).logits
     assert not packed and _packed_layers(model) == 0
     assert torch.equal(inside, plain)
+
+
+@needs_onednn
+def test_fp32_layers_pack_within_the_stated_tolerance_and_a_wider_gap_is_refused(monkeypatch):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(256, 1024)
+    x = torch.randn(3, 5, 256)
+    with torch.no_grad():
+        expected = layer(x)
+        with prepack.prepacked(layer, min_features=16) as packed:
+            inside = layer(x)
+        assert packed == {"onednn": 1}
+        assert (inside - expected).abs().max() <= prepack.FP32_TOLERANCE * expected.abs().max()
+        real = prepack._onednn
+
+        def off_by_more(weight):
+            product = real(weight)
+            return lambda x, bias: product(x, bias) * (1 + 10 * prepack.FP32_TOLERANCE)
+        monkeypatch.setattr(prepack, "candidates", lambda dtype: [("onednn", off_by_more)])
+        layer.weight.add_(0)  # a new version of the weight: packed again, with the candidate above
+        with prepack.prepacked(layer, min_features=16) as packed:
+            assert not packed and torch.equal(layer(x), expected)
+
+
+def test_the_description_names_the_check_per_dtype():
+    if torch.backends.mkldnn.is_available():
+        assert "bit-identical" in prepack.description(torch.bfloat16)
+        assert f"within {prepack.FP32_TOLERANCE:g}" in prepack.description(torch.float32)
+    assert prepack.description(torch.float16) == "F.linear"
 
 
 @needs_onednn
@@ -117,4 +147,7 @@ def test_perplexity_from_the_real_rows_equals_the_full_logits(tiny_model_dir, dt
         assert nll == pytest.approx(expected, rel=1e-6)
         weights = enc["attention_mask"].unsqueeze(-1).float()
         pooled = (out.hidden_states[-1].float() * weights).sum(1) / weights.sum(1)
-        assert torch.equal(torch.from_numpy(embedding), pooled)
+        if dtype == "bfloat16":  # bit for bit; fp32 layers within prepack.FP32_TOLERANCE
+            assert torch.equal(torch.from_numpy(embedding), pooled)
+        else:
+            assert torch.allclose(torch.from_numpy(embedding), pooled, rtol=1e-5, atol=1e-5)

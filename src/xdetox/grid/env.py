@@ -1,4 +1,5 @@
-"""The environment a run's results depend on: library versions, device, dtype (``environment``)."""
+"""The environment a run's results depend on: library versions, device, dtype, the linear layers'
+kernel (``environment``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def environment() -> dict[str, str]:
 
     import torch
 
-    from xdetox import models
+    from xdetox import models, prepack
 
     versions = {"python": platform.python_version()}
     for pkg in ("xdetox", "torch", "transformers", "peft", "trl", "scikit-learn"):
@@ -27,6 +28,8 @@ def environment() -> dict[str, str]:
     else:  # the CPU model and whether it computes in bf16: timings and samples depend on both
         name = f"{cpu_info().model or ''}; {torch.get_num_threads()} threads; " + (
             "native bf16" if models.cpu_supports_bf16() else "no native bf16 (fp32)")
+    dtype = models.resolve_dtype("auto")
+    linear = prepack.description(dtype) if dev.type == "cpu" else "F.linear"
     return {"versions": versions, "device": f"{dev.type} ({name})",
-            "dtype": str(models.resolve_dtype("auto")).removeprefix("torch.")}
+            "dtype": str(dtype).removeprefix("torch."), "linear": linear}
 
