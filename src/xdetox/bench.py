@@ -167,8 +167,8 @@ def format_table(result: dict) -> str:
     rows = [
         ("reference (1 prompt at a time, fp32)", result["reference_tok_s"], result["reference_prompts_s"],
          result["reference_peak_rss_mb"]),
-        (f"xdetox (batched, {result['xdetox_dtype']}{_packed_note(result)})", result["xdetox_tok_s"], result["xdetox_prompts_s"],
-         result["xdetox_peak_rss_mb"]),
+        (f"xdetox (batched, {result['xdetox_dtype']}{_packed_note(result)})", result["xdetox_tok_s"],
+         result["xdetox_prompts_s"], result["xdetox_peak_rss_mb"]),
     ]
     lines = [f"CPU {result.get('cpu_model') or 'unknown'}; {_flag_line(result.get('cpu_flags'))};"
              f" {result.get('torch_threads')} torch threads, kernels {result.get('torch_cpu_capability')}",

@@ -105,7 +105,8 @@ def _forward(layer: torch.nn.Linear, product: Product):
 
 
 def pack_layer(layer: torch.nn.Linear) -> str | None:
-    """Route ``layer`` through the first packed product equal to ``F.linear``; its name, or None.
+    """Route ``layer`` through the first packed product that matches ``F.linear`` (``same_as_linear``);
+    its name, or None.
 
     The packed weight is kept on the layer for the next block, as long as the weight and bias are
     the same tensors, unchanged (their version counters: a merged adapter changes them).

@@ -106,7 +106,8 @@ class Generator:
         """Completions of each (batch, seed), one batch at a time (the ``BatchGenerator`` interface).
 
         The model's large linear layers multiply with prepacked weights meanwhile
-        (``xdetox.prepack``: only where that gives the same outputs bit for bit).
+        (``xdetox.prepack``: in bf16 only where that gives the same outputs bit for bit, in fp32
+        within its stated tolerance).
         """
         with prepacked(self.model):
             for batch, seed in work:
