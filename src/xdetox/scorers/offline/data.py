@@ -114,14 +114,14 @@ def split_heldout(
     return train, heldout
 
 
-def augmentation_rows(max_chars: int | None) -> list[LabelledText]:
-    """The written training augmentation (``xdetox.scorers.augment``) as labelled texts,
-    normalised and cut to ``max_chars``; ``source`` is ``augment/<functionality>``."""
-    from xdetox.scorers.augment import SOURCE_PREFIX, augmentation_cases
+def augmentation_rows(max_chars: int | None, version: int | None = None) -> list[LabelledText]:
+    """The written training augmentation (``xdetox.scorers.augment``; ``version`` None: the latest) as
+    labelled texts, normalised and cut to ``max_chars``; ``source`` is ``augment/<functionality>``."""
+    from xdetox.scorers.augment import LATEST, SOURCE_PREFIX, augmentation_cases
 
     return [LabelledText(normalize(case.text)[:max_chars], int(case.toxic), case.lang,
                          f"{SOURCE_PREFIX}{case.functionality}")
-            for case in augmentation_cases()]
+            for case in augmentation_cases(version=LATEST if version is None else version)]
 
 
 @dataclass
