@@ -148,13 +148,29 @@ def build_parser() -> argparse.ArgumentParser:
                              (export, cmd_export), (report, cmd_report), (score, cmd_score),
                              (ev, cmd_scorer_eval), (check, cmd_scorer_check)):
         command.set_defaults(handler=handler)
+    for command in (run, grid_run, bench, export, report, score, ev, check):  # the commands that run models
+        command.add_argument("--threads", default=None, metavar="N|auto",
+                             help="torch threads: a number, or 'auto' (the cores free at the start; idle threads"
+                                  " sleep when sharing the machine). Default: $XDETOX_THREADS, else torch's")
     return parser
+
+
+def _apply_threads(args) -> None:
+    """``--threads`` (or ``$XDETOX_THREADS``), before any model library is imported."""
+    import os
+
+    from xdetox.machine import ThreadSetting, apply_threads, choose_threads
+
+    value = getattr(args, "threads", None) or os.environ.get("XDETOX_THREADS")
+    if value:
+        apply_threads(choose_threads(ThreadSetting.parse(value)))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
+        _apply_threads(args)
         quiet_libraries()
         return args.handler(args)
     except XdetoxInputError as err:

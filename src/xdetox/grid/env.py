@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import platform
 
-from xdetox.machine import cpu_info
+from xdetox.machine import cpu_info, threads_note
 
 
 def environment() -> dict[str, str]:
@@ -26,7 +26,9 @@ def environment() -> dict[str, str]:
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(0)
     else:  # the CPU model and whether it computes in bf16: timings and samples depend on both
-        name = f"{cpu_info().model or ''}; {torch.get_num_threads()} threads; " + (
+        chosen = threads_note()
+        threads = f"{torch.get_num_threads()} threads" + (f" ({chosen})" if chosen else "")
+        name = f"{cpu_info().model or ''}; {threads}; " + (
             "native bf16" if models.cpu_supports_bf16() else "no native bf16 (fp32)")
     dtype = models.resolve_dtype("auto")
     linear = prepack.description(dtype) if dev.type == "cpu" else "F.linear"
