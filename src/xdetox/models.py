@@ -30,6 +30,8 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -224,3 +226,20 @@ def load(spec: ModelSpec, dtype: str | None = None, for_training: bool = False) 
         model = auto.from_pretrained(where, **kwargs).to(dev)
     model.eval()
     return LoadedModel(model, tokenizer, spec, where, torch_dtype, dev, seq2seq)
+
+
+@contextmanager
+def head_on_rows(head: torch.nn.Module, keep: torch.Tensor) -> Iterator[None]:
+    """While the block runs, ``head`` (a model's output projection) is handed only the positions of its
+    input that ``keep`` (a ``[batch, length]`` mask) marks: no 262k-wide logits for the others. An input
+    of another shape (an encoder-decoder's, say) passes whole. Training (``neutral_lm``) and scoring
+    (``scorers.perplexity``) use it."""
+    def rows(_module, args):
+        hidden = args[0]
+        return (hidden[keep], *args[1:]) if hidden.shape[:2] == keep.shape else None
+
+    hook = head.register_forward_pre_hook(rows)
+    try:
+        yield
+    finally:
+        hook.remove()

@@ -33,6 +33,8 @@ import torch
 from transformers import Trainer
 from transformers.loss.loss_utils import fixed_cross_entropy
 
+from xdetox.models import head_on_rows
+
 IGNORE = -100
 
 
@@ -76,10 +78,6 @@ class NeutralLMTrainer(Trainer):
         fused = model.training and not return_outputs and not any(
             getattr(config, name, None) not in (None, 1, 1.0) for name in LOGIT_TRANSFORMS)
 
-        def labelled_rows(_module, args):
-            hidden = args[0]
-            return (hidden[keep], *args[1:]) if hidden.shape[:2] == keep.shape else None
-
         def row_losses(_module, _args, logits):
             # fp32 logits (a CPU without bf16): measured no faster this way (1.04x, within noise)
             if logits.dtype == torch.float32 or logits.device.type != "cpu" or logits.shape[:-1] != targets.shape:
@@ -87,15 +85,14 @@ class NeutralLMTrainer(Trainer):
             self._row_losses = RowCrossEntropy.apply(logits, targets)
             return logits[..., :0]  # the model's logits output: the loss is already taken
 
-        hooks = [head.register_forward_pre_hook(labelled_rows)]
-        if fused:
-            hooks.append(head.register_forward_hook(row_losses))
-        try:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        finally:
-            for hook in hooks:
-                hook.remove()
-            self._row_losses = None
+        with head_on_rows(head, keep):  # the head computes the labelled positions only
+            hook = head.register_forward_hook(row_losses) if fused else None
+            try:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                if hook is not None:
+                    hook.remove()
+                self._row_losses = None
 
     def _labelled_loss(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
         losses, self._row_losses = self._row_losses, None

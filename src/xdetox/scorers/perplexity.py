@@ -77,17 +77,11 @@ def _next_token_logits(model, enc, mask, pooled: bool):
     """
     import torch
 
+    from xdetox.models import head_on_rows
+
     keep = torch.nn.functional.pad(mask, (0, 1))  # position t is scored when token t + 1 is real
-
-    def real_rows(_module, args):
-        hidden = args[0]
-        return (hidden[keep], *args[1:]) if hidden.shape[:2] == keep.shape else None
-
-    hook = model.get_output_embeddings().register_forward_pre_hook(real_rows)
-    try:
+    with head_on_rows(model.get_output_embeddings(), keep):
         out = model(**enc, output_hidden_states=pooled)
-    finally:
-        hook.remove()
     logits = out.logits if out.logits.dim() == 2 else out.logits[:, :-1][mask]
     return logits, out.hidden_states[-1] if pooled else None
 
