@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from xdetox import machine
@@ -11,10 +13,11 @@ from xdetox.machine import ThreadChoice, ThreadSetting, busy_cores, choose_threa
 
 
 @pytest.fixture
-def restore_threads():
+def restore_threads(monkeypatch):
     import torch
 
     before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", str(before))  # restored after the test
     yield
     torch.set_num_threads(before)
     machine._applied = None
@@ -55,6 +58,7 @@ def test_the_choice_reaches_torch_and_the_run_record(restore_threads):
 
     machine.apply_threads(ThreadChoice(1, True, "auto: 1 of 2 cores free, idle threads sleep"))
     assert torch.get_num_threads() == 1
+    assert os.environ["OMP_NUM_THREADS"] == "1"  # what the processes it starts (bench's workers) run with
     assert "1 threads (auto: 1 of 2 cores free" in environment()["device"]
 
 

@@ -144,10 +144,12 @@ def choose_threads(setting: ThreadSetting, cores: int | None = None, busy: int |
 
 
 def apply_threads(choice: ThreadChoice) -> None:
-    """Set torch's threads (and, before torch is first imported, OpenMP's wait policy) for this process."""
+    """Set torch's threads (and, before torch is first imported, OpenMP's wait policy) for this process
+    and, through the environment, for the processes it starts (``bench``'s workers)."""
     global _applied
     if choice.passive and "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ["OMP_NUM_THREADS"] = str(choice.threads)
     import torch
 
     torch.set_num_threads(choice.threads)
