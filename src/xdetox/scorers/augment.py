@@ -42,12 +42,12 @@ VERSIONS = {1: "templates-v1.json", 2: "templates.json"}
 """Each version of the set and its file. A version never changes once a model is trained on it:
 a change is a new version (and a new file), so the scorers trained on an older one keep their model."""
 LATEST = max(VERSIONS)
-TEMPLATES_FILE = VERSIONS[LATEST]
 SOURCE_PREFIX = "augment/"
 """``LabelledText.source`` of an augmentation row: ``augment/<functionality>``."""
 
 
-def _check(version: int) -> int:
+def check_version(version: int) -> int:
+    """``version`` if the set has it; ``XdetoxInputError`` otherwise."""
     if version not in VERSIONS:
         raise XdetoxInputError(f"no training augmentation version {version!r}; there are {sorted(VERSIONS)}")
     return version
@@ -55,7 +55,7 @@ def _check(version: int) -> int:
 
 def train_templates_path(version: int = LATEST):
     """The ``templates.json`` of a version of the training set (an ``importlib.resources`` file)."""
-    return files("xdetox").joinpath(*RESOURCE_DIR, VERSIONS[_check(version)])
+    return files("xdetox").joinpath(*RESOURCE_DIR, VERSIONS[check_version(version)])
 
 
 @functools.lru_cache(maxsize=4)
@@ -85,13 +85,13 @@ def augmentation_cases(langs: Iterable[str] | str | None = None, version: int = 
 
     Deterministic; built once and cached.  ``XdetoxInputError`` for an unknown language or version.
     """
-    return list(_cases_of(tuple(suite_langs(langs)), _check(version)))
+    return list(_cases_of(tuple(suite_langs(langs)), check_version(version)))
 
 
 @functools.lru_cache(maxsize=4)
 def augmentation_digest(version: int = LATEST) -> str:
     """sha256 (hex) over every case's language, group, label and text: what a model trained on them saw."""
     digest = hashlib.sha256()
-    for case in _all_cases(_check(version)):
+    for case in _all_cases(check_version(version)):
         digest.update(f"{case.lang}\t{case.functionality}\t{int(case.toxic)}\t{case.text}\n".encode())
     return digest.hexdigest()

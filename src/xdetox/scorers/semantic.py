@@ -137,8 +137,9 @@ class SemanticScorerConfig:
     augment_per_group: int | None = None  # None: every case; tests use a few per language and group
     augment_version: int = 1
     """Which version of the written augmentation (``augment.VERSIONS``): 1, the first (nine groups),
-    is what ``offline-semantic`` was trained and measured with; 2 adds farewells, polite requests and
-    obfuscated insults (``offline-tuned``)."""
+    is what the shipped ``offline-semantic`` and ``offline-tuned`` were trained and measured with; 2
+    adds farewells, polite requests and obfuscated insults (measured, not adopted:
+    ``resources/scorer_train/README.md``)."""
     augment_calibration: tuple[float, float] = (0.0, 0.3)
     """``heldout_hash`` range of the augmentation cases that calibrate the combiner (the head never
     sees them); the rest trains the head."""
@@ -165,10 +166,9 @@ class SemanticScorerConfig:
                                    " must be at least 0")
         if self.augment_per_group is not None and self.augment_per_group < 1:
             raise XdetoxInputError("augment_per_group must be at least 1")
-        from xdetox.scorers.augment import VERSIONS
+        from xdetox.scorers.augment import check_version
 
-        if self.augment_version not in VERSIONS:
-            raise XdetoxInputError(f"augment_version must be one of {sorted(VERSIONS)}, got {self.augment_version!r}")
+        check_version(self.augment_version)
 
     def key(self) -> str:
         from importlib.metadata import version
