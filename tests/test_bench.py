@@ -23,6 +23,8 @@ def test_bench_json_reports_every_figure(tiny_model_dir, capsys):
         abs(result["ratio"] - result["xdetox_tok_s"] / result["reference_tok_s"]) < 0.02
     assert result["reference_peak_rss_mb"] > 50 and result["xdetox_peak_rss_mb"] > 50
     assert result["prompts"] == 6 and result["reference_dtype"] == "float32"
+    # the bound: a decoding step of linear-layer products only is faster than a whole decoding step
+    assert result["xdetox_linear_bound_tok_s"] > result["xdetox_tok_s"]
     # --profile: where the generation time goes, region by region (figures, not timings, are checked)
     profile = result["profile"]
     assert [name for name, _ in profile["regions"]] == list(REGIONS)
@@ -38,6 +40,7 @@ def test_bench_json_reports_every_figure(tiny_model_dir, capsys):
     assert len(profile["top_ops"]) > 0 and all(name.startswith("aten::") for name, _ in profile["top_ops"])
     table = format_table(result)
     assert f"ratio xdetox / reference: {result['ratio']}x" in table
+    assert f"only its linear-layer products: {result['xdetox_linear_bound_tok_s']:.1f} tok/s" in table
     assert "where xdetox's generation time goes" in table and "aten::" in table
     assert all(f"  {region:34} {regions[region]:7.2f} s" in table for region in REGIONS)
 
@@ -140,3 +143,23 @@ def test_batch_sizes_come_one_at_a_time_or_comma_separated(flags, expected):
 def test_bad_batch_sizes_are_one_line(flags, needle, capsys):
     assert main(["bench", *flags]) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_linear_seconds_sums_every_linear_layer(tiny_model_dir, monkeypatch):
+    """The bound times each linear layer once per repeat at the batch's rows, the output projection included."""
+    import torch
+
+    from xdetox import bench, models
+
+    loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)))
+    layers = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear)]
+    seen = []
+    for layer in layers:
+        layer.register_forward_pre_hook(lambda module, args: seen.append((module, tuple(args[0].shape))))
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks) * 0.5)  # every product takes 0.5 s
+    seconds = bench.linear_seconds(loaded.model, rows=3, repeats=2)
+    assert seconds == 0.5 * len(layers)  # the median of each layer's repeats, summed over the layers
+    assert loaded.model.get_output_embeddings() in {module for module, _ in seen}
+    assert {module for module, _ in seen} == set(layers)
+    assert all(shape[0] == 3 for _, shape in seen) and len(seen) == 3 * len(layers)  # warm-up + 2 repeats

@@ -158,3 +158,47 @@ def test_each_attempt_is_recorded_and_the_summary_gives_both_times(tmp_path, tin
     again = json.loads((tmp_path / "run" / "summary.json").read_text())["run"]
     assert (again["wall_time_s"], again["total_time_s"], again["attempts"]) == (
         run["wall_time_s"], run["total_time_s"], 2)
+
+
+def test_a_run_resumed_on_another_device_names_both(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """Each attempt records what it runs on when it starts; an attempt stopped on one machine and resumed on
+    another gives a summary (and report) naming both devices with their attempts, not the last one alone."""
+    from xdetox import grid
+
+    argv = ["run", "--model", str(tiny_model_dir), "--targets", "en", "--limit", "2", "--epochs", "1",
+            "--max-new-tokens", "3", "--scorer", "offline", "--quiet", "--out", str(tmp_path / "run")]
+    real_execute, real_environment = grid.execute, grid.environment
+
+    def machine(name: str, linear: str):
+        return lambda: {**real_environment(), "device": f"cpu ({name})", "linear": linear}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grid, "environment", machine("machine A", "F.linear"))
+    monkeypatch.setattr(grid, "execute", interrupted)
+    assert main(argv) == 130
+    monkeypatch.setattr(grid, "environment", machine("machine B", "oneDNN prepacked"))
+    monkeypatch.setattr(grid, "execute", real_execute)
+    assert main(argv) == 0
+    run = json.loads((tmp_path / "run" / "summary.json").read_text())["run"]
+    assert run["device"] == "cpu (machine A) (attempt 1); cpu (machine B) (attempt 2)"
+    assert run["decode"]["linear"] == "F.linear (attempt 1); oneDNN prepacked (attempt 2)"
+    assert run["decode"]["generator"] == "transformers"  # the same in both: named once
+    assert "cpu (machine A) (attempt 1); cpu (machine B) (attempt 2)" in (tmp_path / "run" / "report.md").read_text()
+    # a third attempt on machine B again: attempts grouped by device, in order of first use
+    assert main(argv) == 0
+    run = json.loads((tmp_path / "run" / "summary.json").read_text())["run"]
+    assert run["device"] == "cpu (machine A) (attempt 1); cpu (machine B) (attempts 2, 3)"
+    capsys.readouterr()
+
+
+def test_a_run_on_one_device_names_it_once(tmp_path, tiny_model_dir, capsys):
+    from xdetox import grid
+
+    argv = ["run", "--model", str(tiny_model_dir), "--targets", "en", "--limit", "2", "--epochs", "1",
+            "--max-new-tokens", "3", "--scorer", "offline", "--quiet", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0 and main(argv) == 0
+    run = json.loads((tmp_path / "run" / "summary.json").read_text())["run"]
+    assert run["device"] == grid.environment()["device"] and run["attempts"] == 2
+    capsys.readouterr()

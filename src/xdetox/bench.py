@@ -14,6 +14,11 @@ throughput is one LoRA epoch on the source language's train neutrals.
 the output projection inside them (262k-token vocabulary), sampling, dropping
 finished rows, the rest (Python, tokenisation), and the top operators.
 
+Beside xdetox's tokens/s stands a bound on it (``linear_seconds``): the tokens/s of a decoding step
+that cost nothing but its linear layers' matrix products at the batch size, the output projection
+included, timed on this machine with the generator's own kernels. How far generation is from it is
+what the Python loop, attention, sampling and the small operators cost.
+
 The figures say what they ran on: the CPU's model and speed flags (``xdetox.machine``),
 torch's intra-op threads and CPU kernel level, and the dtype of each stage. Several
 ``--batch-size`` values (``--batch-size 8,16`` or the flag repeated) sweep xdetox's
@@ -93,6 +98,7 @@ class Measurement:
     dtype: str
     threads: int  # torch's intra-op threads in the worker
     prepacked: dict[str, int] = field(default_factory=dict)  # layers multiplying with packed weights, per kernel
+    linear_s: float | None = None  # one decoding step's linear-layer products at the batch size (``linear_seconds``)
 
     @property
     def tok_s(self) -> float:
@@ -141,6 +147,7 @@ def run(spec: BenchSpec, progress=print) -> dict:
         "reference_dtype": ref.dtype,
         "xdetox_dtype": ours.dtype,
         "xdetox_prepacked_layers": ours.prepacked,
+        "xdetox_linear_bound_tok_s": round(first / ours.linear_s, 1) if ours.linear_s else None,
         "train_dtype": train.dtype,
         **machine_figures(),
         "torch_threads": ours.threads,
@@ -176,6 +183,10 @@ def format_table(result: dict) -> str:
              " temperature 0.7, top-p 0.9", f"{'generator':40} {'tok/s':>9} {'prompts/s':>10} {'peak RSS MB':>12}"]
     lines += [f"{name:40} {tok:9.1f} {ps:10.3f} {rss:12.0f}" for name, tok, ps, rss in rows]
     lines.append(f"ratio xdetox / reference: {result['ratio']}x")
+    if result.get("xdetox_linear_bound_tok_s"):
+        bound = result["xdetox_linear_bound_tok_s"]
+        lines.append(f"bound at batch {result['batch_size']} if a decoding step cost only its linear-layer products:"
+                     f" {bound:.1f} tok/s (xdetox reaches {100 * result['xdetox_tok_s'] / bound:.0f} %)")
     lines.append(f"LoRA training ({result['train_dtype']}): {result['train_tok_s']:.1f} tok/s,"
                  f" {result['train_examples_s']:.2f} examples/s, peak RSS {result['train_peak_rss_mb']:.0f} MB")
     if len(result.get("batch_sweep", [])) > 1:
@@ -275,7 +286,36 @@ def _xdetox(spec: BenchSpec) -> Measurement:
     tokens = sum(c.n_tokens for c in completions)
     dtype = str(loaded.dtype).removeprefix("torch.")
     return Measurement("xdetox", seconds, tokens, spec.prompts, _peak_rss_mb(), dtype, torch.get_num_threads(),
-                       dict(packed_layers(loaded.model)))
+                       dict(packed_layers(loaded.model)), linear_seconds(loaded.model, spec.batch_size))
+
+
+def linear_seconds(model, rows: int, repeats: int = 5) -> float:
+    """Seconds of one decoding step's linear-layer products at ``rows`` rows (the output projection
+    included), each layer timed alone on random inputs with the weights the generator multiplies with
+    (prepacked where ``xdetox.prepack`` packs them); the median of ``repeats`` per layer.
+
+    ``rows`` / this is what generation would reach if a decoding step cost nothing but these products:
+    a bound on the tokens/s of batches of ``rows`` (attention, sampling and everything else cost more).
+    """
+    import statistics
+
+    import torch
+
+    from xdetox.prepack import prepacked
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    total = 0.0
+    with torch.inference_mode(), prepacked(model):
+        for layer in layers:
+            x = torch.randn(rows, 1, layer.in_features, dtype=layer.weight.dtype, device=layer.weight.device)
+            layer(x)  # warm-up
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                layer(x)
+                times.append(time.perf_counter() - start)
+            total += statistics.median(times)
+    return total
 
 
 def _profile(spec: BenchSpec) -> dict:

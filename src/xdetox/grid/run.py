@@ -27,6 +27,9 @@ from xdetox.errors import XdetoxInputError
 from xdetox.specs import ModelSpec, end_token_trained
 from xdetox.store import Store
 
+ATTEMPT_ENVIRONMENT = "environment/attempt-"
+"""Meta key prefix of each attempt's environment (device, dtype, linear kernels, generator), by attempt id."""
+
 RECIPE_KEYS = ("objective", "epochs", "batch_size", "gradient_accumulation_steps", "max_length", "learning_rate")
 """The training settings the report lists per tuned setting."""
 
@@ -75,7 +78,9 @@ def run_config(config: grid.GridConfig, out: str | None, quiet: bool = False, ba
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"xdetox: {config.name} -> {run_dir}  ({plan.decomposition()})", file=sys.stderr)
     with Store(run_dir / grid.STORE_FILE) as store:
-        store.begin_attempt(started)  # this attempt's start, end and outcome: summary wall/total time
+        attempt = store.begin_attempt(started)  # this attempt's start, end and outcome: summary wall/total time
+        if backend == "local":  # what this attempt runs on, even if it stops (Ray tasks' devices: at the end)
+            store.set_meta(f"{ATTEMPT_ENVIRONMENT}{attempt}", {**grid.environment(), "generator": generator})
         store.set_meta("config", config_dict)
         store.set_meta("plan_id", plan.identity())
         store.set_meta("planned_evaluations", len(plan.evaluations))
@@ -105,8 +110,26 @@ def run_config(config: grid.GridConfig, out: str | None, quiet: bool = False, ba
             previous = store.get_meta("environment") or {}
             environment["device"] = ", ".join(devices) if devices else previous.get("device", environment["device"])
         store.set_meta("environment", environment)
+        store.set_meta(f"{ATTEMPT_ENVIRONMENT}{attempt}", environment)
         summary = write_outputs(run_dir, store)
     return Finished(run_dir=run_dir, summary=summary, elapsed_s=elapsed)
+
+
+def by_attempt(store: Store, field: str, latest: str) -> str:
+    """``latest`` (the finishing attempt's ``field``: device, linear kernels, generator) where every
+    recorded attempt had the same, else each value with the attempts that ran with it, in order:
+    a run resumed on another machine says so, as its completions come from both."""
+    meta = store.table("meta")
+    runs = sorted((int(key.removeprefix(ATTEMPT_ENVIRONMENT)), json.loads(value).get(field))
+                  for key, value in zip(meta["key"], meta["value"]) if key.startswith(ATTEMPT_ENVIRONMENT))
+    values = list(dict.fromkeys(value for _, value in runs if value))
+    if len(values) <= 1:
+        return latest
+    named = []
+    for value in values:
+        ids = [str(i) for i, v in runs if v == value]
+        named.append(f"{value} (attempt{'s' if len(ids) > 1 else ''} {', '.join(ids)})")
+    return "; ".join(named)
 
 
 def prepare_out(out: str | None, config_dict: dict, plan_id: str) -> Path:
@@ -207,12 +230,12 @@ def write_outputs(run_dir: Path, store: Store, partial: bool = False) -> dict:
         seeds=tuple(config["seeds"]),
         epochs=train["epochs"],
         limit=config["limit"],
-        decode={**config["decode"], "generator": env.get("generator", "transformers"),
-                "linear": env.get("linear", "F.linear")},
+        decode={**config["decode"], "generator": by_attempt(store, "generator", env.get("generator", "transformers")),
+                "linear": by_attempt(store, "linear", env.get("linear", "F.linear"))},
         lora={**train["lora"], "learning_rate": train["learning_rate"], "batch_size": train["batch_size"],
               "objective": train["objective"]},
         versions=env.get("versions", {}),
-        device=env.get("device", "unknown"),
+        device=by_attempt(store, "device", env.get("device", "unknown")),
         **store.times(),  # wall_time_s (the latest attempt), total_time_s (all attempts), attempts
         started=store.get_meta("started", ""),
         config_name=config["name"],
