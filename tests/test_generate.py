@@ -46,6 +46,25 @@ def test_nucleus_sampler_draws_follow_the_distribution():
     assert torch.equal(torch.stack([again(None, logits).argmax(-1) for _ in range(4000)]).flatten(), draws)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nucleus_sampler_draws_the_same_tokens_chunk_by_chunk(monkeypatch, dtype):
+    """Candidates chosen a few rows at a time give every row the draw of the whole batch at once, also
+    where some rows are ranked in full (flat rows: their nucleus reaches past the top k) and others not."""
+    gen = torch.Generator().manual_seed(11)
+    logits = torch.randn(37, 3000, generator=gen) * 4
+    logits[::5] *= 0.02  # flat: ranked in full, wider than k
+    logits[3::7] = logits[3::7].round()  # ties between candidates
+    logits = logits.to(dtype)
+    rows = torch.tensor([0, 2, 3, 5, 8, 13, 21, 22, 30, 36, 37, 40])  # live rows of an original batch of 41
+    draws = {}
+    for chunk in (4, 16, 10**6):
+        monkeypatch.setattr(NucleusSampler, "CHUNK_ROWS", chunk)
+        sampler = NucleusSampler(temperature=0.7, top_p=0.9, seed=5, k=32)
+        draws[chunk] = [sampler.draw(logits), sampler.draw(logits[: len(rows)], rows, 41)]
+    for chunk in (4, 16):
+        assert all(torch.equal(a, b) for a, b in zip(draws[chunk], draws[10**6]))
+
+
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
     loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)))

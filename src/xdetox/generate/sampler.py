@@ -35,7 +35,14 @@ class NucleusSampler:
     uniform number per row of the original batch and picks the token by inverse CDF
     over the kept set, so a row's draw does not depend on which other rows are still
     being decoded.
+
+    The candidates are chosen ``CHUNK_ROWS`` rows at a time (every step of the selection is per
+    row, so the draws are the same): the fp32 copies of a whole batch's 262k-wide scores outgrow what
+    the allocator keeps for reuse from 32 rows on and came back as fresh pages at every step (a batch
+    of 64: 84 ms a step to sample, against 7.8 ms for 16 rows; AMD EPYC, bf16, 2 threads).
     """
+
+    CHUNK_ROWS = 16
 
     def __init__(self, temperature: float, top_p: float, top_k: int = 0, seed: int = 0, k: int = 512):
         self.temperature = temperature
@@ -76,7 +83,10 @@ class NucleusSampler:
         ``rows`` are the rows' indices in the original batch of ``n_rows`` rows (default:
         every row, in order); one uniform number is drawn for every original row.
         """
-        idx, probs = self.kept(scores)
+        parts = [self.kept(chunk) for chunk in scores.split(self.CHUNK_ROWS)]
+        width = max(part_idx.shape[-1] for part_idx, _ in parts)  # a row ranked in full may widen a chunk
+        idx = torch.cat([torch.nn.functional.pad(part_idx, (0, width - part_idx.shape[-1])) for part_idx, _ in parts])
+        probs = torch.cat([torch.nn.functional.pad(part, (0, width - part.shape[-1])) for _, part in parts])
         uniform = torch.rand(scores.shape[0] if n_rows is None else n_rows, generator=self.rng,
                              dtype=torch.float64)
         if rows is not None:
