@@ -84,9 +84,12 @@ class NucleusSampler:
         every row, in order); one uniform number is drawn for every original row.
         """
         parts = [self.kept(chunk) for chunk in scores.split(self.CHUNK_ROWS)]
-        width = max(part_idx.shape[-1] for part_idx, _ in parts)  # a row ranked in full may widen a chunk
-        idx = torch.cat([torch.nn.functional.pad(part_idx, (0, width - part_idx.shape[-1])) for part_idx, _ in parts])
-        probs = torch.cat([torch.nn.functional.pad(part, (0, width - part.shape[-1])) for _, part in parts])
+        if len(parts) == 1:  # a batch of up to CHUNK_ROWS rows (the default): nothing to join
+            idx, probs = parts[0]
+        else:
+            width = max(part_idx.shape[-1] for part_idx, _ in parts)  # a row ranked in full may widen a chunk
+            idx = torch.cat([torch.nn.functional.pad(i, (0, width - i.shape[-1])) for i, _ in parts])
+            probs = torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[-1])) for _, p in parts])
         uniform = torch.rand(scores.shape[0] if n_rows is None else n_rows, generator=self.rng,
                              dtype=torch.float64)
         if rows is not None:

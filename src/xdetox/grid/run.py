@@ -115,13 +115,18 @@ def run_config(config: grid.GridConfig, out: str | None, quiet: bool = False, ba
     return Finished(run_dir=run_dir, summary=summary, elapsed_s=elapsed)
 
 
-def by_attempt(store: Store, field: str, latest: str) -> str:
+def attempt_environments(store: Store) -> list[tuple[int, dict]]:
+    """(attempt id, environment) of every attempt that recorded one, in order."""
+    meta = store.table("meta")
+    return sorted((int(key.removeprefix(ATTEMPT_ENVIRONMENT)), json.loads(value))
+                  for key, value in zip(meta["key"], meta["value"]) if key.startswith(ATTEMPT_ENVIRONMENT))
+
+
+def by_attempt(attempts: list[tuple[int, dict]], field: str, latest: str) -> str:
     """``latest`` (the finishing attempt's ``field``: device, linear kernels, generator) where every
     recorded attempt had the same, else each value with the attempts that ran with it, in order:
     a run resumed on another machine says so, as its completions come from both."""
-    meta = store.table("meta")
-    runs = sorted((int(key.removeprefix(ATTEMPT_ENVIRONMENT)), json.loads(value).get(field))
-                  for key, value in zip(meta["key"], meta["value"]) if key.startswith(ATTEMPT_ENVIRONMENT))
+    runs = [(attempt, environment.get(field)) for attempt, environment in attempts]
     values = list(dict.fromkeys(value for _, value in runs if value))
     if len(values) <= 1:
         return latest
@@ -224,18 +229,19 @@ def write_outputs(run_dir: Path, store: Store, partial: bool = False) -> dict:
     atomic_write(out_dir / grid.COMPLETIONS_FILE,
                  lambda p: frame.to_json(p, orient="records", lines=True, force_ascii=False))
     train = config["train"]
+    attempts = attempt_environments(store)
     info = report.RunInfo(
         model=", ".join(ModelSpec(**m).display_name for m in config["models"]),
         scorer=scorer,
         seeds=tuple(config["seeds"]),
         epochs=train["epochs"],
         limit=config["limit"],
-        decode={**config["decode"], "generator": by_attempt(store, "generator", env.get("generator", "transformers")),
-                "linear": by_attempt(store, "linear", env.get("linear", "F.linear"))},
+        decode={**config["decode"], "generator": by_attempt(attempts, "generator", env.get("generator", "transformers")),
+                "linear": by_attempt(attempts, "linear", env.get("linear", "F.linear"))},
         lora={**train["lora"], "learning_rate": train["learning_rate"], "batch_size": train["batch_size"],
               "objective": train["objective"]},
         versions=env.get("versions", {}),
-        device=by_attempt(store, "device", env.get("device", "unknown")),
+        device=by_attempt(attempts, "device", env.get("device", "unknown")),
         **store.times(),  # wall_time_s (the latest attempt), total_time_s (all attempts), attempts
         started=store.get_meta("started", ""),
         config_name=config["name"],
