@@ -107,9 +107,12 @@ def test_bench_sweeps_the_batch_sizes_it_is_given(tiny_model_dir, capsys):
     sweep = result["batch_sweep"]
     assert [row["batch_size"] for row in sweep] == [2, 4]
     for row in sweep:
-        assert set(row) == {"batch_size", "tok_s", "prompts_s", "peak_rss_mb"}
-        assert all(isinstance(row[key], float) and row[key] > 0 for key in ("tok_s", "prompts_s", "peak_rss_mb"))
+        assert set(row) == {"batch_size", "tok_s", "prompts_s", "peak_rss_mb", "bound_tok_s"}
+        assert all(isinstance(row[key], float) and row[key] > 0
+                   for key in ("tok_s", "prompts_s", "peak_rss_mb", "bound_tok_s"))
+        assert row["bound_tok_s"] > row["tok_s"]  # each size's own bound, above what it reached
     assert sweep[0]["tok_s"] == result["xdetox_tok_s"]  # the headline figures are the first size's
+    assert sweep[0]["bound_tok_s"] == result["xdetox_linear_bound_tok_s"]
     assert set(result["dtypes"]) == {"reference", "generation", "training"}
     assert result["dtypes"]["generation"] == result["xdetox_dtype"] and result["dtypes"]["reference"] == "float32"
     assert isinstance(result["torch_threads"], int) and result["torch_threads"] >= 1
@@ -121,6 +124,7 @@ def test_bench_sweeps_the_batch_sizes_it_is_given(tiny_model_dir, capsys):
     table = format_table(result)
     assert "xdetox generation by batch size" in table
     assert [line.split()[0] for line in table.splitlines()[-2:]] == ["2", "4"]
+    assert [float(line.split()[-1]) for line in table.splitlines()[-2:]] == [row["bound_tok_s"] for row in sweep]
 
 
 @pytest.mark.parametrize("flags, expected", [
@@ -149,7 +153,8 @@ def test_linear_seconds_sums_every_linear_layer(tiny_model_dir, monkeypatch):
     """The bound times each linear layer once per repeat at the batch's rows, the output projection included."""
     import torch
 
-    from xdetox import bench, models
+    from xdetox import models
+    from xdetox.bench import workers
 
     loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)))
     layers = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear)]
@@ -157,8 +162,8 @@ def test_linear_seconds_sums_every_linear_layer(tiny_model_dir, monkeypatch):
     for layer in layers:
         layer.register_forward_pre_hook(lambda module, args: seen.append((module, tuple(args[0].shape))))
     ticks = iter(range(10_000))
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks) * 0.5)  # every product takes 0.5 s
-    seconds = bench.linear_seconds(loaded.model, rows=3, repeats=2)
+    monkeypatch.setattr(workers.time, "perf_counter", lambda: next(ticks) * 0.5)  # every product takes 0.5 s
+    seconds = workers.linear_seconds(loaded.model, rows=3, repeats=2)
     assert seconds == 0.5 * len(layers)  # the median of each layer's repeats, summed over the layers
     assert loaded.model.get_output_embeddings() in {module for module, _ in seen}
     assert {module for module, _ in seen} == set(layers)
