@@ -79,8 +79,9 @@ def run_config(config: grid.GridConfig, out: str | None, quiet: bool = False, ba
     print(f"xdetox: {config.name} -> {run_dir}  ({plan.decomposition()})", file=sys.stderr)
     with Store(run_dir / grid.STORE_FILE) as store:
         attempt = store.begin_attempt(started)  # this attempt's start, end and outcome: summary wall/total time
+        environment = {**grid.environment(), "generator": generator}
         if backend == "local":  # what this attempt runs on, even if it stops (Ray tasks' devices: at the end)
-            store.set_meta(f"{ATTEMPT_ENVIRONMENT}{attempt}", {**grid.environment(), "generator": generator})
+            store.set_meta(f"{ATTEMPT_ENVIRONMENT}{attempt}", environment)
         store.set_meta("config", config_dict)
         store.set_meta("plan_id", plan.identity())
         store.set_meta("planned_evaluations", len(plan.evaluations))
@@ -104,8 +105,6 @@ def run_config(config: grid.GridConfig, out: str | None, quiet: bool = False, ba
         elapsed = time.perf_counter() - t0
         # the run's start is its first attempt's, however many attempts came before the first that finished
         store.set_meta("started", store.get_meta("started") or min(store.table("attempts")["started"]))
-        environment = grid.environment()
-        environment["generator"] = generator
         if backend == "ray":  # the tasks' devices, not the driver's
             previous = store.get_meta("environment") or {}
             environment["device"] = ", ".join(devices) if devices else previous.get("device", environment["device"])
