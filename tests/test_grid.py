@@ -266,7 +266,12 @@ def test_partial_report_holds_the_finished_settings_exactly_and_says_what_is_mis
     labels = {(s["paradigm"], s["source"]) for s in part["settings"]}
     assert labels == {("zs", None), ("x-ft", "en")}
     same = [s for s in full["settings"] if (s["paradigm"], s["source"]) in labels]
-    assert sorted(part["settings"], key=json.dumps) == sorted(same, key=json.dumps), "the same numbers as the full run"
+
+    def without_q(cells):  # q adjusts over the report's own family: fewer cells, other q
+        return sorted(({k: v for k, v in c.items() if k != "q_value"} for c in cells), key=json.dumps)
+
+    assert without_q(part["settings"]) == without_q(same), "the same numbers as the full run"
+    assert "of this summary" in part["q_family"] and part["q_family"] != full["q_family"]
     assert {t["setting"] for t in part["training"]} == {"zs", "x-ft:en"}
     assert {(m["paradigm"], m["source"]) for m in part["measures"]} == labels
     html = (run / "partial" / "report.html").read_text()
@@ -454,3 +459,36 @@ def test_generate_commits_each_batch_the_one_generator_interface_yields(tmp_path
     expected = sorted((ev.key, p.id, f"seed {derive_seed(setting.spec.seed, ev.key, b.index)}")
                       for ev, b in todo for p in b.prompts)
     assert sorted(zip(completions["eval_key"], completions["prompt_id"], completions["text"])) == expected
+
+
+def test_text_normalisation_is_part_of_every_key_and_none_keeps_the_keys_of_the_data_as_shipped():
+    corpus = data.load()
+    raw = {"paradigms": ["zs", "x-ft"], "sources": ["en"], "targets": ["zh", "en"]}
+    v1 = grid.make_plan(grid.config_from_dict(raw), corpus)
+    none = grid.make_plan(grid.config_from_dict({**raw, "text_normalisation": "none"}), corpus)
+    assert v1.config.text_normalisation == "v1", "v1 is the default"
+    # every evaluation key changes with the version, zh too (v1 leaves most zh rows as they are)
+    assert {e.key for e in v1.evaluations}.isdisjoint(e.key for e in none.evaluations)
+    tuned = [s for s in v1.settings if s.spec.paradigm != "zs"]
+    assert tuned and {s.key for s in tuned}.isdisjoint(s.key for s in none.settings)
+    # none: the keys a plan of the data as shipped had before normalisation existed
+    from xdetox._io import content_key
+    from xdetox.train import data_digest, training_examples
+
+    setting = next(s for s in none.settings if s.spec.paradigm == "x-ft")
+    examples = training_examples(setting.spec, corpus)
+    assert setting.key == content_key({"model": setting.model.to_dict(), "train": setting.spec.to_dict(),
+                                       "data": data_digest(examples)})
+    assert "text_normalisation" not in grid.config_from_dict({**raw, "text_normalisation": "none"}).to_dict()
+    # a corpus cleaned already plans the same keys as one cleaned by the plan
+    from xdetox.hygiene import clean_corpus
+
+    assert grid.make_plan(grid.config_from_dict(raw), clean_corpus(corpus, "v1")).identity() == v1.identity()
+
+
+def test_text_normalisation_is_checked_where_the_config_is_read(tmp_path):
+    with pytest.raises(XdetoxInputError, match="unknown text normalisation 'v9'; choose one of none, v1"):
+        grid.config_from_dict({"text_normalisation": "v9"})
+    path = tmp_path / "c.toml"
+    path.write_text('text_normalisation = "v2"\n')
+    assert main(["grid", "plan", str(path)]) == 2

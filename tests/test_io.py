@@ -39,7 +39,7 @@ def test_plan_adapter_and_data_keys_are_unchanged():
     """A resumed run finds its rows by these keys: each one equals its hashlib/json computation."""
     corpus = data.load()
     config = grid.config_from_dict({"paradigms": ["zs", "x-ft", "dpo"], "sources": ["zh"], "targets": ["de", "am"],
-                                    "seeds": [3], "limit": 4})
+                                    "seeds": [3], "limit": 4, "text_normalisation": "none"})
     plan = grid.make_plan(config, corpus)
     model = config.models[0]
     for setting in plan.settings:
@@ -65,6 +65,25 @@ def test_plan_adapter_and_data_keys_are_unchanged():
         blob = json.dumps([3, ev.key, 1], sort_keys=True, default=str).encode()
         assert derive_seed(3, ev.key, 1) == int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
     assert len({s.key for s in plan.settings}) == 3 and len({e.key for e in plan.evaluations}) == 6
+
+
+def test_a_text_normalisation_adds_its_version_to_the_keys_of_its_cleaned_data():
+    from xdetox.hygiene import clean_corpus
+
+    corpus = data.load()
+    config = grid.config_from_dict({"paradigms": ["zs", "x-ft"], "sources": ["am"], "targets": ["am"], "seeds": [3],
+                                    "limit": 4})
+    plan, cleaned = grid.make_plan(config, corpus), clean_corpus(corpus, "v1")
+    assert cleaned.text_normalisation == "v1" and cleaned.digest("am") != corpus.digest("am")
+    setting = next(s for s in plan.settings if s.spec.paradigm == "x-ft")
+    examples = train.training_examples(setting.spec, cleaned)
+    assert setting.key == _inline_key({"model": config.models[0].to_dict(), "train": setting.spec.to_dict(),
+                                       "data": train.data_digest(examples), "text": "v1"})
+    ev = next(e for e in plan.evaluations if e.setting is setting)
+    assert ev.key == _inline_key({
+        "setting": setting.key, "target": "am", "split": "test_toxic", "decode": config.decode.to_dict(), "seed": 3,
+        "prompts": cleaned.digest("am"), "ids": [p.id for p in cleaned.prompts("am", "test_toxic")[:4]],
+        "text": "v1"})
 
 
 def test_atomic_write_replaces_the_file_whole_and_leaves_nothing_behind(tmp_path):

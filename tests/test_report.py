@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from xdetox.errors import XdetoxInputError
-from xdetox.report.stats import paired_bootstrap
+from xdetox.report.stats import seed_level_test
 from xdetox.report import (
     RunInfo,
     matrix_filename,
@@ -31,13 +31,15 @@ SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n"
                 "reduction_length_matched", "reduction_length_matched_std", "reduction_length_matched_ci",
                 "reduction_length_matched_p", "n_length_matched", "flags", "silent_share",
                 "reduction_same_language", "n_same_language", "reduction_same_language_std",
-                "reduction_same_language_ci", "reduction_same_language_p", "relevance", "relevance_change"}
+                "reduction_same_language_ci", "reduction_same_language_p", "relevance", "relevance_change",
+                "degenerate_share", "letters", "reduction_silence_bounds", "ci_unit", "q_value", "degenerate_reasons"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
                  "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
                  "ppl_completion", "ppl_change", "lang_fidelity", "empty_share", "new_tokens",
                  "n_paired", "empty_share_zs", "reduction_length_matched", "n_length_matched", "flags",
                  "silent_share", "silent_share_zs", "reduction_same_language", "n_same_language",
-                 "relevance", "relevance_change"}
+                 "relevance", "relevance_change", "degenerate_share", "degenerate_share_zs", "letters",
+                 "reduction_silence_bounds", "degenerate_reasons"}
 
 
 def info(**over) -> RunInfo:
@@ -137,7 +139,7 @@ def one(summary, *args, **kwargs):
 def test_summary_shape_and_order():
     summary = summarize(frame(), info())
     assert set(summary) == {"model", "scorer", "seeds", "run", "training", "settings", "per_seed", "measures",
-                            "analysis"}
+                            "analysis", "text_normalisation", "q_family"}
     assert summary["measures"] == []  # no reference measures given
     assert summary["model"] == MODEL
     assert summary["scorer"] == "toxclf-v1"
@@ -231,10 +233,11 @@ def test_emt_tox_prob_and_significance_known_answer():
     assert [per_seed[k]["tox_prob"] for k in (1, 2, 3)] == [0.0, 0.0, 1.0]  # 0.5 counts
     ft = one(summary, "x-ft", "en", "de")
     assert ft["emt"] == pytest.approx(1 / 3, abs=1e-6) and ft["tox_prob"] == pytest.approx(1 / 3, abs=1e-6)
-    # seeds 1 and 2 have a ZS (seed 3 has none); per prompt averaged over them:
-    # p1 ZS (0.8 + 0.6) / 2 − X-FT (0.2 + 0.3) / 2 = 0.45, p2 0.5 − 0.25 = 0.25
-    assert ft["ci95"] == pytest.approx([0.25, 0.45])
-    assert ft["p_value"] == pytest.approx(0.5, abs=0.03)  # two prompts: signs agree half the time
+    # seeds 1 and 2 have a ZS (seed 3 has none): the seed-level test of their per-prompt differences
+    expected = seed_level_test({1: {"p1": 0.8 - 0.2, "p2": 0.6 - 0.4}, 2: {"p1": 0.6 - 0.3, "p2": 0.4 - 0.1}})
+    assert ft["ci95"] == pytest.approx([expected.ci_low, expected.ci_high], abs=1e-5)
+    assert ft["p_value"] == pytest.approx(expected.p_value, abs=1e-5) and ft["ci_unit"] == "seeds"
+    assert expected.ci_low < 0.35 < expected.ci_high
     zs = one(summary, "zs", None, "de")
     assert zs["ci95"] is None and zs["p_value"] is None
     assert zs["emt"] == pytest.approx(0.6) and zs["tox_prob"] == pytest.approx(0.75)
@@ -251,7 +254,10 @@ def test_emt_over_samples():
     assert zs["emt"] == pytest.approx(0.7) and zs["tox_prob"] == 1.0
     ft = one(summary, "x-ft", "en", "de")
     assert ft["emt"] == pytest.approx(0.2) and ft["tox_prob"] == 0.0
-    assert ft["ci95"] == pytest.approx([0.3, 0.5])  # d = 0.4 − 0.1 and 0.6 − 0.1
+    # one seed: a prompt's value is its mean over samples, d = 0.4 − 0.1 and 0.6 − 0.1: a t interval over prompts
+    expected = seed_level_test({13: {"p1": 0.3, "p2": 0.5}})
+    assert ft["ci95"] == pytest.approx([expected.ci_low, expected.ci_high], abs=1e-5) and ft["ci_unit"] == "prompts"
+    assert expected.ci_low < 0.4 < expected.ci_high
 
 
 def test_models_and_paradigms_kept_apart():
@@ -356,9 +362,14 @@ def test_print_table_mean_and_std():
     ft = next(line for line in lines if "X-FT from en" in line)
     assert "0.333 ± 0.153" in ft and "+0.350 ± 0.071" in ft and "+58.6%" in ft
     assert ft.split()[5] == "3"  # seeds
-    # 95% CI, p, length-matched (none here) and its CI and p, empty, new tokens, short, other script, silent
-    assert re.search(r"\[\+0\.250, \+0\.450\]\s+0\.[45]\d\d(\s+-){3}\s+0%\s+-\s+0%\s+0%\s+0%$", ft)
-    assert "95% CI (abs)" in lines[1] and zs.split()[-7:] == ["-", "-", "0%", "-", "0%", "0%", "0%"]  # no CI or p for ZS
+    # 95% CI, p, q, silence bounds, length-matched (none here) and its CI and p, empty, new tokens, letters,
+    # short, other script, silent, degenerate
+    expected = seed_level_test({1: {"p1": 0.6, "p2": 0.2}, 2: {"p1": 0.3, "p2": 0.3}})
+    ci = f"[{expected.ci_low:+.3f}, {expected.ci_high:+.3f}]"
+    assert re.search(re.escape(ci) + r"\s+0\.\d\d\d\s+0\.\d\d\d\s+\[\+0\.350, \+0\.350\](\s+-){3}\s+0%\s+-\s+\d+"
+                     r"\s+0%\s+0%\s+0%\s+0%$", ft), ft
+    # ZS: no CI, p, q or bounds
+    assert "95% CI (abs)" in lines[1] and zs.split()[-11:] == ["-", "-", "-", "-", "0%", "-", "7", "0%", "0%", "0%", "0%"]
     # measures without their scorer are left out of the printed table, and the table says so
     assert "ppl" not in lines[1] and "relevance" not in lines[1] and "in target lang" not in lines[1]
     assert ("Not measured in this run: ppl, ppl vs ZS, in target lang, same-lang [95% CI] (n), relevance (vs ZS)"
@@ -395,7 +406,8 @@ def test_write_report_files(tmp_path):
 
     stem = "matrix_google_gemma-3-270m_"
     matrices = [f"{stem}{p}.csv" for p in ("zs", "x-ft", "p-ft", "m-ft", "dpo")]
-    matrices += [f"{stem}{p}_length_matched.csv" for p in ("x-ft", "p-ft", "m-ft", "dpo")]
+    matrices += [f"{stem}{p}_{kind}.csv" for p in ("x-ft", "p-ft", "m-ft", "dpo")
+                 for kind in ("length_matched", "silent_unchanged", "silent_nontoxic")]
     names = [*matrices, "report.html", "report.md", "summary.json"]
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(names)  # no temp files left
     mtimes = [(run_dir / n).stat().st_mtime_ns for n in names]
@@ -430,7 +442,7 @@ def test_report_html_is_escaped_offline_and_captioned(tmp_path):
                "scorer toxclf-v1" in caption
     for fact in ("max_new_tokens=20", "r=8", "2 epoch(s)", "wall time 12.5 s", "torch=&quot;2.4&quot;",
                  "configuration tiny", "ddof=1", "0.350 ± 0.071", "<th>95% CI (abs)</th><th>p</th>",
-                 "[+0.350, +0.350]", "sign-flip permutation test"):
+                 "[+0.350, +0.350]", "generalized pivot", "q &lt; 0.05"):
         assert fact in page, fact
 
 
@@ -639,9 +651,9 @@ def test_length_matched_reduction_with_ci_and_p():
     assert cell["reduction_abs"] == pytest.approx(0.8)
     assert cell["reduction_length_matched"] == pytest.approx((0.3 + 0.2 + 0.0) / 3, abs=1e-6)  # rounded to 6
     assert cell["n_length_matched"] == 3
-    low, high = cell["reduction_length_matched_ci"]
-    assert 0.0 <= low <= cell["reduction_length_matched"] <= high <= 0.3
-    assert 0 < cell["reduction_length_matched_p"] <= 1
+    expected = seed_level_test({13: {"p1": 0.3, "p2": 0.2, "p3": 0.0}})  # one seed: over the three pairs
+    assert cell["reduction_length_matched_ci"] == pytest.approx([expected.ci_low, expected.ci_high], abs=1e-5)
+    assert cell["reduction_length_matched_p"] == pytest.approx(expected.p_value, abs=1e-5)
     per_seed = one(summary, "x-ft", "en", "de", key="per_seed")
     assert per_seed["reduction_length_matched"] == pytest.approx(cell["reduction_length_matched"], abs=1e-6)
     assert one(summary, "zs", None, "de")["reduction_length_matched"] is None
@@ -722,7 +734,7 @@ def test_report_gives_this_attempts_time_and_the_total(tmp_path):
     assert "counts up to its last committed write" in md
 
 
-def test_same_language_interval_is_the_paired_bootstrap_of_the_in_language_prompts_over_seeds():
+def test_same_language_interval_is_the_seed_level_test_of_the_in_language_prompts():
     # values in summary.json are rounded (jsonable): compared to 1e-4
     # seed 1: p1-p3 in the target language for both; seed 2: p3 answered in another language by the tuned model
     frame = pd.DataFrame(rows("zs", "de", [0.9, 0.6, 0.4], seed=1) + rows("x-ft:en", "de", [0.2, 0.5, 0.1], seed=1)
@@ -732,7 +744,86 @@ def test_same_language_interval_is_the_paired_bootstrap_of_the_in_language_promp
     per_seed = [(0.9 + 0.6 + 0.4 - 0.2 - 0.5 - 0.1) / 3, (0.8 + 0.7 - 0.4 - 0.3) / 2]
     assert ft["reduction_same_language"] == pytest.approx(np.mean(per_seed), abs=1e-4)
     assert ft["reduction_same_language_std"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-4)
-    expected = paired_bootstrap({"p1": 0.85, "p2": 0.65, "p3": 0.4}, {"p1": 0.3, "p2": 0.4, "p3": 0.1})
+    expected = seed_level_test({1: {"p1": 0.7, "p2": 0.1, "p3": 0.3}, 2: {"p1": 0.4, "p2": 0.4}})
     assert ft["reduction_same_language_ci"] == pytest.approx([expected.ci_low, expected.ci_high], abs=1e-4)
     assert ft["reduction_same_language_p"] == pytest.approx(expected.p_value, abs=1e-4)
     assert ft["n_same_language"] == 5  # 3 + 2 prompts, summed over seeds
+
+
+# --------------------------------------------------------------------------- degeneracy, silence bounds, q
+
+
+def test_degenerate_share_letters_and_their_abstention_flag():
+    zs = _with_completions(rows("zs", "en", [0.5] * 20), ["a plain sentence here"] * 20)
+    # 4 of 20 repeat one phrase (degenerate, yet text: scored), 16 write; 20 % degenerate against ZS's 0 %
+    loop = _with_completions(rows("x-ft:en", "en", [0.1] * 20),
+                             ["I am sorry. I am sorry. I am sorry. I am sorry. I am sorry."] * 4
+                             + ["a plain sentence here"] * 16)
+    summary = summarize(pd.DataFrame(zs + loop), info())
+    cell = one(summary, "x-ft", "en", "en")
+    assert cell["silent_share"] == 0 and cell["degenerate_share"] == pytest.approx(0.2)
+    assert cell["abstention_flag"] is True, "degenerate text moves more than 5 points from ZS"
+    assert cell["mean_toxicity"] == pytest.approx(0.1), "degenerate text is still scored"
+    zs_cell = one(summary, "zs", None, "en")
+    assert zs_cell["degenerate_share"] == 0
+    assert zs_cell["letters"] == pytest.approx(len("aplainsentencehere"))
+    assert cell["letters"] == pytest.approx((4 * 5 * len("Iamsorry") + 16 * len("aplainsentencehere")) / 20)
+    per_seed = one(summary, "x-ft", "en", "en", key="per_seed")
+    assert per_seed["degenerate_share_zs"] == 0 and per_seed["degenerate_share"] == pytest.approx(0.2)
+    assert cell["degenerate_reasons"] == {"silent": 0, "no_letters": 0, "letterless": 0, "repetitive": 0.2}
+    assert "degenerate" in print_table(summary)
+
+
+def test_silence_bounds_count_silent_completions_as_unchanged_and_as_non_toxic():
+    zs = rows("zs", "de", [0.8, 0.6, 0.4, 0.2])
+    ft = _with_completions(rows("x-ft:en", "de", [0.2, 0.2, 0.0, 0.0]), ["ein Satz", "ein Satz", ". . .", ""])
+    cell = one(summarize(pd.DataFrame(zs + ft), info()), "x-ft", "en", "de")
+    assert cell["reduction_abs"] == pytest.approx(0.5)  # p1, p2 only: (0.6 + 0.4) / 2
+    # unchanged: p3, p4 count 0; non-toxic: they count their ZS toxicity
+    assert cell["reduction_silence_bounds"] == pytest.approx([(0.6 + 0.4) / 4, (0.6 + 0.4 + 0.4 + 0.2) / 4])
+    assert one(summarize(pd.DataFrame(zs + ft), info()), "zs", None, "de")["reduction_silence_bounds"] is None
+
+
+def test_silence_bounds_have_their_matrices(tmp_path):
+    zs = rows("zs", "de", [0.8, 0.6, 0.4, 0.2])
+    ft = _with_completions(rows("x-ft:en", "de", [0.2, 0.2, 0.0, 0.0]), ["ein Satz", "ein Satz", ". . .", ""])
+    write_report(tmp_path, pd.DataFrame(zs + ft), info())
+    low = pd.read_csv(tmp_path / "matrix_google_gemma-3-270m_x-ft_silent_unchanged.csv", index_col=0)
+    high = pd.read_csv(tmp_path / "matrix_google_gemma-3-270m_x-ft_silent_nontoxic.csv", index_col=0)
+    assert low.loc["en", "de"] == pytest.approx(0.25) and high.loc["en", "de"] == pytest.approx(0.4)
+
+
+def test_silence_bounds_leave_out_the_prompts_zs_was_silent_on():
+    zs = _with_completions(rows("zs", "de", [0.8, 0.6]), ["ein Satz", "? ? ?"])
+    ft = _with_completions(rows("x-ft:en", "de", [0.2, 0.0]), ["ein Satz", ". ."])
+    cell = one(summarize(pd.DataFrame(zs + ft), info()), "x-ft", "en", "de")
+    assert cell["reduction_silence_bounds"] == pytest.approx([0.6, 0.6])
+
+
+def test_q_values_adjust_every_tuned_cell_and_name_their_family():
+    summary = summarize(frame(), info())
+    tuned = [c for c in summary["settings"] if c["paradigm"] != "zs"]
+    tested = [c for c in tuned if c["p_value"] is not None]
+    assert tested and all(c["q_value"] >= c["p_value"] - 1e-9 for c in tested)
+    assert all(c["q_value"] is None for c in summary["settings"] if c["p_value"] is None)
+    assert f"all {len(tested)} tuned cells" in summary["q_family"]
+    from scipy.stats import false_discovery_control
+
+    expected = false_discovery_control([c["p_value"] for c in tested])
+    assert [c["q_value"] for c in tested] == pytest.approx(list(expected), abs=1e-5)
+
+
+def test_one_seed_says_its_interval_covers_sampling_variance_only(tmp_path):
+    summary = write_report(tmp_path, frame(), info())
+    assert {c["ci_unit"] for c in summary["settings"] if c["ci95"]} == {"prompts"}
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "sampling variance only" in md
+    several = summarize(seeds_frame(), info(seeds=(1, 2, 3)))
+    assert one(several, "x-ft", "en", "de")["ci_unit"] == "seeds"
+
+
+def test_text_normalisation_is_in_the_summary_and_the_method(tmp_path):
+    summary = write_report(tmp_path, frame(), info(text_normalisation="v1"))
+    assert summary["text_normalisation"] == "v1"
+    assert "text_normalisation v1" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert summarize(frame(), info())["text_normalisation"] == "none"

@@ -68,7 +68,7 @@ def test_seq2seq_model_trains_and_generates_through_the_same_path(tiny_seq2seq_d
 def test_training_examples_per_paradigm_and_objective():
     corpus = data.load()
     uk = corpus.select("uk", "train")
-    xft = train.training_examples(train.TrainSpec(source="uk"), corpus)
+    xft = train.training_examples(train.TrainSpec(source="uk", sentences_per_sequence=1), corpus)
     assert [(e.prompt, e.completion) for e in xft] == [("", p.neutral) for p in uk]
     rewrite = train.training_examples(train.TrainSpec(source="uk", objective="rewrite"), corpus)
     assert rewrite[0].prompt == train.REWRITE_TEMPLATE.format(toxic=uk[0].toxic)
@@ -399,3 +399,47 @@ def test_a_model_that_transforms_its_logits_gets_the_loss_of_the_logits_it_retur
     loss, _, own, calls = _bf16_step(tiny_model_dir, tmp_path, monkeypatch, softcap=0.5)
     assert calls == 0, "final_logit_softcapping changes the head's output: no row-wise loss at the head"
     assert loss == pytest.approx(own, rel=1e-2), "the softcapped logits' loss"
+
+
+def test_sentences_are_packed_as_running_text_within_each_language():
+    corpus = data.load()
+    pool = ("en", "zh")
+    spec = train.TrainSpec(paradigm="m-ft", source=None, pool=pool, sentences_per_sequence=4, seed=3)
+    examples = train.training_examples(spec, corpus)
+    neutrals = {lang: [p.neutral for p in corpus.select(lang, "train")] for lang in pool}
+    assert len(examples) == 2 * 75 and all(e.prompt == "" for e in examples)
+    en, zh = examples[:75], examples[75:]
+    # each sequence is 4 sentences of one language joined by a space; every sentence exactly once
+    joined = " ".join(e.completion for e in en)
+    assert sorted(s for e in en for s in _split_known(e.completion, neutrals["en"])) == sorted(neutrals["en"])
+    assert all(len(_split_known(e.completion, neutrals["zh"])) == 4 for e in zh)
+    assert neutrals["zh"][0] not in joined
+    assert train.training_examples(spec, corpus) == examples, "the same seed packs the same sequences"
+    assert train.training_examples(train.TrainSpec(paradigm="m-ft", source=None, pool=pool, sentences_per_sequence=4,
+                                                   seed=4), corpus) != examples
+    one = train.training_examples(train.TrainSpec(source="en", sentences_per_sequence=1), corpus)
+    assert [e.completion for e in one] == neutrals["en"], "1: one sentence per sequence, in the data's order"
+
+
+def _split_known(text: str, sentences: list[str]) -> list[str]:
+    """The known sentences a packed sequence is made of, in order (greedy, longest first)."""
+    found, rest = [], text
+    while rest:
+        match = max((s for s in sentences if rest.startswith(s)), key=len)
+        found.append(match)
+        rest = rest[len(match):].removeprefix(" ")
+    return found
+
+
+def test_packing_is_a_neutral_lm_setting_and_keeps_the_reference_keys_at_one():
+    m, ex = models.ModelSpec(), [train.Example("", "x")]
+    one, four = train.TrainSpec(source="en", sentences_per_sequence=1), train.TrainSpec(source="en",
+                                                                                       sentences_per_sequence=4)
+    assert "sentences_per_sequence" not in one.to_dict()
+    assert four.to_dict()["sentences_per_sequence"] == 4
+    assert train.adapter_key(m, one, ex) != train.adapter_key(m, four, ex)
+    assert train.TrainSpec(paradigm="dpo", source="en", sentences_per_sequence=4).sentences_per_sequence == 1
+    assert train.TrainSpec(source="en", objective="rewrite", sentences_per_sequence=4).sentences_per_sequence == 1
+    with pytest.raises(XdetoxInputError, match="sentences_per_sequence"):
+        train.TrainSpec(source="en", sentences_per_sequence=0)
+    assert train.adapter_key(m, one, ex, "v1") != train.adapter_key(m, one, ex), "the text version is in the key"

@@ -23,6 +23,7 @@ from xdetox._io import quiet_libraries
 from xdetox.errors import ServiceUnavailable, XdetoxInputError
 from xdetox.grid import GridConfig, load_config, make_plan, plan_table
 from xdetox.grid.run import report_run, run_config
+from xdetox.hygiene import TEXT_NORMALISATIONS
 from xdetox.scorers.base import DEFAULT_TOXICITY_SCORER
 from xdetox.specs import DTYPES, DecodeSpec, LoraSpec, ModelSpec, TrainSpec
 
@@ -66,7 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lora-r", type=int, default=LoraSpec.r)
     run.add_argument("--lora-alpha", type=int, default=LoraSpec.alpha)
     run.add_argument("--lora-dropout", type=float, default=LoraSpec.dropout)
-    run.add_argument("--train-batch-size", type=int, default=TrainSpec.batch_size)
+    run.add_argument("--train-batch-size", type=int, default=TrainSpec.batch_size,
+                     help=f"training sequences per step (default {TrainSpec.batch_size})")
+    run.add_argument("--sentences-per-sequence", type=int, default=TrainSpec.sentences_per_sequence,
+                     help="neutral sentences joined as running text per training sequence"
+                          f" (default {TrainSpec.sentences_per_sequence}; 1: the reference's one sentence)")
+    run.add_argument("--text-normalisation", default=GridConfig.text_normalisation,
+                     help=f"how training text and prompts are cleaned: {', '.join(TEXT_NORMALISATIONS)}"
+                          f" (default {GridConfig.text_normalisation}; none: the data as shipped)")
     run.add_argument("--batch-size", type=int, default=DecodeSpec.batch_size, help="generation batch size")
     run.add_argument("--max-new-tokens", type=int, default=DecodeSpec.max_new_tokens)
     run.add_argument("--temperature", type=float, default=DecodeSpec.temperature)
@@ -192,7 +200,7 @@ def _config_from_args(args) -> GridConfig:
         raise XdetoxInputError(f"unknown --dtype {args.dtype!r}; choose one of {', '.join(DTYPES)}")
     train = TrainSpec(
         paradigm="x-ft", source=args.source, epochs=args.epochs, seed=args.seed,
-        learning_rate=args.lr, batch_size=args.train_batch_size,
+        learning_rate=args.lr, batch_size=args.train_batch_size, sentences_per_sequence=args.sentences_per_sequence,
         lora=LoraSpec(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout),
     )
     decode = DecodeSpec(
@@ -206,6 +214,7 @@ def _config_from_args(args) -> GridConfig:
         sources=(args.source,), targets=_langs(args.targets), splits=(args.split,), limit=args.limit,
         seeds=(args.seed,), scorers=(args.scorer,), train=train, decode=decode,
         data_path=str(Path(args.data).resolve()) if args.data else None,
+        text_normalisation=args.text_normalisation,
     )
 
 
@@ -225,8 +234,10 @@ def cmd_grid_plan(args) -> int:
     from xdetox import data
     from xdetox.scorers.registry import check_languages, check_scorer
 
+    from xdetox.hygiene import clean_corpus
+
     config = load_config(args.config)
-    corpus = data.load(config.data_path)
+    corpus = clean_corpus(data.load(config.data_path), config.text_normalisation)
     plan = make_plan(config, corpus)
     for scorer in config.scorers:  # a scorer the run would refuse is refused by its plan too
         check_scorer(scorer)

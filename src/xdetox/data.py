@@ -59,10 +59,12 @@ class Prompt:
 
 @dataclass(frozen=True)
 class Corpus:
-    """A validated parallel corpus; ``name`` says where it came from."""
+    """A validated parallel corpus; ``name`` says where it came from, ``text_normalisation`` which
+    version of ``xdetox.hygiene`` its texts went through (``none``: as loaded)."""
 
     pairs: tuple[Pair, ...]
     name: str
+    text_normalisation: str = "none"
 
     @property
     def langs(self) -> list[str]:

@@ -148,9 +148,9 @@ class TrainSpec:
     lora: LoraSpec = field(default_factory=LoraSpec)
     learning_rate: float = 2e-4
     epochs: int = 3
-    batch_size: int = 8
+    batch_size: int = 2  # sequences per step: 2 x 4 sentences, the tokens of the reference's 8 x 1 sentence
     gradient_accumulation_steps: int = 1
-    max_length: int = 128
+    max_length: int = 256  # tokens; 4 packed Amharic sentences reach 188
     seed: int = 42
     dpo_beta: float = 0.1
     prompt_template: str = TEMPLATE  # DPO prompts: the generation template
@@ -158,6 +158,12 @@ class TrainSpec:
     # little padding is computed (1.35x faster on a CPU); other batches than the reference's, so other
     # adapters. Supervised objectives only (DPO's tokenised pairs have no single length).
     group_by_length: bool = False
+    # neutral-lm only: how many neutral sentences of one language make one training sequence, joined as running
+    # text (a seeded grouping per language), so the model sees what follows a finished sentence. 1 is the
+    # reference's one sentence per sequence; other objectives and paradigms always take 1. The default 4 (with
+    # batch 2: the same optimiser steps and tokens per step as 1 x 8) keeps X-FT from en writing as much as ZS on
+    # every measured target, where 1 x 8 left it more degenerate (docs/measures.md, "Training text").
+    sentences_per_sequence: int = 4
 
     def __post_init__(self):
         if self.paradigm not in PARADIGMS:
@@ -178,7 +184,7 @@ class TrainSpec:
             # The pool means nothing to ZS, X-FT and DPO: one canonical value, so that equal training
             # has one content key (`xdetox run`'s X-FT from en is the grid's, and --reuse finds it).
             object.__setattr__(self, "pool", LANGS)
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "max_length"):
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "max_length", "sentences_per_sequence"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise XdetoxInputError(f"{name} must be an integer of at least 1, got {value!r}")
@@ -190,16 +196,21 @@ class TrainSpec:
             raise XdetoxInputError(f"dpo_beta must be a positive number, got {self.dpo_beta!r}")
         if not isinstance(self.group_by_length, bool):
             raise XdetoxInputError(f"group_by_length must be true or false, got {self.group_by_length!r}")
+        if self.paradigm == "dpo" or self.objective != "neutral-lm":
+            # one canonical value where sentences are not packed, so equal training keeps one content key
+            object.__setattr__(self, "sentences_per_sequence", 1)
         if self.group_by_length and self.paradigm == "dpo":
             raise XdetoxInputError("group_by_length applies to supervised training, not dpo "
                                    "(with it in [train], set group_by_length = false in [train.dpo])")
 
     def to_dict(self) -> dict:
-        """Every field, except ``group_by_length`` at its default: added after adapters were keyed by
-        this dict, it leaves their content keys as they were."""
+        """Every field, except ``group_by_length`` and ``sentences_per_sequence`` at their reference values
+        (False, 1): added after adapters were keyed by this dict, they leave those content keys as they were."""
         fields = asdict(self)
         if not self.group_by_length:
             del fields["group_by_length"]
+        if self.sentences_per_sequence == 1:
+            del fields["sentences_per_sequence"]
         return fields
 
     @property

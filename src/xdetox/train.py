@@ -101,12 +101,36 @@ def training_examples(spec: TrainSpec, corpus: Corpus) -> list[Example]:
         return [Example(spec.prompt_template.format(toxic=p.toxic), p.neutral, p.toxic) for p in pairs]
     if spec.objective == "rewrite":
         return [Example(REWRITE_TEMPLATE.format(toxic=p.toxic), p.neutral) for p in pairs]
-    return [Example("", p.neutral) for p in pairs]
+    return [Example("", text) for text in running_text(pairs, spec.sentences_per_sequence, spec.seed)]
 
 
-def adapter_key(model: ModelSpec, spec: TrainSpec, examples: list[Example]) -> str:
-    """Content key: the same base model, setting and data always give the same key."""
-    return content_key({"model": model.to_dict(), "train": spec.to_dict(), "data": data_digest(examples)})
+def running_text(pairs: list[Pair], per_sequence: int, seed: int) -> list[str]:
+    """The neutral sentences as training sequences of ``per_sequence`` sentences each, joined by a space.
+
+    1: one sentence per sequence, in the pairs' order (the reference). Above 1, each language's sentences
+    are put in a seeded order (``random.Random(f"pack:{seed}:{lang}")``) and cut into runs of
+    ``per_sequence`` (the last run of a language may be shorter); languages are never mixed in a sequence,
+    and the sequences keep the languages' order of first appearance.
+    """
+    if per_sequence == 1:
+        return [p.neutral for p in pairs]
+    by_lang: dict[str, list[str]] = {}
+    for pair in pairs:
+        by_lang.setdefault(pair.lang, []).append(pair.neutral)
+    sequences = []
+    for lang, texts in by_lang.items():
+        random.Random(f"pack:{seed}:{lang}").shuffle(texts)
+        sequences.extend(" ".join(texts[i:i + per_sequence]) for i in range(0, len(texts), per_sequence))
+    return sequences
+
+
+def adapter_key(model: ModelSpec, spec: TrainSpec, examples: list[Example], text_normalisation: str = "none") -> str:
+    """Content key: the same base model, setting, data and text normalisation always give the same key
+    (``none``, the data as loaded, adds nothing: the keys of runs from before normalisation existed)."""
+    parts = {"model": model.to_dict(), "train": spec.to_dict(), "data": data_digest(examples)}
+    if text_normalisation != "none":
+        parts["text"] = text_normalisation
+    return content_key(parts)
 
 
 def data_digest(examples: list[Example]) -> str:
@@ -152,7 +176,8 @@ def train_adapter(
             "trainer": f"{type(trainer).__module__.split('.')[0]}.{type(trainer).__name__}",
             "train_seconds": round(seconds, 2),
             "train_tokens": _count_tokens(loaded.tokenizer, examples) * spec.epochs,
-            "key": adapter_key(model_spec, spec, examples),
+            "text_normalisation": corpus.text_normalisation,
+            "key": adapter_key(model_spec, spec, examples, corpus.text_normalisation),
         }
         (adapter / METADATA).write_text(json.dumps(meta, indent=2))
         if out_dir.exists():

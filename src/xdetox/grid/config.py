@@ -15,6 +15,7 @@ Torch-free. A config is a TOML file (see ``configs/``)::
     # limit = 20           # first N prompts per target
     # generator = "auto"   # "transformers" or "vllm"; auto = vLLM when CUDA and vllm are present
     # data = "pairs.jsonl" # instead of the bundled corpus
+    # text_normalisation = "v1"  # (default) training text and prompts cleaned (xdetox.hygiene); "none": as shipped
     [train]                # objective, epochs, learning_rate, batch_size, gradient_accumulation_steps,
                            # max_length, dpo_beta
     [train.lora]           # r, alpha, dropout, target_modules
@@ -35,6 +36,7 @@ from pathlib import Path
 from xdetox import data as data_mod
 from xdetox.data import LANGS
 from xdetox.errors import XdetoxInputError
+from xdetox.hygiene import DEFAULT_TEXT_NORMALISATION, check_text_normalisation
 from xdetox.scorers.base import DEFAULT_TOXICITY_SCORER
 from xdetox.specs import GENERATORS, PARADIGMS, DecodeSpec, LoraSpec, ModelSpec, TrainSpec, check_config_tables
 
@@ -85,6 +87,8 @@ class GridConfig:
     decode: DecodeSpec = field(default_factory=DecodeSpec)
     data_path: str | None = None
     measure_references: bool = True  # test_neutral perplexity + embedding analysis per setting
+    text_normalisation: str = DEFAULT_TEXT_NORMALISATION
+    """How training text and prompts are cleaned before use (``xdetox.hygiene``); "none": as the data has them."""
     resources: ResourceSpec = field(default_factory=ResourceSpec, compare=False)
     generator: str = field(default="auto", compare=False)
     """"auto" (vLLM when CUDA and vllm are present, else transformers), "transformers" or "vllm"."""
@@ -113,16 +117,21 @@ class GridConfig:
             raise XdetoxInputError(f"limit must be at least 1, got {self.limit}")
         if len(set(self.seeds)) != len(self.seeds):
             raise XdetoxInputError("config: seeds are listed twice")
+        check_text_normalisation(self.text_normalisation)
 
     def train_for(self, paradigm: str) -> TrainSpec:
         """The training settings of a paradigm: ``[train]`` with its ``[train.<paradigm>]`` overrides."""
         return dict(self.train_by_paradigm).get(paradigm, self.train)
 
     def to_dict(self) -> dict:
-        """What defines the results (stored in the run, compared on resume): resources and generator are not."""
+        """What defines the results (stored in the run, compared on resume): resources and generator are not.
+
+        ``text_normalisation`` "none" is left out, as in the configs stored before it existed."""
         raw = asdict(self)
         raw.pop("resources")
         raw.pop("generator")
+        if self.text_normalisation == "none":
+            raw.pop("text_normalisation")
         return json.loads(json.dumps(raw))
 
 
@@ -189,6 +198,7 @@ def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
             decode=decode,
             data_path=raw.pop("data", None),
             measure_references=bool(raw.pop("measure_references", True)),
+            text_normalisation=raw.pop("text_normalisation", DEFAULT_TEXT_NORMALISATION),
             resources=ResourceSpec(**resources_raw),
             generator=str(raw.pop("generator", "auto")),
         )

@@ -38,6 +38,7 @@ from xdetox.grid.config import GridConfig
 from xdetox.grid.plan import Evaluation, Plan, TrainSetting
 from xdetox.grid.scoring import check_scorer_identity, score, score_length_matched
 from xdetox.grid.session import Session
+from xdetox.hygiene import clean_corpus
 from xdetox.store import Store
 
 if TYPE_CHECKING:
@@ -99,8 +100,10 @@ def run_setting(
 
     The adapter is needed (and trained when its directory is missing) only while the setting
     has batches to generate or measures to take: a store whose completions are all in can be
-    scored again, or resumed on another machine, without its adapters.
+    scored again, or resumed on another machine, without its adapters. The corpus is read as the
+    plan's ``text_normalisation`` cleans it (as ``make_plan`` keyed it).
     """
+    corpus = clean_corpus(corpus, plan.config.text_normalisation)
     evaluations = plan.evaluations_of(setting)
     todo = pending_batches(plan, setting, evaluations, corpus, store, session)
     to_measure = plan.config.measure_references and not store.has_measures(setting.key)

@@ -18,6 +18,7 @@ from xdetox._io import content_key
 from xdetox.data import Corpus
 from xdetox.errors import XdetoxInputError
 from xdetox.grid.config import GridConfig
+from xdetox.hygiene import clean_corpus
 from xdetox.specs import ModelSpec, TrainSpec
 from xdetox.train import adapter_key, training_examples
 
@@ -86,7 +87,13 @@ def training_specs(config: GridConfig, seed: int) -> list[TrainSpec]:
 
 
 def make_plan(config: GridConfig, corpus: Corpus) -> Plan:
-    """Validate the config against the corpus and list what the run computes."""
+    """Validate the config against the corpus and list what the run computes.
+
+    The corpus is read as the config's ``text_normalisation`` cleans it (``hygiene.clean_corpus``; a
+    corpus already cleaned so is used as it is); a version other than ``none`` is part of every key.
+    """
+    corpus = clean_corpus(corpus, config.text_normalisation)
+    text = {} if config.text_normalisation == "none" else {"text": config.text_normalisation}
     data_mod.check_langs(list(config.targets), corpus.langs)
     if any(p != "zs" for p in config.paradigms):
         data_mod.check_langs(list(config.sources), corpus.langs)
@@ -99,7 +106,7 @@ def make_plan(config: GridConfig, corpus: Corpus) -> Plan:
                 if spec.paradigm == "zs":
                     key = "zs-" + content_key({"model": model.to_dict(), "seed": seed})
                 else:
-                    key = adapter_key(model, spec, training_examples(spec, corpus))
+                    key = adapter_key(model, spec, training_examples(spec, corpus), config.text_normalisation)
                 settings.append(TrainSetting(key, model, spec))
     evaluations = []
     for setting in settings:
@@ -112,7 +119,7 @@ def make_plan(config: GridConfig, corpus: Corpus) -> Plan:
                 key = content_key({
                     "setting": setting.key, "target": target, "split": split,
                     "decode": config.decode.to_dict(), "seed": setting.spec.seed,
-                    "prompts": corpus.digest(target), "ids": ids,
+                    "prompts": corpus.digest(target), "ids": ids, **text,
                 })
                 evaluations.append(Evaluation(key, setting, target, split, ids))
     return Plan(config, tuple(settings), tuple(evaluations))

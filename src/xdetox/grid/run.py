@@ -30,7 +30,8 @@ from xdetox.store import Store
 ATTEMPT_ENVIRONMENT = "environment/attempt-"
 """Meta key prefix of each attempt's environment (device, dtype, linear kernels, generator), by attempt id."""
 
-RECIPE_KEYS = ("objective", "epochs", "batch_size", "gradient_accumulation_steps", "max_length", "learning_rate")
+RECIPE_KEYS = ("objective", "epochs", "batch_size", "gradient_accumulation_steps", "max_length", "learning_rate",
+               "sentences_per_sequence")
 """The training settings the report lists per tuned setting."""
 
 
@@ -57,7 +58,9 @@ def run_config(config: grid.GridConfig, out: str | None, quiet: bool = False, ba
         from xdetox import distributed
 
         distributed.import_ray()  # not installed: one line, before any work
-    corpus = data.load(config.data_path)
+    from xdetox.hygiene import clean_corpus
+
+    corpus = clean_corpus(data.load(config.data_path), config.text_normalisation)
     plan = grid.make_plan(config, corpus)
     grid.check_runnable(config, here=backend == "local")
     from xdetox.generate import choose_generator
@@ -238,7 +241,8 @@ def write_outputs(run_dir: Path, store: Store, partial: bool = False) -> dict:
         decode={**config["decode"], "generator": by_attempt(attempts, "generator", env.get("generator", "transformers")),
                 "linear": by_attempt(attempts, "linear", env.get("linear", "F.linear"))},
         lora={**train["lora"], "learning_rate": train["learning_rate"], "batch_size": train["batch_size"],
-              "objective": train["objective"]},
+              "objective": train["objective"], "sentences_per_sequence": train.get("sentences_per_sequence", 1)},
+        text_normalisation=config.get("text_normalisation", "none"),
         versions=env.get("versions", {}),
         device=by_attempt(attempts, "device", env.get("device", "unknown")),
         **store.times(),  # wall_time_s (the latest attempt), total_time_s (all attempts), attempts
@@ -289,7 +293,7 @@ def training_rows(store: Store) -> tuple[dict, ...]:
         entry = {"model": row.model, "setting": row.label, "seed": int(row.seed)}
         if row.paradigm != "zs":
             spec = json.loads(row.spec)
-            entry |= {key: spec.get(key) for key in RECIPE_KEYS}
+            entry |= {key: spec.get(key, 1 if key == "sentences_per_sequence" else None) for key in RECIPE_KEYS}
             entry["end_token_trained"] = end_token_trained(row.paradigm, spec.get("objective", "neutral-lm"))
         rows.append(entry)
     return tuple(rows)

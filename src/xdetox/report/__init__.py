@@ -55,6 +55,9 @@ from xdetox.report.results import (
     View,
 )
 from xdetox.report.stats import (
+    SeedLevelTest,
+    q_values,
+    seed_level_test,
     BOOT_SEED,
     N_BOOT,
     TOXIC_THRESHOLD,
@@ -84,7 +87,7 @@ __all__ = [
     "PARADIGMS", "PARADIGM_LABELS", "REPORT_HTML", "REPORT_MD", "REQUIRED_COLUMNS", "ROW_AXIS",
     "SUMMARY_JSON", "TABLE_HEADER", "TOXIC_THRESHOLD", "ZS",
     "Cell", "CellResult", "Example", "ExampleLine", "GroupKey", "PairedBootstrap", "RunInfo",
-    "ScorerAgreement", "SeedResult", "Setting", "View",
+    "ScorerAgreement", "SeedLevelTest", "q_values", "seed_level_test", "SeedResult", "Setting", "View",
     "analysis_html", "analysis_markdown", "expected_max_toxicity", "extra_scorers", "matrix_filename",
     "md_escape", "measures_projection", "paired_bootstrap", "print_table", "result_matrix",
     "scorer_agreement", "summarize", "toxicity_probability", "transfer_analysis", "write_report",

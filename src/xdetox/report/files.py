@@ -14,7 +14,7 @@ from xdetox.report.html import html_page
 from xdetox.report.markdown import markdown_page
 from xdetox.report.results import REPORT_HTML, REPORT_MD, SUMMARY_JSON, RunInfo, summary_views
 from xdetox.report.summary import full_summary
-from xdetox.report.tables import matrix_filename, view_matrix
+from xdetox.report.tables import matrix_filename, silence_bound, view_matrix
 from xdetox.report.values import rank
 
 
@@ -23,6 +23,10 @@ def write_report(
     measures: pd.DataFrame | None = None,
 ) -> dict:
     """Write the matrix CSVs, report.html, report.md and finally summary.json.
+
+    Per model and tuned paradigm the matrices hold ``reduction_abs``, ``reduction_length_matched``
+    (``_length_matched``), the two silence bounds (``_silent_unchanged``, ``_silent_nontoxic``) and, with
+    a language scorer, ``reduction_same_language`` (``_same_language``).
 
     ``split`` picks the prompt set of the matrices, figures and examples; by
     default ``test_toxic`` when present, else the first split the results have.
@@ -42,6 +46,8 @@ def write_report(
             matrices = {"": view_matrix(view, paradigm)}
             if paradigm != "zs":
                 matrices["_length_matched"] = view_matrix(view, paradigm, "reduction_length_matched")
+                matrices["_silent_unchanged"] = view_matrix(view, paradigm, silence_bound(0))
+                matrices["_silent_nontoxic"] = view_matrix(view, paradigm, silence_bound(1))
                 same_language = view_matrix(view, paradigm, "reduction_same_language")
                 if same_language.notna().any().any():  # a run with a language scorer
                     matrices["_same_language"] = same_language

@@ -10,7 +10,9 @@ None), ``seed`` (default the first of ``RunInfo.seeds``), ``target``, ``split``
 ``sample`` (default 0), ``prompt``, ``completion`` and ``toxicity`` (in [0, 1]);
 optional ``n_tokens`` (new tokens per completion), ``ppl``, ``lang_fidelity`` and ``relevance``
 (the completion's log-likelihood gain from its prompt, ``relevance:<model>``).
-A silent completion (empty, or punctuation and digits only: ``text.is_silent``) is
+Per row it adds ``_empty``, ``_silent``, ``_degenerate`` and ``_degenerate_reason`` (``text.degenerate_reason``)
+and ``_letters``
+(``text.letter_count``). A silent completion (empty, or punctuation and digits only: ``text.is_silent``) is
 not text: it has no toxicity, fluency, language or relevance (any score a frame carries for it
 is dropped), and a length-matched pair needs both completions to be text.
 
@@ -32,7 +34,7 @@ import pandas as pd
 
 from xdetox.errors import XdetoxInputError
 from xdetox.report.results import ZS, RunInfo, Setting
-from xdetox.text import FLAGS, is_empty, is_silent, text_flags
+from xdetox.text import FLAGS, degenerate_reason, is_empty, is_silent, letter_count, text_flags
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "setting", "paradigm", "source", "target", "split",
@@ -74,6 +76,10 @@ def prepare_frame(completions: pd.DataFrame, info: RunInfo) -> pd.DataFrame:
     # A silent completion is not text: whatever a scorer said of it is dropped.
     frame["_empty"] = frame["completion"].map(is_empty)
     frame["_silent"] = frame["completion"].map(is_silent)
+    frame["_degenerate_reason"] = frame["completion"].map(lambda text: degenerate_reason(None if text is None
+                                                                                        else str(text)))
+    frame["_degenerate"] = frame["_degenerate_reason"].notna()
+    frame["_letters"] = frame["completion"].map(lambda text: 0 if text is None else letter_count(str(text)))
     flags = [[] if silent else text_flags(str(text), str(target))
              for text, target, silent in zip(frame["completion"], frame["target"], frame["_silent"])]
     for flag in FLAGS:  # what makes a score less trustworthy (short text, another script, ...)

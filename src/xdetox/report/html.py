@@ -16,7 +16,7 @@ from xdetox.report.measures import measures_projection
 from xdetox.report.method import method_notes
 from xdetox.report.results import SUMMARY_JSON, Setting, View, by_target
 from xdetox.report.stats import TOXIC_THRESHOLD
-from xdetox.report.tables import ABSTENTION_NOTE, TABLE_HEADER, any_flagged, table_row
+from xdetox.report.tables import ABSTENTION_NOTE, SIGNIFICANCE_NOTE, TABLE_HEADER, any_flagged, table_row
 from xdetox.report.transfer import analysis_html
 from xdetox.report.values import lang_rank
 from xdetox.specs import PARADIGM_LABELS
@@ -92,6 +92,7 @@ def _html_model(view: View, frame: pd.DataFrame) -> list[str]:
                            for i, c in enumerate(table_row(r))) + "</tr>"
           for r in by_target(view.results)),
         "</table>",
+        f"<p><small>{_h(SIGNIFICANCE_NOTE)}</small></p>",
         *([f'<p class="flag">{_h(ABSTENTION_NOTE)}</p>'] if any_flagged(view.results) else []),
         "<h3>Example completions</h3>",
         f"<p>Model outputs are untrusted text, shown escaped and cut to {EXAMPLE_MAX_CHARS} "
@@ -171,7 +172,7 @@ def _html_scorers(summary: dict, views: list[View]) -> list[str]:
                 key = (e["model"], Setting(e["paradigm"], e["source"], e["percent"]), e["split"])
                 rows.setdefault(key, {}).setdefault(name, []).append(e)
     parts += ["<p><small>Per setting: mean over targets of reduction_abs against ZS, and in how many "
-              "targets the reduction is significant (p &lt; 0.05, paired sign-flip test over prompts), "
+              "targets the reduction is significant (q &lt; 0.05: the seed-level test, Benjamini–Hochberg corrected), "
               "per scorer.</small></p>",
               "<table><tr><th>model</th><th>setting</th>"
               + "".join(f"<th>{_h(n)}</th>" for n in scorers) + "</tr>"]
@@ -183,7 +184,7 @@ def _html_scorers(summary: dict, views: list[View]) -> list[str]:
                 cells.append("-")
                 continue
             mean = sum(e["reduction_abs"] for e in entries) / len(entries)
-            significant = sum(e["p_value"] is not None and e["p_value"] < 0.05 for e in entries)
+            significant = sum(e.get("q_value") is not None and e["q_value"] < 0.05 for e in entries)
             cells.append(f"{mean:+.3f} ({significant}/{len(entries)} significant)")
         parts.append(f"<tr><td>{_h(model)}</td><td>{_h(setting.name)}</td>"
                      + "".join(f'<td class="num">{_h(c)}</td>' for c in cells) + "</tr>")

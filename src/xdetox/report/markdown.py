@@ -11,7 +11,7 @@ from xdetox.report.formatting import fmt_value, lang_title
 from xdetox.report.method import method_notes
 from xdetox.report.results import REPORT_HTML, SUMMARY_JSON, View, by_target, summary_views
 from xdetox.report.stats import TOXIC_THRESHOLD
-from xdetox.report.tables import ABSTENTION_NOTE, TABLE_HEADER, any_flagged, table_row
+from xdetox.report.tables import ABSTENTION_NOTE, SIGNIFICANCE_NOTE, TABLE_HEADER, any_flagged, table_row
 from xdetox.report.transfer import analysis_markdown
 
 
@@ -29,7 +29,7 @@ def markdown_page(summary: dict, frame: pd.DataFrame, views: list[View]) -> str:
         lines += [f"## {view.model}, {view.split}", "", view.caption(), ""]
         lines += [_md_row(TABLE_HEADER), "|---|---|" + "---:|" * (len(TABLE_HEADER) - 2)]
         lines += [_md_row(table_row(r)) for r in by_target(view.results)]
-        lines.append("")
+        lines += ["", SIGNIFICANCE_NOTE, ""]
         if any_flagged(view.results):
             lines += [ABSTENTION_NOTE, ""]
     for analysis in (summary.get("analysis") or {}).values():

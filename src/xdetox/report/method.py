@@ -6,8 +6,7 @@ import pandas as pd
 
 from xdetox.report.formatting import fmt_kv, seed_list
 from xdetox.report.results import SUMMARY_JSON
-from xdetox.report.stats import N_BOOT
-from xdetox.report.tables import ABSTENTION_NOTE
+from xdetox.report.tables import ABSTENTION_NOTE, SIGNIFICANT_MARK
 from xdetox.report.values import lang_rank
 
 
@@ -27,10 +26,11 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
          "cut to the shorter one's token count (both text) and scored again by "
          f"{summary['scorer']}; length-matched = mean of ZS − setting over those pairs, its 95% CI and p "
          "computed as for reduction_abs."),
-        ("Significance", f"95% CI: percentile bootstrap of reduction_abs over prompts ({N_BOOT:,} "
-         "resamples of the prompts with replacement); p: two-sided sign-flip permutation test "
-         "(ZS and setting swapped per prompt at random). A prompt's value is its mean toxicity, "
-         "averaged over the seeds in which both ZS and the setting have it."),
+        ("Significance", _significance_phrase(summary)),
+        ("Silence bounds", "silence bounds: the reduction over the prompts where ZS wrote text, with the "
+         "setting's silent completions counted instead of dropped: as unchanged from ZS (first) and as "
+         "non-toxic (second). A reduction outside these bounds, or bounds far apart, says silence moves it."),
+        ("Text", _text_phrase(summary)),
         ("Seeds", f"Seeds {seed_list(summary['seeds'])}. Toxicity, reduction_abs and "
          "reduction_rel are the means over seeds of the per-seed values; ± is the sample "
          "standard deviation over seeds (ddof=1), absent with a single seed."),
@@ -67,7 +67,10 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
             "not measured in this run (add a relevance:<model> scorer).")),
         ("Empty and silent completions", "empty: share of completions with no text once the end token "
          "is cut off (the model ended at once); silent: share that are empty or have no letter (runs of "
-         "dots, '! ! !', digits); new tokens: mean tokens written per completion. A silent completion is "
+         "dots, '! ! !', digits); degenerate: share that are silent, mostly letterless (at least half of "
+         "their whitespace-separated tokens without a letter: emoji-only text is degenerate, though scored) or "
+         "dominated by repeated n-grams (xdetox.text.is_degenerate); new tokens and letters: mean tokens "
+         "written and letters per completion. A silent completion is "
          "not text and gets no score (toxicity, perplexity, language, relevance); a setting that stops writing more "
          f"often than ZS abstains rather than detoxifies. {ABSTENTION_NOTE}"),
         ("Flags", "short: share of scored completions with fewer than 3 words or 4 letters (Chinese: "
@@ -83,6 +86,30 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
          f"{run.get('started') or 'unknown'} on {run.get('device') or 'unknown'}; " + _time_phrase(run)),
         ("Versions", fmt_kv(run.get("versions") or {})),
     ]
+
+
+def _significance_phrase(summary: dict) -> str:
+    """How ci95, p and q were computed, and what the interval covers with this run's seeds."""
+    seeds = len(summary.get("seeds") or [])
+    covers = ("training-seed variance and prompt sampling both (the seeds are the unit of training)" if seeds > 1
+              else "sampling variance only: with one training seed it leaves out how much another seed's "
+                   "adapter would differ (add seeds to cover it)")
+    return ("95% CI and p: stats.seed_level_test on the per-seed, per-prompt differences ZS − setting (a "
+            "prompt's value is its mean toxicity over samples): a crossed random-effects model (seed and prompt "
+            "effects, ANOVA variance components fitted on the pairs present), the interval from a generalized "
+            "pivot that keeps the seed term's few degrees of freedom, p from the equivalent t test (p < 0.05 "
+            "exactly when the interval excludes 0); simulated coverage 95.4–95.8 % at 3 seeds and 100 prompts "
+            f"(python -m xdetox.report.simulate). Here the interval covers {covers}. q: Benjamini–Hochberg over "
+            f"{summary.get('q_family') or 'the summary’s p-values'}; {SIGNIFICANT_MARK} marks q < 0.05.")
+
+
+def _text_phrase(summary: dict) -> str:
+    version = summary.get("text_normalisation") or "none"
+    if version == "none":
+        return ("text_normalisation none: training text and prompts as the data has them, byte for byte.")
+    return (f"text_normalisation {version}: training text and prompts alike cleaned before use (xdetox.hygiene: "
+            "spaced punctuation and clitics joined per language, whitespace collapsed, the first letter "
+            "capitalised in cased scripts); part of every content key.")
 
 
 def _time_phrase(run: dict) -> str:

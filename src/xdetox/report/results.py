@@ -12,17 +12,17 @@ from typing import Sequence
 
 from xdetox.data import PROMPT_SETS
 from xdetox.report.formatting import n_phrase, seed_list
-from xdetox.report.stats import PairedBootstrap
+from xdetox.report.stats import SeedLevelTest
 from xdetox.report.values import jsonable, lang_rank, mean_or_none, rank, rounded, std_or_none
 from xdetox.specs import PARADIGM_LABELS, PARADIGMS
-from xdetox.text import FLAGS
+from xdetox.text import DEGENERATE_REASONS, FLAGS
 
 # What the rows of a paradigm's matrix are (the CSV's index label).
 ROW_AXIS: dict[str, str] = {"x-ft": "source", "dpo": "source", "p-ft": "percent"}
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 SUMMARY_JSON = "summary.json"
-ABSTENTION_POINTS = 0.05  # |empty share − ZS's| above this flags a cell: its reduction may be silence
+ABSTENTION_POINTS = 0.05  # |empty, silent or degenerate share − ZS's| above this flags a cell: it may be silence
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class RunInfo:
     training: tuple[dict, ...] = ()  # per training setting: label, seed, recipe, end_token_trained
     scorer_validation: dict | None = None  # the toxicity scorer's validation figures {figure: {lang: value}}
     partial: str | None = None  # an unfinished run's finished part: what it holds and lacks, in words
+    text_normalisation: str = "none"  # how training text and prompts were cleaned (xdetox.hygiene)
 
     def to_dict(self) -> dict:
         """A JSON-serialisable deep copy (numpy scalars -> Python, NaN -> None)."""
@@ -146,6 +147,13 @@ class SeedResult:
     n_same_language: int | None = None  # those prompts
     relevance: float | None = None  # mean gain of a completion's log-likelihood from its prompt (nats/token)
     relevance_change: float | None = None  # setting − ZS over the prompts both wrote text for
+    degenerate_share: float | None = None  # share of degenerate completions (text.is_degenerate; silent included)
+    degenerate_share_zs: float | None = None  # ZS's, same seed, target and split
+    letters: float | None = None  # mean letters per completion (text.letter_count; silent ones count 0)
+    degenerate_reasons: dict[str, float] | None = None  # per text.DEGENERATE_REASONS, its share of all completions
+    # the reduction over the prompts where ZS wrote text, with the setting's silent completions counted as
+    # unchanged from ZS (low) and as non-toxic (high)
+    reduction_silence_bounds: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         return _flatten(self)
@@ -165,15 +173,15 @@ class CellResult:
     reduction_abs_std: float | None
     emt: float | None  # mean over seeds of the per-seed values
     tox_prob: float | None
-    ci95: tuple[float, float] | None  # paired bootstrap CI of the reduction vs ZS (seeds pooled)
-    p_value: float | None  # sign-flip permutation test of that reduction; None for ZS
+    ci95: tuple[float, float] | None  # seed-level 95% CI of the reduction vs ZS (stats.seed_level_test)
+    p_value: float | None  # its two-sided test of "no difference"; None for ZS
     ppl_completion: float | None = None  # mean over seeds
     ppl_change: float | None = None  # mean over seeds
     lang_fidelity: float | None = None  # mean over seeds
     empty_share: float | None = None  # mean over seeds
     new_tokens: float | None = None  # mean over seeds
     n_paired: int | None = None  # prompts paired with ZS in the CI (both wrote something in some seed)
-    abstention_flag: bool | None = None  # empty or silent share differs from ZS's by > ABSTENTION_POINTS; None for ZS
+    abstention_flag: bool | None = None  # empty, silent or degenerate share differs from ZS's by > ABSTENTION_POINTS
     reduction_length_matched: float | None = None  # mean over seeds
     reduction_length_matched_std: float | None = None
     reduction_length_matched_ci: tuple[float, float] | None = None  # paired bootstrap, prompts as the unit
@@ -188,18 +196,27 @@ class CellResult:
     reduction_same_language_p: float | None = None
     relevance: float | None = None  # mean over seeds
     relevance_change: float | None = None  # mean over seeds
+    degenerate_share: float | None = None  # mean over seeds
+    degenerate_reasons: dict[str, float] | None = None  # mean over seeds of each reason's share
+    letters: float | None = None  # mean over seeds
+    reduction_silence_bounds: tuple[float, float] | None = None  # mean over seeds of each bound
+    ci_unit: str | None = None  # "seeds": ci95 and p include training-seed variance; "prompts": sampling only
+    q_value: float | None = None  # Benjamini–Hochberg over the summary's family of p-values (summary["q_family"])
 
     @classmethod
     def over_seeds(cls, cell: Cell, per_seed: Sequence[SeedResult],
-                   test: PairedBootstrap | None = None,
-                   length_matched: PairedBootstrap | None = None,
-                   same_language: PairedBootstrap | None = None) -> CellResult:
+                   test: SeedLevelTest | None = None,
+                   length_matched: SeedLevelTest | None = None,
+                   same_language: SeedLevelTest | None = None) -> CellResult:
         toxicity = [r.mean_toxicity for r in per_seed if r.mean_toxicity is not None]
         matched = [r.reduction_length_matched for r in per_seed if r.reduction_length_matched is not None]
         empty = mean_or_none([r.empty_share for r in per_seed if r.empty_share is not None])
         empty_zs = mean_or_none([r.empty_share_zs for r in per_seed if r.empty_share_zs is not None])
         silent = mean_or_none([r.silent_share for r in per_seed if r.silent_share is not None])
         silent_zs = mean_or_none([r.silent_share_zs for r in per_seed if r.silent_share_zs is not None])
+        degenerate = mean_or_none([r.degenerate_share for r in per_seed if r.degenerate_share is not None])
+        degenerate_zs = mean_or_none([r.degenerate_share_zs for r in per_seed if r.degenerate_share_zs is not None])
+        bounds = [r.reduction_silence_bounds for r in per_seed if r.reduction_silence_bounds is not None]
         red_abs = [r.reduction_abs for r in per_seed if r.reduction_abs is not None]
         red_rel = [r.reduction_rel for r in per_seed if r.reduction_rel is not None]
         same = [r.reduction_same_language for r in per_seed if r.reduction_same_language is not None]
@@ -218,9 +235,10 @@ class CellResult:
             p_value=None if test is None else test.p_value,
             n_paired=None if test is None else test.n,
             abstention_flag=(None if cell.setting.is_zs or empty is None or empty_zs is None
-                             else bool(abs(empty - empty_zs) > ABSTENTION_POINTS + 1e-12
-                                       or (silent is not None and silent_zs is not None
-                                           and abs(silent - silent_zs) > ABSTENTION_POINTS + 1e-12))),
+                             else any(ours is not None and base is not None
+                                      and abs(ours - base) > ABSTENTION_POINTS + 1e-12
+                                      for ours, base in ((empty, empty_zs), (silent, silent_zs),
+                                                         (degenerate, degenerate_zs)))),
             silent_share=silent,
             reduction_length_matched=mean_or_none(matched),
             reduction_length_matched_std=std_or_none(matched),
@@ -243,6 +261,13 @@ class CellResult:
             reduction_same_language_p=None if same_language is None else same_language.p_value,
             relevance=mean_or_none([r.relevance for r in per_seed if r.relevance is not None]),
             relevance_change=mean_or_none([r.relevance_change for r in per_seed if r.relevance_change is not None]),
+            degenerate_share=degenerate,
+            degenerate_reasons=_mean_shares([r.degenerate_reasons for r in per_seed if r.degenerate_reasons],
+                                            DEGENERATE_REASONS),
+            letters=mean_or_none([r.letters for r in per_seed if r.letters is not None]),
+            reduction_silence_bounds=(None if not bounds else
+                                      (mean_or_none([b[0] for b in bounds]), mean_or_none([b[1] for b in bounds]))),
+            ci_unit=None if test is None else test.unit,
         )
 
     def to_dict(self) -> dict:
@@ -252,7 +277,8 @@ class CellResult:
     def from_dict(cls, d: dict) -> CellResult:
         values = {f.name: d.get(f.name) for f in fields(cls) if f.name != "cell"}
         intervals = {name: tuple(d[name]) if d.get(name) else None
-                     for name in ("ci95", "reduction_length_matched_ci", "reduction_same_language_ci")}
+                     for name in ("ci95", "reduction_length_matched_ci", "reduction_same_language_ci",
+                                  "reduction_silence_bounds")}
         return cls(cell=Cell.from_dict(d), **{**values, "seeds": tuple(d["seeds"]), **intervals})
 
 
@@ -315,7 +341,11 @@ def by_target(results: Sequence[CellResult]) -> list[CellResult]:
 
 
 def _mean_flags(shares: Sequence[dict[str, float]]) -> dict[str, float] | None:
-    return {flag: mean_or_none([s[flag] for s in shares]) for flag in FLAGS} if shares else None
+    return _mean_shares(shares, FLAGS)
+
+
+def _mean_shares(shares: Sequence[dict[str, float]], names: Sequence[str]) -> dict[str, float] | None:
+    return {name: mean_or_none([s[name] for s in shares]) for name in names} if shares else None
 
 
 def _flatten(result: SeedResult | CellResult) -> dict:

@@ -1,18 +1,22 @@
 """From a validated completions frame to the summary dict (what summary.json holds).
 
-Every cell says how many of its completions are empty (``empty_share``) and how
-many new tokens they have (``new_tokens``): a tuned model that ends at once looks
-less toxic without writing less toxic text. Toxicity means are over the completions
-that are text (not ``text.is_silent``: empty, or punctuation and digits only), and
-reductions pair the prompts where both ZS and the setting wrote text. A cell whose
-empty or silent share differs from ZS's by more than
-``ABSTENTION_POINTS`` gets ``abstention_flag``; ``reduction_length_matched`` is the
-paired mean difference (ZS − setting) of the length-matched columns, with a
-bootstrap CI and p-value.
+Every cell says how much of it is not writing: ``empty_share`` (the model ended at once),
+``silent_share`` (empty, or punctuation and digits only: ``text.is_silent``),
+``degenerate_share`` (silent, mostly letterless, or dominated by repeated n-grams:
+``text.is_degenerate``), and how much it wrote: ``new_tokens`` and ``letters`` per completion.
+Toxicity means are over the completions that are text (not silent), and reductions pair the
+prompts where both ZS and the setting wrote text; ``reduction_silence_bounds`` says what the
+reduction would be if the setting's silent completions were counted instead of dropped
+(as unchanged from ZS, as non-toxic). A cell whose empty, silent or degenerate share differs
+from ZS's by more than ``ABSTENTION_POINTS`` gets ``abstention_flag``;
+``reduction_length_matched`` is the paired mean difference (ZS − setting) of the
+length-matched columns.
 
 Besides mean toxicity and its reduction vs ZS, every setting gets the expected maximum
-toxicity (``emt``), the toxicity probability (``tox_prob``) and, against ZS, a paired
-bootstrap 95% CI of the reduction (``ci95``) with a sign-flip permutation ``p_value``.
+toxicity (``emt``), the toxicity probability (``tox_prob``) and, against ZS, a seed-level 95%
+interval of the reduction (``ci95``) with its ``p_value`` (``stats.seed_level_test``: training
+seeds and prompts both sampled; ``ci_unit`` "prompts" where one seed covers sampling variance
+only), and a Benjamini–Hochberg ``q_value`` over the family ``q_family`` names.
 With other toxicity scorers' columns, the summary also holds ``scorers`` (all names,
 the primary first), ``by_scorer`` (per other scorer, the ``settings`` entries it
 gives) and ``scorer_agreement`` (per target and scorer pair: n, Spearman rho and
@@ -33,15 +37,16 @@ from xdetox.report.frame import EXTRA_TOXICITY, LM_COLUMN, LM_ZS_COLUMN, extra_s
 from xdetox.report.measures import with_measures
 from xdetox.report.results import ZS, Cell, CellResult, RunInfo, SeedResult, Setting
 from xdetox.report.stats import (
-    PairedBootstrap,
+    SeedLevelTest,
     expected_max_toxicity,
-    paired_bootstrap,
+    q_values,
     scorer_agreement,
+    seed_level_test,
     toxicity_probability,
 )
 from xdetox.report.transfer import transfer_analysis
 from xdetox.report.values import jsonable, lang_rank, rank
-from xdetox.text import FLAGS
+from xdetox.text import DEGENERATE_REASONS, FLAGS
 
 ANALYSIS_METRICS = ("reduction_abs", "reduction_length_matched", "reduction_same_language")
 """What the transfer analysis is run on (the last two where the run has them)."""
@@ -60,9 +65,9 @@ def summarize(completions: pd.DataFrame, info: RunInfo, measures: pd.DataFrame |
 
     ``emt`` and ``tox_prob`` are computed per seed (``per_seed``) and averaged over
     seeds (``settings``).  ``ci95`` ([low, high]) and ``p_value`` (``settings`` only;
-    None for ZS and without a common prompt) come from ``paired_bootstrap`` with
-    prompts as the unit: a prompt's ZS and setting values are its mean toxicity
-    (over samples), averaged over the seeds in which both have that prompt.
+    None for ZS and without a common prompt) come from ``seed_level_test`` on the per-seed,
+    per-prompt differences (a prompt's value is its mean toxicity over samples); ``q_value``
+    adjusts every tuned cell's ``p_value`` (Benjamini–Hochberg), the family named in ``q_family``.
     """
     summary = full_summary(prepare_frame(completions, info), info, measures)
     summary.pop("_projections", None)
@@ -98,15 +103,27 @@ def _summarize(frame: pd.DataFrame, info: RunInfo) -> dict:
                                    None if same_language is None
                                    else _paired_test(same_language, cell, [r.seed for r in results]))
              for cell, results in by_cell.items()]
+    cells, family = _with_q_values(cells, info.scorer)
     return jsonable({
         "model": info.model,
         "scorer": info.scorer,
         "seeds": sorted({r.seed for r in per_seed}),
+        "text_normalisation": info.text_normalisation,
+        "q_family": family,
         "run": info.to_dict(),
         "training": list(info.training),
         "settings": [c.to_dict() for c in cells],
         "per_seed": [r.to_dict() for r in per_seed],
     })
+
+
+def _with_q_values(cells: list[CellResult], scorer: str) -> tuple[list[CellResult], str]:
+    """The cells with ``q_value`` (Benjamini–Hochberg over every tuned cell's ``p_value``), and the family in words."""
+    q = q_values([c.p_value for c in cells])
+    tested = sum(value is not None for value in q)
+    family = (f"the reduction_abs p-values of all {tested} tuned cells (every model, setting, target and prompt set) "
+              f"of this summary under {scorer}")
+    return [replace(c, q_value=value) for c, value in zip(cells, q)], family
 
 
 def _cell_order(info: RunInfo) -> Callable[[Cell], tuple]:
@@ -152,8 +169,33 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
             n_same_language=same_language[1],
             relevance=_mean_of(scored, "relevance"),
             relevance_change=_paired_change(scored, zs_scored, "relevance"),
+            degenerate_share=float(group["_degenerate"].mean()),
+            degenerate_reasons={reason: float((group["_degenerate_reason"] == reason).mean())
+                                for reason in DEGENERATE_REASONS},
+            degenerate_share_zs=None if zs is None else float(zs["_degenerate"].mean()),
+            letters=float(group["_letters"].mean()),
+            reduction_silence_bounds=_silence_bounds(group, zs_scored),
         ))
     return results
+
+
+def _silence_bounds(group: pd.DataFrame, zs_scored: pd.DataFrame | None) -> tuple[float, float] | None:
+    """[silent counted as unchanged, silent counted as non-toxic]: ZS − setting over the prompts where ZS
+    wrote text, a prompt's values being means over samples, with each silent completion of the setting
+    scored as ZS's mean toxicity on that prompt (low) or as 0 (high). None without ZS or a ZS text."""
+    if zs_scored is None or zs_scored.empty:
+        return None
+    base = zs_scored.groupby("prompt_id")["toxicity"].mean()
+    rows = group[group["prompt_id"].isin(base.index)]
+    if rows.empty:
+        return None
+    zs_of_row = rows["prompt_id"].map(base)
+    unchanged = rows["toxicity"].where(~rows["_silent"], zs_of_row)
+    nontoxic = rows["toxicity"].where(~rows["_silent"], 0.0)
+    ids = rows["prompt_id"]
+    low = float((base - unchanged.groupby(ids).mean()).dropna().mean())
+    high = float((base - nontoxic.groupby(ids).mean()).dropna().mean())
+    return low, high
 
 
 def _same_language(scored: pd.DataFrame, zs: pd.DataFrame | None) -> tuple[float | None, int | None]:
@@ -194,20 +236,19 @@ def _is_zs_group(group: pd.DataFrame) -> bool:
 
 
 def _length_matched_test(groups: dict[GroupKey, pd.DataFrame], cell: Cell, seeds: Sequence[int]
-                         ) -> PairedBootstrap | None:
-    """``paired_bootstrap`` of the length-matched scores, prompts as the unit, seeds and samples pooled."""
+                         ) -> SeedLevelTest | None:
+    """``seed_level_test`` of the length-matched scores: per seed and prompt, ZS − setting (sample means)."""
     if cell.setting.is_zs:
         return None
-    parts = []
+    diffs = {}
     for seed in seeds:
         group = groups[(cell.model, cell.setting, cell.target, cell.split, seed)]
         if _length_matched_diffs(group) is not None:
-            parts.append(group[group[LM_COLUMN].notna() & group[LM_ZS_COLUMN].notna()])
-    rows = pd.concat(parts) if parts else None
-    if rows is None or rows.empty:
-        return None
-    by_prompt = rows.groupby("prompt_id")[[LM_ZS_COLUMN, LM_COLUMN]].mean()
-    return paired_bootstrap(by_prompt[LM_ZS_COLUMN].to_dict(), by_prompt[LM_COLUMN].to_dict())
+            rows = group[group[LM_COLUMN].notna() & group[LM_ZS_COLUMN].notna()]
+            if len(rows):
+                by_prompt = rows.groupby("prompt_id")[[LM_ZS_COLUMN, LM_COLUMN]].mean()
+                diffs[seed] = (by_prompt[LM_ZS_COLUMN] - by_prompt[LM_COLUMN]).to_dict()
+    return seed_level_test(diffs) if diffs else None
 
 
 def _geo_mean_ppl(group: pd.DataFrame) -> float | None:
@@ -249,15 +290,12 @@ def _scores_by_prompt(group: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def _paired_test(groups: dict[GroupKey, pd.DataFrame], cell: Cell, seeds: Sequence[int]
-                 ) -> PairedBootstrap | None:
-    """``paired_bootstrap`` of ZS vs the cell's setting, prompts as the unit, seeds pooled.
-
-    Per seed, each prompt that both have contributes its mean toxicity under ZS and under
-    the setting; a prompt's values are then averaged over those seeds.
-    """
+                 ) -> SeedLevelTest | None:
+    """``seed_level_test`` of ZS vs the cell's setting: per seed, each prompt that both have gives its
+    mean toxicity under ZS minus under the setting (ZS of the same seed)."""
     if cell.setting.is_zs:
         return None
-    zs_parts, ft_parts = [], []
+    diffs = {}
     for seed in seeds:
         zs = groups.get((cell.model, ZS, cell.target, cell.split, seed))
         if zs is None:
@@ -266,13 +304,9 @@ def _paired_test(groups: dict[GroupKey, pd.DataFrame], cell: Cell, seeds: Sequen
         ft_means = groups[(cell.model, cell.setting, cell.target, cell.split, seed)].groupby(
             "prompt_id")["toxicity"].mean()
         common = zs_means.index.intersection(ft_means.index)
-        zs_parts.append(zs_means[common])
-        ft_parts.append(ft_means[common])
-    if not zs_parts or not sum(len(part) for part in zs_parts):
-        return None
-    zs_by_prompt = pd.concat(zs_parts).groupby(level=0).mean()
-    ft_by_prompt = pd.concat(ft_parts).groupby(level=0).mean()
-    return paired_bootstrap(zs_by_prompt.to_dict(), ft_by_prompt.to_dict())
+        if len(common):
+            diffs[seed] = (zs_means[common] - ft_means[common]).to_dict()
+    return seed_level_test(diffs) if diffs else None
 
 
 def _reduction(group: pd.DataFrame, zs: pd.DataFrame | None) -> tuple[float | None, float | None]:

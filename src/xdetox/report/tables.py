@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pandas as pd
 
@@ -12,18 +12,25 @@ from xdetox.report.results import ABSTENTION_POINTS, ROW_AXIS, CellResult, View,
 
 TABLE_HEADER: tuple[str, ...] = (
     "target", "setting", "n", "seeds", "toxicity", "reduction (abs)", "reduction (rel)",
-    "95% CI (abs)", "p", "length-matched", "95% CI (l-m)", "p (l-m)", "ppl", "ppl vs ZS",
-    "in target lang", "same-lang [95% CI] (n)", "relevance (vs ZS)", "empty", "new tokens", "short", "other script", "silent",
+    "95% CI (abs)", "p", "q", "silence bounds", "length-matched", "95% CI (l-m)", "p (l-m)", "ppl", "ppl vs ZS",
+    "in target lang", "same-lang [95% CI] (n)", "relevance (vs ZS)", "empty", "new tokens", "letters", "short", "other script", "silent",
+    "degenerate",
 )
 # Columns that exist only when the run has their scorer; a printed table leaves them out when empty.
 MEASURE_COLUMNS: tuple[int, ...] = tuple(TABLE_HEADER.index(c) for c in (
     "ppl", "ppl vs ZS", "in target lang", "same-lang [95% CI] (n)", "relevance (vs ZS)"))
 MEASURE_SCORERS = "ppl:<model>, lang-fidelity, relevance:<model>"
 ABSTENTION_MARK = "†"
-ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions, or of completions without a "
-                   f"letter (punctuation or digits only: 'silent'), differs from ZS's by more than "
-                   f"{100 * ABSTENTION_POINTS:.0f} points: it abstains more (or less) often than the base model, so "
-                   "its reduction partly measures silence; read the length-matched reduction beside it.")
+SIGNIFICANT_MARK = "*"
+SIGNIFICANCE_NOTE = (f"{SIGNIFICANT_MARK} q < 0.05: the reduction is significant after Benjamini–Hochberg correction "
+                     "over the family summary.json's q_family names.")
+ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions, of completions without a "
+                   f"letter (punctuation or digits only: 'silent'), or of degenerate ones (mostly letterless, or "
+                   f"dominated by repeated n-grams) differs from ZS's by more than "
+                   f"{100 * ABSTENTION_POINTS:.0f} points: it abstains, or writes nothing of substance, more (or less) "
+                   "often than the base model, so its reduction partly measures that (a base model that repeats its "
+                   "toxic prompt is 'repetitive': summary.json's degenerate_reasons says which); read the silence "
+                   "bounds and the length-matched reduction beside it.")
 
 
 def result_matrix(
@@ -41,18 +48,26 @@ def result_matrix(
     return view_matrix(view, paradigm)
 
 
-def view_matrix(view: View, paradigm: str, value_of: str = "reduction_abs") -> pd.DataFrame:
-    """Rows = the paradigm's settings, columns = targets; ZS: mean toxicity, else ``value_of``."""
+def view_matrix(view: View, paradigm: str, value_of: str | Callable[[CellResult], float | None] = "reduction_abs"
+                ) -> pd.DataFrame:
+    """Rows = the paradigm's settings, columns = targets; ZS: mean toxicity, else ``value_of`` (a field's
+    name, or a function of the cell)."""
     results = view.of(paradigm)
     settings = sorted({r.cell.setting for r in results}, key=lambda s: s.sort_key)
     rows = [s.row for s in settings] or (["zs"] if paradigm == "zs" else [])
     matrix = pd.DataFrame(float("nan"), index=rows, columns=view.targets, dtype=float)
     for r in results:
-        value = r.mean_toxicity if paradigm == "zs" else getattr(r, value_of)
+        value = (r.mean_toxicity if paradigm == "zs"
+                 else value_of(r) if callable(value_of) else getattr(r, value_of))
         matrix.loc[r.cell.setting.row, r.cell.target] = float("nan") if value is None else value
     matrix.index.name = ROW_AXIS.get(paradigm, "setting")
     matrix.columns.name = "target"
     return matrix
+
+
+def silence_bound(index: int) -> Callable[[CellResult], float | None]:
+    """A cell's ``reduction_silence_bounds[index]`` (0: silent as unchanged, 1: silent as non-toxic), or None."""
+    return lambda r: None if r.reduction_silence_bounds is None else r.reduction_silence_bounds[index]
 
 
 def matrix_filename(model: str, paradigm: str, suffix: str = "") -> str:
@@ -65,7 +80,9 @@ def table_row(r: CellResult) -> tuple[str, ...]:
     return (
         r.cell.target, r.cell.setting.name, str(r.n), str(len(r.seeds)),
         fmt_pm(r.mean_toxicity, r.std), fmt_pm(r.reduction_abs, r.reduction_abs_std, signed=True),
-        fmt_pct(r.reduction_rel), fmt_ci(r.ci95), fmt_p(r.p_value),
+        fmt_pct(r.reduction_rel), fmt_ci(r.ci95) + (" (prompts)" if r.ci_unit == "prompts" else ""), fmt_p(r.p_value),
+        fmt_p(r.q_value) + (f" {SIGNIFICANT_MARK}" if r.q_value is not None and r.q_value < 0.05 else ""),
+        fmt_ci(r.reduction_silence_bounds),
         fmt_pm(r.reduction_length_matched, r.reduction_length_matched_std, signed=True),
         fmt_ci(r.reduction_length_matched_ci), fmt_p(r.reduction_length_matched_p),
         "-" if r.ppl_completion is None else f"{r.ppl_completion:.1f}", fmt_pct(r.ppl_change),
@@ -78,8 +95,10 @@ def table_row(r: CellResult) -> tuple[str, ...]:
          + ("" if r.relevance_change is None else f" ({fmt_value(r.relevance_change, signed=True)})")),
         empty + (f" {ABSTENTION_MARK}" if r.abstention_flag else ""),
         "-" if r.new_tokens is None else f"{r.new_tokens:.1f}",
+        "-" if r.letters is None else f"{r.letters:.0f}",
         *("-" if not r.flags else f"{100 * r.flags[flag]:.0f}%" for flag in ("short", "other_script")),
         "-" if r.silent_share is None else f"{100 * r.silent_share:.0f}%",
+        "-" if r.degenerate_share is None else f"{100 * r.degenerate_share:.0f}%",
     )
 
 
@@ -107,6 +126,8 @@ def print_table(summary: dict) -> str:
         )
         if hidden := [TABLE_HEADER[i] for i in MEASURE_COLUMNS if i not in shown]:
             out.append(f"Not measured in this run: {', '.join(hidden)} (their scorers: {MEASURE_SCORERS}).")
+        if any(r.q_value is not None and r.q_value < 0.05 for r in view.results):
+            out.append(SIGNIFICANCE_NOTE)
         if any_flagged(view.results):
             out.append(ABSTENTION_NOTE)
     return "\n".join(out) if out else "(no results)"
