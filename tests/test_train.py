@@ -24,7 +24,7 @@ def _changes_logits(model_dir, adapter, seq2seq=False) -> bool:
 def test_xft_adapter_is_peft_loadable_with_metadata(tiny_model_dir, tmp_path):
     corpus = data.load()
     spec_model = models.ModelSpec(name=str(tiny_model_dir))
-    spec = train.TrainSpec(source="de", epochs=1, batch_size=16, seed=3)
+    spec = train.TrainSpec(source="de", epochs=1, batch_size=16, seed=3, sentences_per_sequence=1)
     out = train.train_adapter(spec_model, spec, corpus, tmp_path / "adapter", progress=False)
     meta = json.loads((out / train.METADATA).read_text())
     assert meta["train"]["source"] == "de" and meta["train"]["seed"] == 3
@@ -190,7 +190,8 @@ def test_gradient_accumulation_reaches_the_trainer_and_the_metadata(tiny_model_d
 def test_the_training_bar_shows_each_step_and_its_loss_and_changes_nothing(tiny_model_dir, tmp_path, capfd):
     corpus = data.load()
     model = models.ModelSpec(name=str(tiny_model_dir))
-    spec = train.TrainSpec(source="de", epochs=1, batch_size=16, gradient_accumulation_steps=2, seed=3)
+    spec = train.TrainSpec(source="de", epochs=1, batch_size=16, gradient_accumulation_steps=2, seed=3,
+                           sentences_per_sequence=1)
     shown = train.train_adapter(model, spec, corpus, tmp_path / "shown", progress=True)
     bar = capfd.readouterr()
     hidden = train.train_adapter(model, spec, corpus, tmp_path / "hidden", progress=False)
@@ -224,7 +225,7 @@ def test_neutral_lm_follows_trls_loss_curve(tiny_model_dir, tmp_path):
     from trl import SFTConfig, SFTTrainer
 
     corpus = data.load()
-    spec = train.TrainSpec(source="de", epochs=1, batch_size=16, seed=3, max_length=64)
+    spec = train.TrainSpec(source="de", epochs=1, batch_size=16, seed=3, max_length=64, sentences_per_sequence=1)
     examples = train.training_examples(spec, corpus)
 
     def loaded():
@@ -332,7 +333,8 @@ def test_length_grouped_batches_carry_less_padding_and_the_same_examples(tiny_mo
     for grouped in (False, True):
         loaded = models.load(models.ModelSpec(name=str(tiny_model_dir)), for_training=True)
         loaded.tokenizer.padding_side = "right"
-        spec = train.TrainSpec(source="ar", epochs=1, batch_size=8, seed=5, group_by_length=grouped)
+        spec = train.TrainSpec(source="ar", epochs=1, batch_size=8, seed=5, group_by_length=grouped,
+                               sentences_per_sequence=1)
         trainer = train.make_trainer(loaded, spec, train.training_examples(spec, corpus), tmp_path / str(grouped))
         assert trainer.args.train_sampling_strategy == ("group_by_length" if grouped else "random")
         shares[grouped] = _padding_share(trainer)
