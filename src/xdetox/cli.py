@@ -17,15 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
+import xdetox
 from xdetox._io import quiet_libraries
+from xdetox.data import parse_langs
 from xdetox.errors import ServiceUnavailable, XdetoxInputError
-from xdetox.grid import GridConfig, load_config, make_plan, plan_table
+from xdetox.grid import GridConfig, RunOptions, load_config, make_plan, plan_table
 from xdetox.grid.run import report_run, run_config
 from xdetox.hygiene import TEXT_NORMALISATIONS
 from xdetox.scorers.base import DEFAULT_TOXICITY_SCORER
-from xdetox.specs import DTYPES, DecodeSpec, LoraSpec, ModelSpec, TrainSpec
+from xdetox.specs import DTYPES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,54 +38,42 @@ class _Parser(argparse.ArgumentParser):
         raise XdetoxInputError(message)
 
 
-def _langs(value: str, flag: str = "--targets") -> tuple[str, ...]:
-    from xdetox.data import LANGS, check_langs
-
-    if value == "all":
-        return LANGS
-    langs = tuple(v.strip() for v in value.split(",") if v.strip())
-    if not langs:
-        raise XdetoxInputError(f"{flag} needs at least one language code")
-    return tuple(check_langs(list(langs)))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xdetox", description="Cross-lingual detoxification by supervised fine-tuning.")
+    parser.add_argument("--version", action="version", version=f"xdetox {xdetox.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="ZS vs X-FT toxicity on every target language")
-    run.add_argument("--model", default=ModelSpec.name,
-                     help=f"'{ModelSpec.name}' (default), an HF model id or a local directory")
-    run.add_argument("--data", default=None, help="JSONL/CSV with lang,toxic,neutral[,id,split] (default: bundled corpus)")
-    run.add_argument("--source", default=TrainSpec.source,
-                     help=f"language the adapter is trained on (default {TrainSpec.source})")
-    run.add_argument("--targets", default="all", help="comma-separated target languages, or 'all' (default)")
-    run.add_argument("--split", default=GridConfig.splits[0],
-                     help=f"train_toxic, test_toxic or test_neutral (default {GridConfig.splits[0]})")
-    run.add_argument("--limit", type=int, default=GridConfig.limit, help="use only the first N prompts per target")
-    run.add_argument("--epochs", type=int, default=TrainSpec.epochs)
-    run.add_argument("--seed", type=int, default=TrainSpec.seed)
-    run.add_argument("--lr", type=float, default=TrainSpec.learning_rate,
-                     help=f"learning rate (default {TrainSpec.learning_rate:g})")
-    run.add_argument("--lora-r", type=int, default=LoraSpec.r)
-    run.add_argument("--lora-alpha", type=int, default=LoraSpec.alpha)
-    run.add_argument("--lora-dropout", type=float, default=LoraSpec.dropout)
-    run.add_argument("--train-batch-size", type=int, default=TrainSpec.batch_size,
-                     help=f"training sequences per step (default {TrainSpec.batch_size})")
-    run.add_argument("--sentences-per-sequence", type=int, default=TrainSpec.sentences_per_sequence,
+    o = RunOptions  # the defaults of xdetox run's options, shared with xdetox.run(**options)
+    run.add_argument("--model", default=o.model, help=f"'{o.model}' (default), an HF model id or a local directory")
+    run.add_argument("--data", default=o.data,
+                     help="JSONL/CSV with lang,toxic,neutral[,id,split] (default: bundled corpus)")
+    run.add_argument("--source", default=o.source, help=f"language the adapter is trained on (default {o.source})")
+    run.add_argument("--targets", default=o.targets, help="comma-separated target languages, or 'all' (default)")
+    run.add_argument("--split", default=o.split, help=f"train_toxic, test_toxic or test_neutral (default {o.split})")
+    run.add_argument("--limit", type=int, default=o.limit, help="use only the first N prompts per target")
+    run.add_argument("--epochs", type=int, default=o.epochs)
+    run.add_argument("--seed", type=int, default=o.seed)
+    run.add_argument("--lr", type=float, default=o.lr, help=f"learning rate (default {o.lr:g})")
+    run.add_argument("--lora-r", type=int, default=o.lora_r)
+    run.add_argument("--lora-alpha", type=int, default=o.lora_alpha)
+    run.add_argument("--lora-dropout", type=float, default=o.lora_dropout)
+    run.add_argument("--train-batch-size", type=int, default=o.train_batch_size,
+                     help=f"training sequences per step (default {o.train_batch_size})")
+    run.add_argument("--sentences-per-sequence", type=int, default=o.sentences_per_sequence,
                      help="neutral sentences joined as running text per training sequence"
-                          f" (default {TrainSpec.sentences_per_sequence}; 1: the reference's one sentence)")
-    run.add_argument("--text-normalisation", default=GridConfig.text_normalisation,
+                          f" (default {o.sentences_per_sequence}; 1: the reference's one sentence)")
+    run.add_argument("--text-normalisation", default=o.text_normalisation,
                      help=f"how training text and prompts are cleaned: {', '.join(TEXT_NORMALISATIONS)}"
-                          f" (default {GridConfig.text_normalisation}; none: the data as shipped)")
-    run.add_argument("--batch-size", type=int, default=DecodeSpec.batch_size, help="generation batch size")
-    run.add_argument("--max-new-tokens", type=int, default=DecodeSpec.max_new_tokens)
-    run.add_argument("--temperature", type=float, default=DecodeSpec.temperature)
-    run.add_argument("--top-p", type=float, default=DecodeSpec.top_p)
-    run.add_argument("--samples", type=int, default=DecodeSpec.samples_per_prompt, help="completions per prompt")
-    run.add_argument("--dtype", default=ModelSpec.dtype, help=f"{', '.join(DTYPES)} (default {ModelSpec.dtype})")
+                          f" (default {o.text_normalisation}; none: the data as shipped)")
+    run.add_argument("--batch-size", type=int, default=o.batch_size, help="generation batch size")
+    run.add_argument("--max-new-tokens", type=int, default=o.max_new_tokens)
+    run.add_argument("--temperature", type=float, default=o.temperature)
+    run.add_argument("--top-p", type=float, default=o.top_p)
+    run.add_argument("--samples", type=int, default=o.samples, help="completions per prompt")
+    run.add_argument("--dtype", default=o.dtype, help=f"{', '.join(DTYPES)} (default {o.dtype})")
     run.add_argument("--trust-remote-code", action="store_true")
-    run.add_argument("--scorer", default=GridConfig.scorers[0])
+    run.add_argument("--scorer", default=o.scorer)
     run.add_argument("--no-zs", action="store_true", help="skip the zero-shot baseline")
     run.add_argument("--out", default=None, help="run directory (default runs/<timestamp>); an existing run resumes")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -195,27 +186,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config_from_args(args) -> GridConfig:
-    """``xdetox run`` is a one-source grid: ZS + X-FT from --source on the --targets."""
-    if args.dtype not in DTYPES:
-        raise XdetoxInputError(f"unknown --dtype {args.dtype!r}; choose one of {', '.join(DTYPES)}")
-    train = TrainSpec(
-        paradigm="x-ft", source=args.source, epochs=args.epochs, seed=args.seed,
-        learning_rate=args.lr, batch_size=args.train_batch_size, sentences_per_sequence=args.sentences_per_sequence,
-        lora=LoraSpec(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout),
-    )
-    decode = DecodeSpec(
-        temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-        samples_per_prompt=args.samples, batch_size=args.batch_size,
-    )
-    return GridConfig(
-        name="run",
-        models=(ModelSpec(name=args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code),),
-        paradigms=("x-ft",) if args.no_zs else ("zs", "x-ft"),
-        sources=(args.source,), targets=_langs(args.targets), splits=(args.split,), limit=args.limit,
-        seeds=(args.seed,), scorers=(args.scorer,), train=train, decode=decode,
-        data_path=str(Path(args.data).resolve()) if args.data else None,
-        text_normalisation=args.text_normalisation,
-    )
+    """``xdetox run``'s flags as its grid (``RunOptions``): ZS + X-FT from --source on the --targets."""
+    return RunOptions(**{f.name: getattr(args, f.name) for f in fields(RunOptions)}).to_config()
 
 
 def _print_finished(finished) -> int:
@@ -323,7 +295,7 @@ def cmd_scorer_check(args) -> int:
     from xdetox import scorer_checks
     from xdetox.scorers import registry
 
-    langs = list(_langs(args.langs, "--langs"))
+    langs = list(parse_langs(args.langs, "--langs"))
     registry.check_scorer(args.scorer)
     if registry.scorer_kind(args.scorer) != "toxicity":
         raise XdetoxInputError(f"{args.scorer} is not a toxicity scorer; the suite checks toxicity scorers")

@@ -103,6 +103,20 @@ def check_langs(langs: list[str], available: list[str] | None = None) -> list[st
     return langs
 
 
+def parse_langs(value: str | list[str] | tuple[str, ...], flag: str = "--targets") -> tuple[str, ...]:
+    """Language codes from ``"all"``, a comma-separated string (``"en,de"``) or a sequence of codes,
+    each checked; ``flag`` names the option in the message when none is given."""
+    if isinstance(value, str):
+        if value == "all":
+            return LANGS
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    elif not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise XdetoxInputError(f"{flag} takes 'all', comma-separated language codes or a list of them, got {value!r}")
+    if not value:
+        raise XdetoxInputError(f"{flag} needs at least one language code")
+    return tuple(check_langs(list(value)))
+
+
 def load_bundled() -> Corpus:
     """The bundled 9-language corpus with its fixed 300/100 split."""
     root = files("xdetox").joinpath("resources", "paradetox")

@@ -9,7 +9,8 @@ batches already committed, completions already scored.
 Rooms:
 
 - ``config``: ``GridConfig``, ``ResourceSpec``, ``load_config`` (the TOML schema),
-  ``config_from_dict``; torch-free.
+  ``config_from_dict``, ``config_from_stored`` (a run's stored config read back), ``RunOptions``
+  (``xdetox run``'s flags as a config); torch-free.
 - ``plan``: ``TrainSetting``, ``Evaluation``, ``Plan`` and their content keys
   (``make_plan``), ``training_specs``, ``plan_table``.
 - ``session``: ``Session``, what a worker keeps between settings (base model,
@@ -31,7 +32,15 @@ work starts.
 """
 
 from xdetox._io import file_sha256
-from xdetox.grid.config import TRAIN_KEYS, GridConfig, ResourceSpec, config_from_dict, load_config
+from xdetox.grid.config import (
+    TRAIN_KEYS,
+    GridConfig,
+    ResourceSpec,
+    RunOptions,
+    config_from_dict,
+    config_from_stored,
+    load_config,
+)
 from xdetox.grid.env import environment
 from xdetox.grid.execution import (
     ADAPTERS_DIR,
@@ -60,8 +69,9 @@ from xdetox.grid.session import Session
 
 __all__ = [
     "ADAPTERS_DIR", "COMPLETIONS_FILE", "LENGTH_MATCHED", "LENGTH_MATCHED_ZS", "STORE_FILE", "TRAIN_KEYS",
-    "Evaluation", "GridConfig", "Plan", "ResourceSpec", "Session", "TrainSetting", "check_runnable",
-    "check_scorer_identity", "config_from_dict", "cut_to_shorter", "ensure_adapter", "environment", "execute",
-    "file_sha256", "generate", "load_config", "make_plan", "measure", "pending_batches", "plan_table",
-    "primary_toxicity_scorer", "run_setting", "score", "score_length_matched", "training_specs", "zs_evaluation",
+    "Evaluation", "GridConfig", "Plan", "ResourceSpec", "RunOptions", "Session", "TrainSetting", "check_runnable",
+    "check_scorer_identity", "config_from_dict", "config_from_stored", "cut_to_shorter", "ensure_adapter",
+    "environment", "execute", "file_sha256", "generate", "load_config", "make_plan", "measure", "pending_batches",
+    "plan_table", "primary_toxicity_scorer", "run_setting", "score", "score_length_matched", "training_specs",
+    "zs_evaluation",
 ]

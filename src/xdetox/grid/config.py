@@ -24,12 +24,19 @@ Torch-free. A config is a TOML file (see ``configs/``)::
     [resources]            # per setting, --backend ray only: num_cpus, num_gpus, memory_gb, max_retries
 
 Every mistake in a config is one ``XdetoxInputError`` line.
+
+Two more ways to a ``GridConfig``: ``RunOptions`` (the flags of ``xdetox run``, a one-source
+grid: the CLI and ``xdetox.run(**options)`` build the same config) and ``config_from_stored``
+(what a run stored with ``GridConfig.to_dict``, read back: ``xdetox.open_run(...).config``).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -38,7 +45,7 @@ from xdetox.data import LANGS
 from xdetox.errors import XdetoxInputError
 from xdetox.hygiene import DEFAULT_TEXT_NORMALISATION, check_text_normalisation
 from xdetox.scorers.base import DEFAULT_TOXICITY_SCORER
-from xdetox.specs import GENERATORS, PARADIGMS, DecodeSpec, LoraSpec, ModelSpec, TrainSpec, check_config_tables
+from xdetox.specs import DTYPES, GENERATORS, PARADIGMS, DecodeSpec, LoraSpec, ModelSpec, TrainSpec, check_config_tables
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,7 @@ def load_config(path: str | Path) -> GridConfig:
 
 
 def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
+    """A ``GridConfig`` from a config file's tables (the TOML schema above), as a dict."""
     raw = dict(raw)
     train_raw = dict(raw.pop("train", {}))
     lora_raw = train_raw.pop("lora", {})
@@ -204,6 +212,133 @@ def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
         )
     except TypeError as err:  # a value of the wrong type inside a spec
         raise XdetoxInputError(f"{where}: {err}") from None
+
+
+LEGACY_STORED = {"text_normalisation": "none"}
+"""Values of the ``GridConfig`` fields a config stored by an older xdetox lacks (added later; see ``to_dict``)."""
+LEGACY_STORED_TRAIN = {"sentences_per_sequence": 1}
+"""The same for the stored ``TrainSpec`` tables: sentences were not packed before the field existed."""
+
+
+def config_from_stored(raw: dict, where: str = "the run's stored config") -> GridConfig:
+    """The ``GridConfig`` whose ``to_dict()`` is ``raw`` (a run store's meta "config"): the inverse of
+    ``GridConfig.to_dict``, so ``config_from_stored(c.to_dict()) == c``.
+
+    A key a config stored by an older xdetox lacks takes the value it had then (``LEGACY_STORED``,
+    ``LEGACY_STORED_TRAIN``), any other its default; ``resources`` and ``generator``, never stored,
+    take their defaults. An unknown key or a value of the wrong type is one ``XdetoxInputError`` line.
+    """
+    if not isinstance(raw, dict):
+        raise XdetoxInputError(f"{where}: not a table, got {raw!r}")
+    _check_keys(raw, {f.name for f in fields(GridConfig)} - {"resources", "generator"}, where)
+    values = {**LEGACY_STORED, **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}}
+    try:
+        if "models" in raw:
+            values["models"] = tuple(_stored_spec(ModelSpec, m, f"{where} models") for m in raw["models"])
+        if "train" in raw:
+            values["train"] = _stored_train(raw["train"], f"{where} train")
+        if "train_by_paradigm" in raw:
+            values["train_by_paradigm"] = tuple((paradigm, _stored_train(table, f"{where} train.{paradigm}"))
+                                                for paradigm, table in raw["train_by_paradigm"])
+        if "decode" in raw:
+            values["decode"] = _stored_spec(DecodeSpec, raw["decode"], f"{where} decode")
+        return GridConfig(**values)
+    except (TypeError, ValueError) as err:  # a value of the wrong shape, or a spec refusing its value
+        raise XdetoxInputError(str(err) if str(err).startswith(where) else f"{where}: {err}") from None
+
+
+def _stored_train(raw, where: str) -> TrainSpec:
+    """A stored ``TrainSpec`` table (``asdict``) with its ``lora`` table."""
+    raw = dict(raw) if isinstance(raw, dict) else raw
+    if isinstance(raw, dict) and "lora" in raw:
+        raw["lora"] = _stored_spec(LoraSpec, raw["lora"], f"{where}.lora")
+    return _stored_spec(TrainSpec, raw, where, LEGACY_STORED_TRAIN)
+
+
+def _stored_spec(cls, raw, where: str, legacy: Mapping = {}):
+    """``cls`` from a stored table of its fields; JSON's lists back to the specs' tuples."""
+    if not isinstance(raw, dict):
+        raise XdetoxInputError(f"{where}: not a table, got {raw!r}")
+    _check_keys(raw, {f.name for f in fields(cls)}, where)
+    return cls(**{**legacy, **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of ``xdetox run``, one per flag (``--lora-r`` is ``lora_r``), with the CLI's defaults,
+    and the ``GridConfig`` they make (``to_config``): a one-source grid, ZS + X-FT from ``source`` on
+    ``targets``. The CLI and ``xdetox.run(**options)`` both build their config here.
+
+    ``targets``: ``"all"``, ``"en,de"`` or a sequence of codes. Every other value is checked by the spec
+    it becomes, when ``to_config`` builds it.
+    """
+
+    model: str = ModelSpec.name
+    data: str | os.PathLike | None = None
+    source: str = TrainSpec.source
+    targets: str | tuple[str, ...] = "all"
+    split: str = GridConfig.splits[0]
+    limit: int | None = GridConfig.limit
+    epochs: int = TrainSpec.epochs
+    seed: int = TrainSpec.seed
+    lr: float = TrainSpec.learning_rate
+    lora_r: int = LoraSpec.r
+    lora_alpha: int = LoraSpec.alpha
+    lora_dropout: float = LoraSpec.dropout
+    train_batch_size: int = TrainSpec.batch_size
+    sentences_per_sequence: int = TrainSpec.sentences_per_sequence
+    text_normalisation: str = GridConfig.text_normalisation
+    batch_size: int = DecodeSpec.batch_size
+    max_new_tokens: int = DecodeSpec.max_new_tokens
+    temperature: float = DecodeSpec.temperature
+    top_p: float = DecodeSpec.top_p
+    samples: int = DecodeSpec.samples_per_prompt
+    dtype: str = ModelSpec.dtype
+    trust_remote_code: bool = ModelSpec.trust_remote_code
+    scorer: str = GridConfig.scorers[0]
+    no_zs: bool = False
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, object]) -> RunOptions:
+        """``RunOptions`` from keyword options; a name that is no option of ``xdetox run`` is one
+        ``XdetoxInputError`` line naming it."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            near = [m for name in unknown for m in difflib.get_close_matches(name, known, n=1)]
+            hint = f"did you mean {', '.join(near)}? " if near else ""
+            raise XdetoxInputError(f"unknown option(s) {', '.join(map(repr, unknown))} of xdetox run; {hint}"
+                                   f"known: {', '.join(known)}")
+        return cls(**options)
+
+    def to_config(self) -> GridConfig:
+        """The grid ``xdetox run`` runs with these options; a bad value is one ``XdetoxInputError`` line."""
+        if self.dtype not in DTYPES:
+            raise XdetoxInputError(f"unknown --dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.data is not None and not isinstance(self.data, (str, os.PathLike)):
+            raise XdetoxInputError(f"--data must be a file path, got {self.data!r}")
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)):
+            raise XdetoxInputError(f"limit must be an integer, got {self.limit!r}")
+        if not isinstance(self.no_zs, bool):
+            raise XdetoxInputError(f"no_zs must be true or false, got {self.no_zs!r}")
+        train = TrainSpec(
+            paradigm="x-ft", source=self.source, epochs=self.epochs, seed=self.seed, learning_rate=self.lr,
+            batch_size=self.train_batch_size, sentences_per_sequence=self.sentences_per_sequence,
+            lora=LoraSpec(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout),
+        )
+        decode = DecodeSpec(
+            temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+            samples_per_prompt=self.samples, batch_size=self.batch_size,
+        )
+        return GridConfig(
+            name="run",
+            models=(ModelSpec(name=self.model, dtype=self.dtype, trust_remote_code=self.trust_remote_code),),
+            paradigms=("x-ft",) if self.no_zs else ("zs", "x-ft"),
+            sources=(self.source,), targets=data_mod.parse_langs(self.targets), splits=(self.split,),
+            limit=self.limit, seeds=(self.seed,), scorers=(self.scorer,), train=train, decode=decode,
+            data_path=str(Path(self.data).resolve()) if self.data else None,
+            text_normalisation=self.text_normalisation,
+        )
 
 
 TRAIN_KEYS = {f.name for f in fields(TrainSpec)} - {"paradigm", "source", "percent", "pool", "seed", "lora",

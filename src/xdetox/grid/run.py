@@ -1,5 +1,6 @@
 """A run from config to report: ``run_config`` (``xdetox run`` and ``xdetox grid run``) and
-``write_outputs`` (the completions file and report from a store alone: ``xdetox report`` too).
+``write_outputs`` (the completions file and report from a store alone: ``xdetox report`` too),
+with ``completions_frame`` (every completion with a column per scorer of the run, ``RunScorers``).
 
 ``run_config`` checks everything first (corpus, plan, scorers, generator, ``--out``,
 the ``--reuse`` sources): a bad input is one ``XdetoxInputError`` and nothing is
@@ -20,12 +21,16 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xdetox import grid
 from xdetox._io import atomic_write
 from xdetox.errors import XdetoxInputError
 from xdetox.specs import ModelSpec, end_token_trained
 from xdetox.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ATTEMPT_ENVIRONMENT = "environment/attempt-"
 """Meta key prefix of each attempt's environment (device, dtype, linear kernels, generator), by attempt id."""
@@ -195,33 +200,20 @@ def write_outputs(run_dir: Path, store: Store, partial: bool = False) -> dict:
                                " (`xdetox report --partial` reports the settings it has finished)")
     if partial and not missing:
         raise XdetoxInputError(f"{run_dir} is finished: `xdetox report {run_dir}` writes its whole report")
-    from xdetox.scorers.registry import scorer_kind, scorer_validation
+    from xdetox.scorers.registry import scorer_validation
     from xdetox.text import is_silent
 
-    kinds = {name: scorer_kind(name) for name in config["scorers"]}
-    ppl_scorer = next((s for s, kind in kinds.items() if kind == "fluency"), None)
-    lang_scorer = next((s for s, kind in kinds.items() if kind == "language"), None)
-    relevance_scorer = next((s for s, kind in kinds.items() if kind == "relevance"), None)
-    toxicity_scorers = [s for s, kind in kinds.items() if kind == "toxicity"]
-    if not toxicity_scorers:
-        raise XdetoxInputError("the run has no toxicity scorer; add one to scorers")
-    scorer = toxicity_scorers[0]
-    frame = store.completions_frame(scorer)
-    extras = [("ppl", ppl_scorer), ("lang_fidelity", lang_scorer), ("relevance", relevance_scorer)]
-    extras += [(report.EXTRA_TOXICITY + name, name) for name in toxicity_scorers[1:]]
-    for column, extra in extras:
-        if extra is not None:  # measures of the same completions, in the same row order
-            frame[column] = store.completions_frame(extra)["toxicity"].to_numpy()
+    scorers = RunScorers.of(config["scorers"])
+    frame = completions_frame(store, scorers)
     written = ~frame["completion"].map(is_silent)  # silent completions are never scored
-    unscored = written & frame.drop(columns=["source", "percent"]).isna().any(axis=1)
+    scores = frame.drop(columns=["source", "percent", report.LM_COLUMN, report.LM_ZS_COLUMN])
+    unscored = written & scores.isna().any(axis=1)
     measures, note, out_dir = store.measures_frame(), None, run_dir
     if partial:
         done, note = finished_part(store, frame, unscored, measures, missing)
         out_dir = run_dir / PARTIAL_DIR
     elif unscored.any():
         raise XdetoxInputError(f"{run_dir} is not finished (unscored completions); run it again to resume")
-    for column, suffix in ((report.LM_COLUMN, grid.LENGTH_MATCHED), (report.LM_ZS_COLUMN, grid.LENGTH_MATCHED_ZS)):
-        frame[column] = store.completions_frame(scorer + suffix)["toxicity"].to_numpy()
     training = training_rows(store)
     if partial:
         frame = frame[[k in done for k in _setting_keys(frame)]].reset_index(drop=True)
@@ -234,7 +226,7 @@ def write_outputs(run_dir: Path, store: Store, partial: bool = False) -> dict:
     attempts = attempt_environments(store)
     info = report.RunInfo(
         model=", ".join(ModelSpec(**m).display_name for m in config["models"]),
-        scorer=scorer,
+        scorer=scorers.primary,
         seeds=tuple(config["seeds"]),
         epochs=train["epochs"],
         limit=config["limit"],
@@ -248,14 +240,66 @@ def write_outputs(run_dir: Path, store: Store, partial: bool = False) -> dict:
         **store.times(),  # wall_time_s (the latest attempt), total_time_s (all attempts), attempts
         started=store.get_meta("started", ""),
         config_name=config["name"],
-        ppl_scorer=ppl_scorer,
-        relevance_scorer=relevance_scorer,
-        lang_scorer=lang_scorer,
+        ppl_scorer=scorers.ppl,
+        relevance_scorer=scorers.relevance,
+        lang_scorer=scorers.lang,
         training=training,
-        scorer_validation=scorer_validation(scorer),
+        scorer_validation=scorer_validation(scorers.primary),
         partial=note,
     )
     return report.write_report(out_dir, frame, info, measures=measures)
+
+
+@dataclass(frozen=True)
+class RunScorers:
+    """A run's scorers by what they measure: its toxicity scorers (the first is the primary one, the
+    report's ``toxicity``) and at most one each of perplexity, language fidelity and relevance."""
+
+    toxicity: tuple[str, ...]
+    ppl: str | None = None
+    lang: str | None = None
+    relevance: str | None = None
+
+    def __post_init__(self):
+        if not self.toxicity:
+            raise XdetoxInputError("the run has no toxicity scorer; add one to scorers")
+
+    @classmethod
+    def of(cls, names: list[str] | tuple[str, ...]) -> RunScorers:
+        """The roles of ``names`` (a config's ``scorers``, in order), from the kind each scorer declares."""
+        from xdetox.scorers.registry import scorer_kind
+
+        kinds = {name: scorer_kind(name) for name in names}
+        first = {kind: next((s for s, k in kinds.items() if k == kind), None) for kind in ("fluency", "language",
+                                                                                           "relevance")}
+        return cls(toxicity=tuple(s for s, kind in kinds.items() if kind == "toxicity"),
+                   ppl=first["fluency"], lang=first["language"], relevance=first["relevance"])
+
+    @property
+    def primary(self) -> str:
+        """The toxicity scorer every reduction is computed with."""
+        return self.toxicity[0]
+
+
+def completions_frame(store: Store, scorers: RunScorers) -> pd.DataFrame:
+    """One row per completion of the store — model, setting, paradigm, source, percent, seed, target,
+    split, prompt_id, sample, prompt, completion, n_tokens — with a column per scorer of the run:
+    ``toxicity`` (the primary toxicity scorer), ``ppl``, ``lang_fidelity`` and ``relevance`` (when the run
+    has those scorers), ``toxicity:<name>`` per other toxicity scorer, and the primary scorer's toxicity of
+    the completion and of ZS's completion of the same prompt, both cut to the shorter one's length
+    (``report.LM_COLUMN``, ``report.LM_ZS_COLUMN``). NaN where a scorer has not scored a completion (a
+    silent one is never scored). These are the rows of ``completions.jsonl``."""
+    from xdetox import report
+
+    frame = store.completions_frame(scorers.primary)
+    extras = [("ppl", scorers.ppl), ("lang_fidelity", scorers.lang), ("relevance", scorers.relevance)]
+    extras += [(report.EXTRA_TOXICITY + name, name) for name in scorers.toxicity[1:]]
+    extras += [(report.LM_COLUMN, scorers.primary + grid.LENGTH_MATCHED),
+               (report.LM_ZS_COLUMN, scorers.primary + grid.LENGTH_MATCHED_ZS)]
+    for column, scorer in extras:
+        if scorer is not None:  # measures of the same completions, in the same row order
+            frame[column] = store.completions_frame(scorer)["toxicity"].to_numpy()
+    return frame
 
 
 def _setting_keys(frame) -> list[tuple]:

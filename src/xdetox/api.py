@@ -1,0 +1,222 @@
+"""The Python face of xdetox, for notebooks and scripts: ``run`` a config, ``open_run`` a run directory.
+
+::
+
+    import xdetox
+
+    run = xdetox.open_run("runs/embedded")
+    run.config        # the GridConfig the run was made with
+    run.summary       # summary.json, as a dict
+    run.settings()    # one row per setting of summary.json: toxicity, reductions, intervals, shares
+    run.per_seed()    # the same per seed
+    run.completions() # one row per completion, a column per scorer of the run
+    run.measures()    # the reference measures (perplexity, silhouette, ...) per setting
+    run.report()      # the report files rebuilt from the store, as ``xdetox report`` does
+
+    run = xdetox.run(source="en", targets="en,de", limit=20, out="runs/en-de")  # options of ``xdetox run``
+
+Importing this module loads no model code (torch, transformers): ``run`` loads it when it runs a config.
+A ``Run`` reads its store read-only, once per call, and summary.json; it computes no result itself.
+Bad input is one ``XdetoxInputError`` line, as on the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from xdetox.errors import XdetoxInputError
+from xdetox.grid import STORE_FILE, GridConfig, RunOptions, config_from_stored, load_config
+from xdetox.grid.run import RunScorers, completions_frame, report_run, run_config
+from xdetox.report import SUMMARY_JSON
+from xdetox.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Run", "open_run", "run", "summary_frame"]
+
+KEPT_LISTS = frozenset({"seeds"})
+"""Summary fields whose list stays whole (a tuple) in a frame; every other list is an interval [low, high]."""
+
+
+class Run:
+    """A finished xdetox run directory, read through its store and its ``summary.json``.
+
+    ``path`` is the directory, ``config`` the ``GridConfig`` the run was made with (rebuilt from the
+    store), ``summary`` the content of ``summary.json``. The methods return pandas frames read afresh
+    on every call; only ``report()`` writes (the report files, as ``xdetox report`` does).
+    """
+
+    path: Path
+    """The run directory."""
+    config: GridConfig
+    """The configuration the run was made with: ``GridConfig.to_dict`` of it is what the store holds."""
+    summary: dict
+    """``summary.json``: settings, per_seed, measures, analysis, training, run (times, device, versions)."""
+
+    def __init__(self, path: str | os.PathLike):
+        """Open the finished run in ``path``; every reason it cannot be read is one ``XdetoxInputError``."""
+        self.path = Path(path)
+        if not self.path.exists():
+            raise XdetoxInputError(f"no run directory at {self.path}")
+        if not self.path.is_dir():
+            raise XdetoxInputError(f"{self.path} is not a directory: a run is a directory with {STORE_FILE}")
+        if not (self.path / STORE_FILE).is_file():
+            raise XdetoxInputError(f"{self.path} is not an xdetox run directory (no {STORE_FILE})")
+        with self._store() as store:
+            stored = store.get_meta("config")
+            missing = store.missing_work(store.get_meta("planned_evaluations", 0))
+        if stored is None:
+            raise XdetoxInputError(f"{self.path} holds no run configuration yet: its run stopped before its"
+                                   " first write; run the same command again to resume it")
+        self.config = config_from_stored(stored, f"{self.path / STORE_FILE}: the stored config")
+        resume = f"run the same command again (or xdetox.run(config, out={str(self.path)!r})) to finish it"
+        if missing:
+            raise XdetoxInputError(f"{self.path} is not finished ({missing}; no {SUMMARY_JSON}): {resume}")
+        self.summary = self._read_summary(resume)
+
+    def _store(self) -> Store:
+        return Store(self.path / STORE_FILE, readonly=True)
+
+    def _read_summary(self, resume: str) -> dict:
+        """``summary.json``, checked to be a summary."""
+        file = self.path / SUMMARY_JSON
+        if not file.is_file():
+            raise XdetoxInputError(f"{self.path} has no {SUMMARY_JSON}: its run is not finished; {resume}"
+                                   f" (`xdetox report {self.path}` rewrites the files of a finished run)")
+        try:
+            summary = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise XdetoxInputError(
+                f"{file} is not valid JSON ({err}); `xdetox report {self.path}` rewrites it") from None
+        if not isinstance(summary, dict) or not isinstance(summary.get("settings"), list):
+            raise XdetoxInputError(f"{file} is not an xdetox summary (no settings list);"
+                                   f" `xdetox report {self.path}` rewrites it")
+        return summary
+
+    def __repr__(self) -> str:
+        return (f"Run({str(self.path)!r}, name={self.config.name!r}, settings={len(self.summary['settings'])},"
+                f" scorers={list(self.config.scorers)})")
+
+    def settings(self) -> pd.DataFrame:
+        """One row per setting of ``summary["settings"]`` (model, paradigm, source, percent, target, split)
+        and a column per field (``summary_frame``): ``ci95_low``/``ci95_high``, ``flags.short``, ..."""
+        return summary_frame(self.summary["settings"])
+
+    def per_seed(self) -> pd.DataFrame:
+        """One row per setting and seed of ``summary["per_seed"]``, a column per field (``summary_frame``)."""
+        return summary_frame(self.summary.get("per_seed", []))
+
+    def completions(self) -> pd.DataFrame:
+        """One row per completion (model, setting, paradigm, source, percent, seed, target, split,
+        prompt_id, sample, prompt, completion, n_tokens) with a column per scorer of the run:
+        ``toxicity`` (the run's first toxicity scorer), ``ppl``, ``lang_fidelity``, ``relevance``,
+        ``toxicity:<name>`` per other toxicity scorer, and the length-matched toxicities
+        (``toxicity_length_matched``, ``zs_toxicity_length_matched``). NaN where a completion is silent
+        (never scored). The rows of ``completions.jsonl``, read from the store."""
+        scorers = RunScorers.of(self.config.scorers)
+        with self._store() as store:
+            return completions_frame(store, scorers)
+
+    def measures(self) -> pd.DataFrame:
+        """One row per reference measure of a setting (model, setting, paradigm, source, percent, seed,
+        lang, name, value): perplexity of the test_neutral texts, silhouette, language similarity."""
+        with self._store() as store:
+            return store.measures_frame()
+
+    def report(self) -> dict:
+        """Rebuild ``completions.jsonl``, the matrices, ``report.html``, ``report.md`` and ``summary.json``
+        from the store, as ``xdetox report`` does, and return (and keep as ``summary``) the summary."""
+        self.summary = report_run(self.path)
+        return self.summary
+
+
+def open_run(path: str | os.PathLike) -> Run:
+    """The finished run in directory ``path``; a missing directory, a directory without a store, a foreign
+    or damaged store and an unfinished run are each one ``XdetoxInputError`` line saying what to do."""
+    return Run(path)
+
+
+def run(config_or_path: GridConfig | str | os.PathLike | None = None, /, out: str | os.PathLike | None = None,
+        quiet: bool = True, reuse: Sequence[str | os.PathLike] = (), **options) -> Run:
+    """Run (or resume) a config to its report and open the finished run.
+
+    ``config_or_path``: a ``GridConfig``; a path to a TOML config (as ``xdetox grid run``); or None, and
+    the run is the one ``xdetox run`` makes from ``options``, named like its flags (``--max-new-tokens``
+    is ``max_new_tokens``): ``source="en", targets=("en", "de"), limit=2, epochs=1, model=...,
+    scorer="offline", seed=..., text_normalisation=..., sentences_per_sequence=...`` (``RunOptions``).
+
+    ``out``: the run directory; by default ``runs/<config name>`` for a config, ``runs/<timestamp>`` for
+    options, as on the command line. An existing run of the same work resumes; one of other work is
+    refused. ``quiet``: no progress bars (stderr keeps the start and resume lines). ``reuse``: run
+    directories whose work with the same content keys is copied instead of computed (``--reuse``).
+
+    Everything is checked before anything is written; bad input is one ``XdetoxInputError`` line.
+    An interrupted run (an exception, Ctrl-C) resumes with the same call.
+    """
+    if config_or_path is None:
+        config = RunOptions.from_mapping(options).to_config()
+    elif options:
+        raise XdetoxInputError(f"the option(s) {', '.join(map(repr, sorted(options)))} build xdetox run's config"
+                               " and apply only without one: set them in the config instead")
+    elif isinstance(config_or_path, GridConfig):
+        config = config_or_path
+    elif isinstance(config_or_path, (str, os.PathLike)):
+        config = load_config(config_or_path)
+    else:
+        raise XdetoxInputError("xdetox.run takes a GridConfig, the path of a TOML config or None (with options),"
+                               f" got {type(config_or_path).__name__}")
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise XdetoxInputError(f"out must be a directory path, got {out!r}")
+    if not isinstance(quiet, bool):
+        raise XdetoxInputError(f"quiet must be True or False, got {quiet!r}")
+    reuse = [reuse] if isinstance(reuse, (str, os.PathLike)) else list(reuse)
+    if not all(isinstance(r, (str, os.PathLike)) for r in reuse):
+        raise XdetoxInputError(f"reuse takes run directory paths, got {reuse!r}")
+    if out is None and config_or_path is not None:
+        out = Path("runs") / config.name
+    finished = run_config(config, None if out is None else str(out), quiet=quiet, reuse=[str(r) for r in reuse])
+    return Run(finished.run_dir)
+
+
+def summary_frame(rows: list[dict]) -> pd.DataFrame:
+    """``rows`` (``summary.json``'s ``settings`` or ``per_seed``) as a frame, one row each, in order.
+
+    A column per field, in the order the fields first appear: a dict field becomes a column per key,
+    ``<field>.<key>`` (``flags.short``, ``degenerate_reasons.silent``); a list field is an interval and
+    becomes ``<field>_low`` and ``<field>_high`` (``ci95_low``), except ``seeds``, kept as a tuple. A
+    field a row lacks or holds as null is missing there (None, or NaN in a numeric column).
+    """
+    import pandas as pd
+
+    order: dict[str, None] = {}
+    dict_keys: dict[str, dict[str, None]] = {}
+    intervals: set[str] = set()
+    for row in rows:
+        for key, value in row.items():
+            order.setdefault(key)
+            if isinstance(value, dict):
+                dict_keys.setdefault(key, {}).update(dict.fromkeys(value))
+            elif isinstance(value, list) and key not in KEPT_LISTS:
+                intervals.add(key)
+    records = []
+    for row in rows:
+        record = {}
+        for key in order:
+            value = row.get(key)
+            if key in dict_keys:
+                record |= {f"{key}.{sub}": (value or {}).get(sub) for sub in dict_keys[key]}
+            elif key in intervals:
+                if value is not None and (not isinstance(value, list) or len(value) != 2):
+                    raise XdetoxInputError(f"summary field {key} is not an interval [low, high]: {value!r}")
+                record[f"{key}_low"], record[f"{key}_high"] = value if value is not None else (None, None)
+            else:
+                record[key] = tuple(value) if isinstance(value, list) else value
+        records.append(record)
+    columns = [c for key in order for c in ([f"{key}.{sub}" for sub in dict_keys[key]] if key in dict_keys else
+                                            [f"{key}_low", f"{key}_high"] if key in intervals else [key])]
+    return pd.DataFrame.from_records(records, columns=columns)
