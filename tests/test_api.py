@@ -129,6 +129,27 @@ def test_run_and_open_run(tiny_run, tiny_model_dir):
     assert len(run.measures()) > 0 and {"setting", "lang", "name", "value"} <= set(run.measures().columns)
 
 
+def test_parquet_files_are_the_run_frames(tiny_run):
+    """settings.parquet reads back as ``Run.settings()`` (its ``seeds`` as arrays), completions.parquet as the
+    rows and columns of completions.jsonl (the JSONL rounds scores to 10 decimal places; missing is null)."""
+    import pandas as pd
+
+    run = xdetox.open_run(tiny_run.path)
+    settings = pd.read_parquet(run.path / "settings.parquet")
+    pd.testing.assert_frame_equal(settings.assign(seeds=settings["seeds"].map(tuple)), run.settings())
+
+    completions = pd.read_parquet(run.path / "completions.parquet")
+    rows = [json.loads(line) for line in (run.path / "completions.jsonl").read_text().splitlines()]
+    assert list(completions.columns) == list(rows[0]) and len(completions) == len(rows)
+    for written, row in zip(completions.to_dict("records"), rows):
+        for key, value in row.items():
+            if isinstance(value, float):
+                assert written[key] == pytest.approx(value, rel=1e-9, abs=1e-10), key
+            else:
+                assert same(written[key], value), key
+    pd.testing.assert_series_equal(completions["toxicity"], run.completions()["toxicity"])  # every digit kept
+
+
 def test_completions_have_a_column_per_scorer(tiny_run, tmp_path):
     """A scorer added to a finished run: ``xdetox.run`` of its config resumes it, scoring only what is new."""
     config = replace(tiny_run.config, scorers=("offline", "lang-fidelity"))

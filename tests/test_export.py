@@ -62,10 +62,40 @@ def test_merged_export_equals_base_plus_adapter(run_dir, merged, tiny_model_dir)
     assert (generation["temperature"], generation["top_p"], generation["max_new_tokens"]) == (0.7, 0.9, 5)
 
 
+def load_card(export_dir):
+    """The export's README.md as the hub reads it: ``huggingface_hub.ModelCard`` (metadata validated)."""
+    from huggingface_hub import ModelCard
+
+    return ModelCard.load(export_dir / "README.md")
+
+
+def test_card_metadata_is_the_hubs(run_dir, merged, tiny_model_dir):
+    """The front matter parses as ``ModelCardData``: library, pipeline, data, tags, languages; no licence or
+    base model for a local base directory (nothing is known of them); the model-index holds, per target, the
+    tuned model's mean toxicity and its reduction against ZS, the summary's values verbatim."""
+    data = load_card(merged).data
+    assert data.library_name == "transformers" and data.pipeline_tag == "text-generation"
+    assert data.datasets == ["textdetox/multilingual_paradetox"]
+    assert {"detoxification", "xdetox", "cross-lingual"} <= set(data.tags)
+    assert data.language == ["en", "es", "de", "zh", "ar", "hi", "uk", "ru", "am"]
+    assert data.license is None and data.license_link is None and data.base_model is None
+    summary = json.loads((run_dir / "summary.json").read_text())
+    tuned = {e["target"]: e for e in summary["settings"] if e["paradigm"] == "x-ft"}
+    results = {(r.dataset_config, r.metric_type): r for r in data.eval_results}
+    assert len(results) == len(data.eval_results) == 2 * len(tuned) == 4
+    for target, entry in tuned.items():
+        for metric, field in (("toxicity", "mean_toxicity"), ("toxicity_reduction", "reduction_abs")):
+            result = results[(target, metric)]
+            assert result.metric_value == entry[field], (target, metric)
+            assert (result.task_type, result.dataset_type, result.dataset_split, result.metric_config) == (
+                "text-generation", "textdetox/multilingual_paradetox", "test_toxic", summary["scorer"])
+    assert data.model_name == f"{tiny_model_dir}, detoxified (x-ft:en, seed 42)"
+
+
 def test_card_numbers_are_the_summary(run_dir, merged):
     card = (merged / "README.md").read_text()
     front = card.split("---")[1]
-    assert "license: other" in front and "- xdetox" in front and "textdetox/multilingual_paradetox" in front
+    assert "- xdetox" in front and "textdetox/multilingual_paradetox" in front and "model-index:" in front
     assert all(f"- {lang}" in front for lang in ("en", "es", "de", "zh", "ar", "hi", "uk", "ru", "am"))
     summary = json.loads((run_dir / "summary.json").read_text())
     entries = {(e["paradigm"], e["target"]): e for e in summary["settings"]}
@@ -81,7 +111,9 @@ def test_card_numbers_are_the_summary(run_dir, merged):
         assert float(cells[5]) == round(tuned["p_value"], 3)
         assert f"{100 * tuned['empty_share']:.0f} %" in cells[7]
     assert "## Training" in card and "LoRA r = 16, alpha = 32, dropout = 0.05" in card
-    assert "n = 3 prompts per target" in card
+    assert "n = 3 prompts per target" in card and "seeds: 42" in card and "by more than 5 points" in card
+    assert "## Citation" in card and "Breaking mBad! Supervised Fine-tuning for Cross-Lingual Detoxification" in card
+    assert "eprint = {2505.16722}" in card and "Beniwal, Himanshu" in card
 
 
 def test_export_json(run_dir, merged, tiny_model_dir):
@@ -112,6 +144,8 @@ def test_no_merge_loads_with_peft(run_dir, tmp_path, tiny_model_dir):
     info = json.loads((out / "xdetox_export.json").read_text())
     assert info["merged"] is False and info["dtype"] is None
     assert "PeftModel.from_pretrained" in (out / "README.md").read_text()
+    data = load_card(out).data
+    assert data.library_name == "peft" and data.pipeline_tag == "text-generation" and "peft" in data.tags
 
 
 def _several_seeds(run_dir, tmp_path):
@@ -158,17 +192,148 @@ def test_bad_input_exits_2_and_writes_nothing(run_dir, tmp_path, capsys, case, n
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out-export-")]
 
 
-def test_card_of_the_embedded_model_names_gemma(run_dir):
+def _card_of(run_dir, spec=None, **config_changes):
+    """The card ``model_card`` writes for x-ft:en of the run, with the base ``spec`` and config changes."""
     from xdetox.export import model_card
-    from xdetox.specs import EMBEDDED_NAME, ModelSpec
+    from xdetox.specs import ModelSpec
     from xdetox.store import Store
 
-    with Store(run_dir / "xdetox.sqlite") as store:
+    with Store(run_dir / "xdetox.sqlite", readonly=True) as store:
         frame = store.table("train_settings")
         config = store.get_meta("config")
     row = dict(frame[frame["label"] == "x-ft:en"].iloc[0])
     summary = json.loads((run_dir / "summary.json").read_text())
-    card = model_card(summary, row, json.loads(row["spec"]), ModelSpec(), config, merge=False, seq2seq=False)
+    return model_card(summary, row, json.loads(row["spec"]), spec or ModelSpec(), {**config, **config_changes},
+                      merge=False, seq2seq=False)
+
+
+def test_card_of_the_embedded_model_names_gemma(run_dir, tmp_path):
+    from xdetox.specs import EMBEDDED_NAME
+
+    card = _card_of(run_dir)
     front = card.split("---")[1]
     assert "license: gemma" in front and "base_model: google/gemma-3-270m" in front
     assert EMBEDDED_NAME in card and "Gemma Terms of Use" in card and "OpenRAIL++" in card
+    (tmp_path / "README.md").write_text(card)
+    data = load_card(tmp_path).data
+    assert (data.license, data.license_link, data.base_model) == (
+        "gemma", "https://ai.google.dev/gemma/terms", "google/gemma-3-270m")
+
+
+def test_card_of_a_run_on_user_data_names_no_paradetox(run_dir, tmp_path):
+    """A run on the user's own --data file: that file is the data; it has no hub id, so ``datasets`` is left
+    out and the model-index names the file. paradetox appears nowhere, and the numbers are the same."""
+    user_file = tmp_path / "my_pairs.jsonl"
+    card = _card_of(run_dir, data_path=str(user_file))
+    assert "paradetox" not in card.lower() and "OpenRAIL" not in card
+    (tmp_path / "README.md").write_text(card)
+    data = load_card(tmp_path).data
+    assert data.datasets is None and "datasets" not in data.to_dict()
+    assert {r.dataset_type for r in data.eval_results} == {"my_pairs.jsonl"}
+    assert all("my_pairs.jsonl" in r.dataset_name for r in data.eval_results)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {(r.dataset_config, r.metric_type): r.metric_value for r in data.eval_results} == {
+        (e["target"], metric): e[field] for e in summary["settings"] if e["paradigm"] == "x-ft"
+        for metric, field in (("toxicity", "mean_toxicity"), ("toxicity_reduction", "reduction_abs"))}
+    assert f"data: the en train pairs of {user_file}" in card and "the run's own data file `my_pairs.jsonl`" in card
+
+
+# --------------------------------------------------------------------------- --push-to-hub
+
+
+def _export_files(out):
+    return sorted(p.name for p in out.iterdir())
+
+
+@pytest.fixture(scope="module")
+def adapter_files(run_dir, tmp_path_factory):
+    """The files of the plain --no-merge export, which a failed push must leave the same."""
+    out = tmp_path_factory.mktemp("plain") / "adapter"
+    assert main(["export", str(run_dir), "--setting", "x-ft:en", "--out", str(out), "--no-merge"]) == 0
+    return _export_files(out)
+
+
+def _push(run_dir, out, capsys, repo="someone/xdetox-en"):
+    capsys.readouterr()
+    code = main(["export", str(run_dir), "--setting", "x-ft:en", "--out", str(out), "--no-merge",
+                 "--push-to-hub", repo])
+    return code, capsys.readouterr()
+
+
+def test_push_to_hub_offline_exits_3_and_keeps_the_export(run_dir, tmp_path, capsys, monkeypatch, adapter_files):
+    from huggingface_hub import constants
+
+    from xdetox.models import hub_offline
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1, as on this offline machine
+    hub_offline.cache_clear()
+    out = tmp_path / "adapter"
+    code, output = _push(run_dir, out, capsys)
+    hub_offline.cache_clear()
+    assert code == 3
+    [line] = output.err.strip().splitlines()
+    assert line.startswith("xdetox: error: cannot push to the Hugging Face hub: HF_HUB_OFFLINE is set;")
+    assert f"the export is complete in {out}" in line and "hf upload someone/xdetox-en" in line
+    assert _export_files(out) == adapter_files
+    assert load_card(out).data.library_name == "peft"
+    assert json.loads((out / "xdetox_export.json").read_text())["setting"] == "x-ft:en"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".adapter-export-")]
+
+
+def test_push_to_hub_unreachable_exits_3_and_keeps_the_export(run_dir, tmp_path, capsys, monkeypatch, adapter_files):
+    """No HF_HUB_OFFLINE, but nothing answers at the hub's address: xdetox's probe finds it unreachable."""
+    from huggingface_hub import constants
+
+    from xdetox.models import hub_offline
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored afterwards: the probe sets it to 1
+    for proxy in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    hub_offline.cache_clear()
+    out = tmp_path / "adapter"
+    code, output = _push(run_dir, out, capsys)
+    hub_offline.cache_clear()
+    assert code == 3
+    [line] = output.err.strip().splitlines()
+    assert "the hub at 127.0.0.1 is unreachable" in line and f"the export is complete in {out}" in line
+    assert _export_files(out) == adapter_files
+
+
+def test_push_to_hub_upload_failure_exits_3_and_keeps_the_export(run_dir, tmp_path, capsys, monkeypatch,
+                                                                 adapter_files):
+    """The probe passes but the upload's connection fails: the hub client's error is one line, exit 3."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr("xdetox.models.hub_offline", lambda: None)
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
+    out = tmp_path / "adapter"
+    code, output = _push(run_dir, out, capsys)
+    assert code == 3
+    [line] = output.err.strip().splitlines()
+    assert line.startswith("xdetox: error: the upload to the Hugging Face hub repo someone/xdetox-en failed:")
+    assert f"the export is complete in {out}" in line
+    assert _export_files(out) == adapter_files
+
+
+@pytest.mark.parametrize("repo, reachable, needle", [
+    ("not a repo", False, "is not a hub repo id"),
+    ("a/b/c", False, "is not a hub repo id"),
+    ("someone/xdetox-en", True, "needs a Hugging Face token"),
+])
+def test_push_to_hub_bad_input_exits_2_and_writes_nothing(run_dir, tmp_path, capsys, monkeypatch, repo, reachable,
+                                                          needle):
+    if reachable:
+        monkeypatch.setattr("xdetox.models.hub_offline", lambda: None)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+        monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    out = tmp_path / "out"
+    code, output = _push(run_dir, out, capsys, repo=repo)
+    assert code == 2
+    [line] = output.err.strip().splitlines()
+    assert needle in line, line
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out-export-")]

@@ -408,7 +408,7 @@ def test_write_report_files(tmp_path):
     matrices = [f"{stem}{p}.csv" for p in ("zs", "x-ft", "p-ft", "m-ft", "dpo")]
     matrices += [f"{stem}{p}_{kind}.csv" for p in ("x-ft", "p-ft", "m-ft", "dpo")
                  for kind in ("length_matched", "silent_unchanged", "silent_nontoxic")]
-    names = [*matrices, "report.html", "report.md", "summary.json"]
+    names = [*matrices, "report.html", "report.md", "settings.parquet", "completions.parquet", "summary.json"]
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(names)  # no temp files left
     mtimes = [(run_dir / n).stat().st_mtime_ns for n in names]
     assert mtimes[-1] == max(mtimes)
@@ -425,6 +425,22 @@ def test_write_report_files(tmp_path):
     assert list(pft.index) == ["10%", "20%"] and pft.loc["10%", "de"] == pytest.approx(0.15)
     zs = pd.read_csv(run_dir / f"{stem}zs.csv", index_col="setting")
     assert zs.loc["zs", "en"] == pytest.approx(0.55)
+
+
+def test_write_report_parquet_files_read_back_as_the_frames(tmp_path):
+    """settings.parquet is the frame ``Run.settings()`` makes of summary.json; completions.parquet the
+    completions frame as given (the rows of completions.jsonl), every column and value."""
+    from xdetox.report import summary_frame
+
+    completions = evil_frame()
+    write_report(tmp_path, completions, info(seeds=(1, 2)))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    settings = pd.read_parquet(tmp_path / "settings.parquet")
+    assert settings["seeds"].map(tuple).tolist() == [tuple(s["seeds"]) for s in summary["settings"]]
+    expected = summary_frame(summary["settings"])
+    assert {"ci95_low", "ci95_high", "flags.short", "degenerate_reasons.silent"} <= set(settings.columns)
+    pd.testing.assert_frame_equal(settings.assign(seeds=settings["seeds"].map(tuple)), expected)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "completions.parquet"), completions)
 
 
 def test_report_html_is_escaped_offline_and_captioned(tmp_path):
@@ -471,7 +487,8 @@ def test_write_report_zs_only(tmp_path):
     summary = write_report(tmp_path, pd.DataFrame(rows("zs", "de", [0.5])), info())
     assert summary["settings"][0]["paradigm"] == "zs"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "matrix_google_gemma-3-270m_zs.csv", "report.html", "report.md", "summary.json"]
+        "completions.parquet", "matrix_google_gemma-3-270m_zs.csv", "report.html", "report.md", "settings.parquet",
+        "summary.json"]
     assert 'class="heatmap"' not in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 

@@ -32,16 +32,13 @@ from xdetox.errors import XdetoxInputError
 from xdetox.grid import STORE_FILE, GridConfig, RunOptions, config_from_stored, load_config
 from xdetox.grid.run import RunScorers, completions_frame, report_run, run_config
 from xdetox.report import SUMMARY_JSON
+from xdetox.report.tabular import summary_frame  # defined beside write_report, which writes settings.parquet
 from xdetox.store import Store
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["Run", "open_run", "run", "summary_frame"]
-
-KEPT_LISTS = frozenset({"seeds"})
-"""Summary fields whose list stays whole (a tuple) in a frame; every other list is an interval [low, high]."""
-
 
 class Run:
     """A finished xdetox run directory, read through its store and its ``summary.json``.
@@ -129,8 +126,9 @@ class Run:
             return store.measures_frame()
 
     def report(self) -> dict:
-        """Rebuild ``completions.jsonl``, the matrices, ``report.html``, ``report.md`` and ``summary.json``
-        from the store, as ``xdetox report`` does, and return (and keep as ``summary``) the summary."""
+        """Rebuild ``completions.jsonl``, the matrices, ``report.html``, ``report.md``, ``settings.parquet``,
+        ``completions.parquet`` and ``summary.json`` from the store, as ``xdetox report`` does, and return (and
+        keep as ``summary``) the summary."""
         self.summary = report_run(self.path)
         return self.summary
 
@@ -181,42 +179,3 @@ def run(config_or_path: GridConfig | str | os.PathLike | None = None, /, out: st
         out = Path("runs") / config.name
     finished = run_config(config, None if out is None else str(out), quiet=quiet, reuse=[str(r) for r in reuse])
     return Run(finished.run_dir)
-
-
-def summary_frame(rows: list[dict]) -> pd.DataFrame:
-    """``rows`` (``summary.json``'s ``settings`` or ``per_seed``) as a frame, one row each, in order.
-
-    A column per field, in the order the fields first appear: a dict field becomes a column per key,
-    ``<field>.<key>`` (``flags.short``, ``degenerate_reasons.silent``); a list field is an interval and
-    becomes ``<field>_low`` and ``<field>_high`` (``ci95_low``), except ``seeds``, kept as a tuple. A
-    field a row lacks or holds as null is missing there (None, or NaN in a numeric column).
-    """
-    import pandas as pd
-
-    order: dict[str, None] = {}
-    dict_keys: dict[str, dict[str, None]] = {}
-    intervals: set[str] = set()
-    for row in rows:
-        for key, value in row.items():
-            order.setdefault(key)
-            if isinstance(value, dict):
-                dict_keys.setdefault(key, {}).update(dict.fromkeys(value))
-            elif isinstance(value, list) and key not in KEPT_LISTS:
-                intervals.add(key)
-    records = []
-    for row in rows:
-        record = {}
-        for key in order:
-            value = row.get(key)
-            if key in dict_keys:
-                record |= {f"{key}.{sub}": (value or {}).get(sub) for sub in dict_keys[key]}
-            elif key in intervals:
-                if value is not None and (not isinstance(value, list) or len(value) != 2):
-                    raise XdetoxInputError(f"summary field {key} is not an interval [low, high]: {value!r}")
-                record[f"{key}_low"], record[f"{key}_high"] = value if value is not None else (None, None)
-            else:
-                record[key] = tuple(value) if isinstance(value, list) else value
-        records.append(record)
-    columns = [c for key in order for c in ([f"{key}.{sub}" for sub in dict_keys[key]] if key in dict_keys else
-                                            [f"{key}_low", f"{key}_high"] if key in intervals else [key])]
-    return pd.DataFrame.from_records(records, columns=columns)

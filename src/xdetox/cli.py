@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="new (or empty) directory to write the export into")
     export.add_argument("--no-merge", action="store_true", help="write the PEFT adapter instead of merged weights")
     export.add_argument("--dtype", default="bfloat16", help="merged weights: bfloat16 (default) or float32")
+    export.add_argument("--push-to-hub", default=None, metavar="REPO",
+                        help="then upload the export to this hub model repo (needs a token); offline: exit 3,"
+                             " the local export stays")
 
     report = sub.add_parser("report", help="rebuild a run's report from its store")
     report.add_argument("run_dir")
@@ -143,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"any toxicity scorer (default {DEFAULT_TOXICITY_SCORER})")
     check.add_argument("--langs", default="all", help="comma-separated languages, or 'all' (default)")
     check.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    compare = sub.add_parser("compare", help="finished runs' cells side by side, with paired differences")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN", help="finished run directories (at least 2)")
+    compare_format = compare.add_mutually_exclusive_group()
+    compare_format.add_argument("--csv", action="store_true", help="print the whole table as CSV")
+    compare_format.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    compare.set_defaults(handler=cmd_compare)
     for command, handler in ((run, cmd_run), (plan, cmd_grid_plan), (grid_run, cmd_grid_run), (bench, cmd_bench),
                              (export, cmd_export), (report, cmd_report), (score, cmd_score),
                              (ev, cmd_scorer_eval), (check, cmd_scorer_check)):
@@ -250,8 +259,18 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     from xdetox.export import export
 
-    out = export(args.run_dir, args.setting, args.out, seed=args.seed, merge=not args.no_merge, dtype=args.dtype)
-    print(f"wrote {out}")
+    out = export(args.run_dir, args.setting, args.out, seed=args.seed, merge=not args.no_merge, dtype=args.dtype,
+                 push_to_hub=args.push_to_hub)
+    print(f"wrote {out}" + (f" and pushed it to {args.push_to_hub}" if args.push_to_hub else ""))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from xdetox.compare import compare_runs
+
+    result = compare_runs(args.run_dirs)
+    sys.stdout.write(result.to_csv() if args.csv else result.to_markdown() if args.markdown
+                     else result.to_text() + "\n")
     return 0
 
 

@@ -2,8 +2,9 @@
 
 * ``XdetoxInputError``: the user gave bad input (exit code 2); library callers can catch it
   like any ``ValueError``.
-* ``ServiceUnavailable``: a remote service (the Perspective API) gave no answer after its
-  retries (exit code 3); its message names the cause in one line and never holds a key.
+* ``ServiceUnavailable``: a remote service (the Perspective API; the Hugging Face hub for
+  ``export --push-to-hub``) gave no answer after its retries, or cannot be reached (exit code 3);
+  its message names the cause in one line and never holds a key.
 """
 
 
@@ -12,4 +13,4 @@ class XdetoxInputError(ValueError):
 
 
 class ServiceUnavailable(RuntimeError):
-    """A remote service gave no answer after the retries: a one-line message naming the cause."""
+    """A remote service gave no answer after the retries, or cannot be reached: a one-line message naming the cause."""

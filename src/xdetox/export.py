@@ -9,8 +9,12 @@ and writes, for one training setting (``x-ft:hi``, ``p-ft:10%``, ``m-ft``, ``dpo
   ``transformers`` loads it, no xdetox needed;
 - with ``merge=False`` the PEFT adapter itself (its config naming the base model)
   and the tokenizer;
-- ``README.md``, a Hugging Face model card whose numbers all come from ``summary.json``;
+- ``README.md``, a Hugging Face model card (``xdetox.card``: hub metadata with a ``model-index``)
+  whose numbers all come from ``summary.json``;
 - ``xdetox_export.json``, where the export came from.
+
+With ``push_to_hub`` the finished export is then uploaded to that hub repo (``xdetox.hub``); where the hub
+cannot be reached, the local export stays whole and the error says where it is.
 
 Every check happens before anything is written; the files are written into a
 temporary sibling of ``out`` and renamed into place at the end, so ``out`` either
@@ -27,22 +31,26 @@ from importlib.metadata import version
 from pathlib import Path
 
 from xdetox._io import file_sha256
-from xdetox.data import LANGS
+from xdetox.card import base_model_id, model_card
 from xdetox.errors import XdetoxInputError
-from xdetox.specs import EMBEDDED, EMBEDDED_NAME, PARADIGM_LABELS, ModelSpec
+from xdetox.specs import ModelSpec
+
+__all__ = ["EXPORT_DTYPES", "EXPORT_FILE", "base_model_id", "export", "model_card"]
 
 EXPORT_DTYPES = ("bfloat16", "float32")
 EXPORT_FILE = "xdetox_export.json"
 SUMMARY_FILE = "summary.json"
-EMBEDDED_HUB_ID = "google/gemma-3-270m"
-DATA_ID = "textdetox/multilingual_paradetox"
-DATA_LICENCE = "OpenRAIL++"
-TAGS = ("xdetox", "detoxification", "lora", "peft")
 
 
 def export(run_dir: str | Path, setting: str, out: str | Path, seed: int | None = None,
-           merge: bool = True, dtype: str = "bfloat16") -> Path:
-    """Export one training setting of a finished run into ``out``; return ``out``."""
+           merge: bool = True, dtype: str = "bfloat16", push_to_hub: str | None = None) -> Path:
+    """Export one training setting of a finished run into ``out``; return ``out``.
+
+    ``push_to_hub``: a hub repo id (``user/name``) to upload the finished export to (``xdetox.hub``): checked
+    before anything is written; where the hub cannot be reached the export stays complete in ``out`` and
+    ``ServiceUnavailable`` says so."""
+    from xdetox import hub
+
     run_dir, out = Path(run_dir), Path(out)
     if dtype not in EXPORT_DTYPES:
         raise XdetoxInputError(f"unknown --dtype {dtype!r}; choose one of {', '.join(EXPORT_DTYPES)}")
@@ -52,6 +60,8 @@ def export(run_dir: str | Path, setting: str, out: str | Path, seed: int | None 
     summary = _read_summary(run_dir)
     spec = _model_spec(config, row["model"])
     adapter = _adapter_dir(run_dir, row)
+    if push_to_hub is not None:
+        hub.check_push(push_to_hub)  # last: it may probe the network
     info = {
         "run_dir": str(run_dir.resolve()), "setting": setting, "seed": row["seed"], "train_key": row["key"],
         "adapter_sha256": row["adapter_sha256"], "base_model": spec.to_dict(), "merged": merge,
@@ -72,6 +82,8 @@ def export(run_dir: str | Path, setting: str, out: str | Path, seed: int | None 
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    if push_to_hub is not None:
+        hub.push_export(out, push_to_hub)
     return out
 
 
@@ -139,13 +151,6 @@ def _adapter_dir(run_dir: Path, row: dict) -> Path:
     return path
 
 
-def base_model_id(spec: ModelSpec) -> str | None:
-    """The Hub id of the base model (None for a local directory)."""
-    if spec.name == EMBEDDED:
-        return EMBEDDED_HUB_ID
-    return None if Path(os.path.expanduser(spec.name)).exists() else spec.name
-
-
 # --------------------------------------------------------------------------- writing the model
 
 
@@ -187,155 +192,3 @@ def _write_adapter(spec: ModelSpec, adapter: Path, work: Path) -> bool:
     AutoTokenizer.from_pretrained(where, trust_remote_code=spec.trust_remote_code).save_pretrained(work)
     config = AutoConfig.from_pretrained(where, trust_remote_code=spec.trust_remote_code)
     return bool(getattr(config, "is_encoder_decoder", False))
-
-
-# --------------------------------------------------------------------------- the model card
-
-
-def _number(value, digits: int = 3, signed: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _interval(value, ci) -> str:
-    if value is None:
-        return "–"
-    bounds = f" [{_number(ci[0], signed=True)}, {_number(ci[1], signed=True)}]" if ci else ""
-    return _number(value, signed=True) + bounds
-
-
-def _percent(value) -> str:
-    return "–" if value is None else f"{100 * value:.0f} %"
-
-
-def setting_entries(summary: dict, row: dict) -> tuple[list[dict], dict]:
-    """The summary's entries of the setting and the ZS entries by (target, split)."""
-    source = row["source"] if isinstance(row["source"], str) else None
-    percent = None if row["percent"] is None or row["percent"] != row["percent"] else int(row["percent"])
-
-    def same_model(e: dict) -> bool:
-        return e["model"] == row["model"]
-
-    tuned = [e for e in summary["settings"] if same_model(e) and e["paradigm"] == row["paradigm"]
-             and e["source"] == source and e["percent"] == percent]
-    zs = {(e["target"], e["split"]): e for e in summary["settings"] if same_model(e) and e["paradigm"] == "zs"}
-    return tuned, zs
-
-
-def results_table(tuned: list[dict], zs: dict) -> list[str]:
-    lines = [
-        "| target | split | ZS toxicity | tuned toxicity | reduction [95 % CI] | p | length-matched [95 % CI]"
-        " | empty ZS → tuned | ppl ref change | language fidelity |",
-        "|---|---|---:|---:|---|---:|---|---:|---:|---:|",
-    ]
-    for e in tuned:
-        base = zs.get((e["target"], e["split"]), {})
-        cells = [
-            e["target"], e["split"], _number(base.get("mean_toxicity")), _number(e["mean_toxicity"]),
-            _interval(e["reduction_abs"], e.get("ci95")), _number(e.get("p_value")),
-            _interval(e.get("reduction_length_matched"), e.get("reduction_length_matched_ci")),
-            f"{_percent(base.get('empty_share'))} → {_percent(e.get('empty_share'))}",
-            _number(e.get("ppl_ref_change"), signed=True), _number(e.get("lang_fidelity")),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def _validation_table(figures: dict) -> list[str]:
-    names = list(figures)
-    langs = [lang for lang in LANGS if any(lang in figures[n] for n in names)]
-    lines = ["| lang | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    lines += ["| " + " | ".join([lang] + [_number(figures[n].get(lang)) for n in names]) + " |" for lang in langs]
-    return lines
-
-
-def _front_matter(spec: ModelSpec) -> list[str]:
-    hub_id = base_model_id(spec)
-    lines = ["---", "language:"] + [f"- {lang}" for lang in LANGS]
-    if spec.name == EMBEDDED:
-        lines += ["license: gemma", "license_link: https://ai.google.dev/gemma/terms"]
-    else:
-        lines += ["license: other", "license_name: the base model's licence"]
-    lines += [f"# training data: {DATA_ID}, {DATA_LICENCE}"]
-    if hub_id:
-        lines.append(f"base_model: {hub_id}")
-    lines += ["tags:"] + [f"- {tag}" for tag in TAGS]
-    lines += ["datasets:", f"- {DATA_ID}", "---", ""]
-    return lines
-
-
-def model_card(summary: dict, row: dict, train: dict, spec: ModelSpec, config: dict,
-               merge: bool, seq2seq: bool) -> str:
-    """The export's README.md: front matter, usage, results, recipe, scorer, limits, licences."""
-    tuned, zs = setting_entries(summary, row)
-    label = row["label"]
-    paradigm = PARADIGM_LABELS.get(train["paradigm"], train["paradigm"])
-    auto = "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM"
-    base = spec.display_name
-    lines = _front_matter(spec) + [
-        f"# {base}, detoxified ({label}, seed {row['seed']})", "",
-        f"The base model **{base}** fine-tuned with LoRA by [xdetox](https://pypi.org/project/xdetox/)"
-        f" ({paradigm}) to write less toxic completions.",
-    ]
-    if spec.name == EMBEDDED:
-        lines.append(f"The base is the dequantised GGUF copy \"{EMBEDDED_NAME}\", not Google's bf16 checkpoint.")
-    lines += ["", "## Use", "", "```python"]
-    if merge:
-        lines += [f"from transformers import {auto}, AutoTokenizer",
-                  f"model = {auto}.from_pretrained(\"PATH\")", "tokenizer = AutoTokenizer.from_pretrained(\"PATH\")"]
-    else:
-        lines += ["from peft import PeftModel", f"from transformers import {auto}, AutoTokenizer",
-                  f"model = PeftModel.from_pretrained({auto}.from_pretrained(\"BASE\"), \"PATH\")",
-                  "tokenizer = AutoTokenizer.from_pretrained(\"PATH\")"]
-    lines += ["```", "",
-              "The merged weights (LoRA merged into the base, `merge_and_unload`)." if merge else
-              f"A PEFT LoRA adapter; BASE is `{base_model_id(spec) or spec.name}`"
-              + (" (the run used its dequantised GGUF Q4_K_M copy)." if spec.name == EMBEDDED else "."),
-              f"The run sampled with the prompt template `{config['decode']['template']}`, temperature"
-              f" {config['decode']['temperature']}, top-p {config['decode']['top_p']},"
-              f" {config['decode']['max_new_tokens']} new tokens"
-              + (" (in `generation_config.json`)." if merge else "."), ""]
-    seeds = tuned[0]["seeds"] if tuned else [row["seed"]]
-    lines += ["## Results", "",
-              f"Measured by the run (`summary.json`), scorer `{summary['scorer']}`; mean toxicity of the"
-              " completions of toxic prompts, ZS = the base model. Reduction = ZS − tuned over the prompts where"
-              " both wrote something, with its paired bootstrap 95 % CI and permutation p; length-matched = both"
-              " completions cut to the shorter one; ppl ref change = relative change of the perplexity of"
-              " the target's neutral reference sentences."
-              + (f" Means over seeds {', '.join(map(str, seeds))}; this export is seed {row['seed']}."
-                 if len(seeds) > 1 else ""), ""]
-    lines += results_table(tuned, zs) + [""]
-    lora = train["lora"]
-    what = {"x-ft": f"the {train['source']} train pairs", "dpo": f"the {train['source']} train pairs",
-            "p-ft": f"{train['percent']} % of the train pairs of {', '.join(train['pool'])}",
-            "m-ft": f"all train pairs of {', '.join(train['pool'])}"}.get(train["paradigm"], "-")
-    data = config.get("data_path") or f"{DATA_ID} (bundled with xdetox)"
-    lines += ["## Training", "",
-              f"- paradigm: {paradigm} (`{label}`), objective `{train['objective']}`",
-              f"- data: {what} of {data}",
-              f"- epochs {train['epochs']}, batch size {train['batch_size']} (gradient accumulation"
-              f" {train['gradient_accumulation_steps']}), learning rate {train['learning_rate']},"
-              f" max length {train['max_length']}, seed {train['seed']}",
-              f"- LoRA r = {lora['r']}, alpha = {lora['alpha']}, dropout = {lora['dropout']},"
-              f" target modules {', '.join(lora['target_modules'])}", ""]
-    figures = summary["run"].get("scorer_validation")
-    lines += ["## Scorer", "", f"Toxicity is scored by xdetox's `{summary['scorer']}` scorer."]
-    if figures:
-        lines += ["Its validation figures (ROC-AUC, accuracy, calibration error) per language:", ""]
-        lines += _validation_table(figures)
-    lines.append("")
-    ns = sorted({e["n"] for e in tuned})
-    flagged = [e["target"] for e in tuned if e.get("abstention_flag")]
-    lines += ["## Limits", "",
-              f"- n = {', '.join(map(str, ns)) or '–'} prompts per target language; seeds: {', '.join(map(str, seeds))}.",
-              f"- One automatic toxicity scorer (`{summary['scorer']}`); its errors are the numbers' errors.",
-              "- Abstention: " + (f"the empty share differs from ZS's by more than 5 points in {', '.join(flagged)}:"
-                                  " part of the reduction there is silence." if flagged else
-                                  "no target's empty share differs from ZS's by more than 5 points."),
-              "- Lower measured toxicity is not safety: the model can still write harmful text.", "",
-              "## Licences", "",
-              f"- Base model: {'Gemma Terms of Use (https://ai.google.dev/gemma/terms)' if spec.name == EMBEDDED else 'see the base model'}.",
-              f"- Training data: {DATA_ID} (TextDetox 2024; Dementieva et al.), {DATA_LICENCE}.", ""]
-    return "\n".join(lines)
-

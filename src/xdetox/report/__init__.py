@@ -7,7 +7,8 @@ that are text (not silent), its reduction against ZS with a paired bootstrap CI 
 length-matched reduction, empty share, new tokens, fluency and language, and the
 transfer analysis. ``write_report`` writes one ``matrix_<model>_<paradigm>.csv``
 per model and paradigm, ``report.html`` (self-contained: inline CSS, figures as
-PNG data URIs, no script), ``report.md`` and, last and atomically,
+PNG data URIs, no script), ``report.md``, ``settings.parquet`` (the settings as
+``summary_frame`` flattens them), ``completions.parquet`` (the completions frame) and, last and atomically,
 ``summary.json``: its presence marks a finished run.
 
 Layout, each module building on those above it:
@@ -26,6 +27,7 @@ Layout, each module building on those above it:
 - ``tables``: matrices and the text table; ``examples``: example completions;
   ``method``: how the numbers were computed, in words;
 - ``figures``, ``html``, ``markdown``: the two pages;
+- ``tabular``: summary rows as flat frames (``summary_frame``: ``Run.settings()``, ``settings.parquet``);
 - ``files``: ``write_report``, atomic writes.
 
 Reference measures travel from ``summary`` to ``html`` inside the summary dict, with
@@ -42,9 +44,11 @@ from xdetox.report.markdown import md_escape
 from xdetox.report.measures import measures_projection
 from xdetox.report.results import (
     ABSTENTION_POINTS,
+    COMPLETIONS_PARQUET,
     REPORT_HTML,
     REPORT_MD,
     ROW_AXIS,
+    SETTINGS_PARQUET,
     SUMMARY_JSON,
     ZS,
     Cell,
@@ -69,6 +73,7 @@ from xdetox.report.stats import (
     toxicity_probability,
 )
 from xdetox.report.summary import ANALYSIS_METRICS, GroupKey, summarize
+from xdetox.report.tabular import summary_frame
 from xdetox.report.tables import (
     ABSTENTION_MARK,
     ABSTENTION_NOTE,
@@ -82,13 +87,14 @@ from xdetox.report.values import DIGITS
 from xdetox.specs import PARADIGM_LABELS, PARADIGMS
 
 __all__ = [
-    "ABSTENTION_MARK", "ABSTENTION_NOTE", "ABSTENTION_POINTS", "ANALYSIS_METRICS", "BOOT_SEED", "DIGITS",
+    "ABSTENTION_MARK", "ABSTENTION_NOTE", "ABSTENTION_POINTS", "ANALYSIS_METRICS", "BOOT_SEED", "COMPLETIONS_PARQUET",
+    "DIGITS",
     "EXAMPLES_PER_TARGET", "EXAMPLE_MAX_CHARS", "EXTRA_TOXICITY", "LM_COLUMN", "LM_ZS_COLUMN", "N_BOOT",
     "PARADIGMS", "PARADIGM_LABELS", "REPORT_HTML", "REPORT_MD", "REQUIRED_COLUMNS", "ROW_AXIS",
-    "SUMMARY_JSON", "TABLE_HEADER", "TOXIC_THRESHOLD", "ZS",
+    "SETTINGS_PARQUET", "SUMMARY_JSON", "TABLE_HEADER", "TOXIC_THRESHOLD", "ZS",
     "Cell", "CellResult", "Example", "ExampleLine", "GroupKey", "PairedBootstrap", "RunInfo",
     "ScorerAgreement", "SeedLevelTest", "q_values", "seed_level_test", "SeedResult", "Setting", "View",
     "analysis_html", "analysis_markdown", "expected_max_toxicity", "extra_scorers", "matrix_filename",
     "md_escape", "measures_projection", "paired_bootstrap", "print_table", "result_matrix",
-    "scorer_agreement", "summarize", "toxicity_probability", "transfer_analysis", "write_report",
+    "scorer_agreement", "summarize", "summary_frame", "toxicity_probability", "transfer_analysis", "write_report",
 ]

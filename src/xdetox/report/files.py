@@ -12,9 +12,18 @@ from xdetox.data import PROMPT_SETS
 from xdetox.report.frame import prepare_frame
 from xdetox.report.html import html_page
 from xdetox.report.markdown import markdown_page
-from xdetox.report.results import REPORT_HTML, REPORT_MD, SUMMARY_JSON, RunInfo, summary_views
+from xdetox.report.results import (
+    COMPLETIONS_PARQUET,
+    REPORT_HTML,
+    REPORT_MD,
+    SETTINGS_PARQUET,
+    SUMMARY_JSON,
+    RunInfo,
+    summary_views,
+)
 from xdetox.report.summary import full_summary
 from xdetox.report.tables import matrix_filename, silence_bound, view_matrix
+from xdetox.report.tabular import summary_frame
 from xdetox.report.values import rank
 
 
@@ -22,11 +31,17 @@ def write_report(
     run_dir: Path, completions: pd.DataFrame, info: RunInfo, split: str | None = None,
     measures: pd.DataFrame | None = None,
 ) -> dict:
-    """Write the matrix CSVs, report.html, report.md and finally summary.json.
+    """Write the matrix CSVs, report.html, report.md, settings.parquet, completions.parquet and finally
+    summary.json.
 
     Per model and tuned paradigm the matrices hold ``reduction_abs``, ``reduction_length_matched``
     (``_length_matched``), the two silence bounds (``_silent_unchanged``, ``_silent_nontoxic``) and, with
     a language scorer, ``reduction_same_language`` (``_same_language``).
+
+    ``settings.parquet`` is ``summary["settings"]`` as ``summary_frame`` flattens it (the frame
+    ``xdetox.open_run(run_dir).settings()`` returns: ``ci95_low``/``ci95_high``, ``flags.short``, ...; its
+    ``seeds`` read back as arrays); ``completions.parquet`` is ``completions`` as given, the rows and
+    columns of ``completions.jsonl``.
 
     ``split`` picks the prompt set of the matrices, figures and examples; by
     default ``test_toxic`` when present, else the first split the results have.
@@ -60,6 +75,9 @@ def write_report(
     atomic_write(run_dir / REPORT_MD, lambda p: p.write_text(markdown, encoding="utf-8"))
     summary.pop("_projections", None)  # plotted above; not part of summary.json
     text = json.dumps(summary, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+    settings = summary_frame(json.loads(text)["settings"])  # as Run.settings() reads it back from summary.json
+    atomic_write(run_dir / SETTINGS_PARQUET, lambda p: settings.to_parquet(p, index=False))
+    atomic_write(run_dir / COMPLETIONS_PARQUET, lambda p: completions.to_parquet(p, index=False))
     atomic_write(run_dir / SUMMARY_JSON, lambda p: p.write_text(text, encoding="utf-8"))
     return summary
 

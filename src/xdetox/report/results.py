@@ -22,6 +22,8 @@ ROW_AXIS: dict[str, str] = {"x-ft": "source", "dpo": "source", "p-ft": "percent"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 SUMMARY_JSON = "summary.json"
+SETTINGS_PARQUET = "settings.parquet"  # summary["settings"] as the frame of Run.settings()
+COMPLETIONS_PARQUET = "completions.parquet"  # the completions frame of completions.jsonl
 ABSTENTION_POINTS = 0.05  # |empty, silent or degenerate share − ZS's| above this flags a cell: it may be silence
 
 
