@@ -8,6 +8,7 @@ the processes of this cluster (found by its private temp dir), never others.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -147,9 +148,10 @@ def ray_cluster():
 
 
 def _assert_same_rows(run: Path, expected: dict[str, pd.DataFrame]) -> None:
+    """Bit for bit, floats too (pandas' default would pass a difference within rtol 1e-5)."""
     tables = _tables(run)
     for name in DATA_TABLES:
-        pd.testing.assert_frame_equal(tables[name], expected[name], obj=name)
+        pd.testing.assert_frame_equal(tables[name], expected[name], obj=name, check_exact=True)
 
 
 # --------------------------------------------------------------------------- tests
@@ -194,9 +196,13 @@ def test_ray_grid_survives_a_killed_worker_and_equals_the_local_run(tmp_path, co
     adapters = sorted((run / grid.ADAPTERS_DIR).iterdir())
     assert len(adapters) == 8 and not [a for a in adapters if a.name.startswith(".")]
     assert (run / "summary.json").is_file() and (run / "report.html").is_file()
+    # the tasks ran with this process's threads and dtype rule (a 1-CPU worker would otherwise take 1 thread)
+    with sqlite3.connect(run / grid.STORE_FILE) as conn:
+        device = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'environment'").fetchone()[0])["device"]
+    assert f"; {torch.get_num_threads()} threads (the Ray driver's count); " in device, device
     print(f"\ntiny grid (9 settings, 1 seed): local backend {local_seconds:.1f} s,"
           f" ray backend (2 nodes x 1 CPU, 1 worker killed) {ray_seconds:.1f} s"
-          f" (torch threads in this process: {torch.get_num_threads()}; in a 1-CPU Ray worker: 1)")
+          f" (torch threads here and in each 1-CPU Ray task: {torch.get_num_threads()}; {device})")
 
 
 def _settings_done(store_path: Path) -> int:
@@ -230,6 +236,34 @@ def test_ray_driver_killed_then_the_same_command_resumes(tmp_path, config_path, 
                  "--out", str(run), "--quiet"]) == 0
     _assert_same_rows(run, expected)
     assert not [p for p in (run / grid.ADAPTERS_DIR).iterdir() if p.name.startswith(".")]
+
+
+def test_a_task_computes_with_the_driver_threads_and_dtype_rule(monkeypatch):
+    """What a task takes from the driver before any model loads: torch threads, bf16 or fp32, the ISA holds."""
+    import torch
+
+    from xdetox import machine, models
+    from xdetox.distributed import Arithmetic, _runtime_env
+
+    before, native = torch.get_num_threads(), models.native_cpu_bf16()
+    assert Arithmetic.of_driver() == Arithmetic(before, native)
+    monkeypatch.setattr(machine, "_applied", machine._applied)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # restored after the test; apply() sets it
+    try:
+        Arithmetic(1, not native).apply()
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+        assert models.cpu_supports_bf16() is (not native) and "as the driver's" in models.cpu_bf16_note()
+        if not torch.cuda.is_available():
+            assert models.resolve_dtype("auto") == (torch.float32 if native else torch.bfloat16)
+    finally:
+        models.use_cpu_bf16(None)
+        torch.set_num_threads(before)
+    assert models.cpu_supports_bf16() is native and "driver" not in models.cpu_bf16_note()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    env = _runtime_env(Arithmetic(2, False), num_cpus=1)["env_vars"]
+    assert env["OMP_NUM_THREADS"] == "2" and env["OMP_WAIT_POLICY"] == "PASSIVE"  # 2 threads on 1 CPU: sleep
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert Arithmetic(2, False).env(2) == {"OMP_NUM_THREADS": "2"}
 
 
 def test_ray_backend_without_ray_is_one_line_and_exit_2(tmp_path, tiny_model_dir, monkeypatch, capsys):

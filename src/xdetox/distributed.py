@@ -13,6 +13,15 @@ driver process:
   folder + rename) and then merges the rows into the run's store in one
   transaction, as each task finishes.
 
+Arithmetic. A task computes as the driver would in a local run (``Arithmetic``): torch's
+thread count (fp32 reductions add in another order with another count: a Ray worker
+would otherwise run ``num_cpus`` threads, 1 by default) and whether the CPU path is
+bf16 or fp32 (the dtype, the tuned scorer's autocast and the linear kernels prepacking
+may use), taken on the driver, passed to every task and applied before it loads a
+model; the variables that hold the CPU kernels to an instruction set
+(``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``, ...) travel in the runtime environment.
+On nodes like the driver's machine, a task's rows then equal a local run's bit for bit.
+
 Fault tolerance. A worker process or node that dies mid-task makes Ray re-run
 the task (``max_retries``); a task's result depends only on the setting (seeds
 derive from the setting seed, evaluation key and batch index), so a re-run gives
@@ -29,6 +38,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -43,9 +53,44 @@ from xdetox.store import Store
 INSTALL_HINT = "pip install 'xdetox[ray]'"
 # Set on the driver, these reach the tasks even on a cluster whose nodes were started elsewhere.
 ENV_PASSED = ("XDETOX_CACHE", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-              "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM")
+              "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM",
+              # read when a kernel library loads: they decide which instructions, and so which sums, it uses
+              "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+              "MKL_CBWR", "OMP_WAIT_POLICY")
 SHARD_PREFIX = "xdetox-shard-"  # + worker pid: a task's private folder on its node
 TASK_NAME = "xdetox_setting"  # worker processes show ``ray::xdetox_setting`` while they run one
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """What decides a task's floats besides its inputs, as the driver would compute them locally."""
+
+    threads: int  # torch's intra-op threads: another count adds fp32 (and bf16) sums in another order
+    cpu_bf16: bool  # a CPU run in bf16 (native bf16 on the driver) or fp32: dtype, autocast, prepack rule
+
+    @classmethod
+    def of_driver(cls) -> Arithmetic:
+        import torch
+
+        from xdetox import models
+
+        return cls(torch.get_num_threads(), models.cpu_supports_bf16())
+
+    def env(self, num_cpus: float) -> dict[str, str]:
+        """The worker processes' variables: OpenMP (and so numpy's BLAS) at the driver's thread count,
+        its idle threads sleeping where a task runs more threads than the CPUs it asked for."""
+        env = {"OMP_NUM_THREADS": str(self.threads)}
+        if self.threads > num_cpus:
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
+        return env
+
+    def apply(self) -> None:
+        """In the task, before any model loads (a worker keeps its models between tasks of one run,
+        all with the same arithmetic)."""
+        from xdetox import machine, models
+
+        models.use_cpu_bf16(self.cpu_bf16)
+        machine.apply_threads(machine.ThreadChoice(self.threads, False, "the Ray driver's count"))
 
 
 def import_ray():
@@ -72,9 +117,11 @@ def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: b
     if not todo:
         score_length_matched(plan, store, Session(), progress)
         return []
+    arithmetic = Arithmetic.of_driver()
     started_here = not ray.is_initialized()
     if started_here:
-        options = {"logging_level": "WARNING", "log_to_driver": progress, "runtime_env": _runtime_env()}
+        options = {"logging_level": "WARNING", "log_to_driver": progress,
+                   "runtime_env": _runtime_env(arithmetic, plan.config.resources.num_cpus)}
         if address is None:
             options["include_dashboard"] = False
         try:
@@ -82,7 +129,7 @@ def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: b
         except ConnectionError as err:
             raise XdetoxInputError(f"cannot reach the Ray cluster at {address}: {first_line(err)}") from None
     try:
-        devices = _run(ray, plan, corpus, run_dir, store, todo, progress)
+        devices = _run(ray, plan, corpus, run_dir, store, todo, progress, arithmetic)
     finally:
         if started_here:
             ray.shutdown()
@@ -91,13 +138,13 @@ def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: b
     return devices
 
 
-def _runtime_env() -> dict:
+def _runtime_env(arithmetic: Arithmetic, num_cpus: float) -> dict:
     env = {name: os.environ[name] for name in ENV_PASSED if os.environ.get(name)}
-    return {"env_vars": env} if env else {}
+    return {"env_vars": {**env, **arithmetic.env(num_cpus)}}
 
 
 def _run(ray, plan: Plan, corpus: Corpus, run_dir: Path, store: Store, todo: list[TrainSetting],
-         progress: bool) -> list[str]:
+         progress: bool, arithmetic: Arithmetic) -> list[str]:
     res = plan.config.resources
     options = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "max_retries": res.max_retries,
                "retry_exceptions": False}
@@ -107,7 +154,7 @@ def _run(ray, plan: Plan, corpus: Corpus, run_dir: Path, store: Store, todo: lis
     # max_calls=1: a fresh worker process per GPU setting, its GPU memory freed when it ends.
     task = ray.remote(**options)(xdetox_setting)
     plan_ref, corpus_ref = ray.put(plan), ray.put(corpus)
-    pending = {task.remote(plan_ref, corpus_ref, setting): setting for setting in todo}
+    pending = {task.remote(plan_ref, corpus_ref, setting, arithmetic): setting for setting in todo}
     bar = tqdm(total=len(plan.settings), initial=len(plan.settings) - len(todo), desc="settings (ray)",
                unit="setting", disable=not progress)
     devices: list[str] = []
@@ -153,9 +200,15 @@ def setting_complete(plan: Plan, setting: TrainSetting, run_dir: Path, store: St
 _SESSION: Session | None = None  # kept by a worker process between its tasks (base model, scorers)
 
 
-def xdetox_setting(plan: Plan, corpus: Corpus, setting: TrainSetting) -> dict:
-    """The Ray task: one training setting computed into a private shard; returns its rows and adapter."""
+def xdetox_setting(plan: Plan, corpus: Corpus, setting: TrainSetting,
+                   arithmetic: Arithmetic | None = None) -> dict:
+    """The Ray task: one training setting computed into a private shard; returns its rows and adapter.
+
+    ``arithmetic``: the driver's (``Arithmetic``), applied before anything loads; None keeps this process's.
+    """
     global _SESSION
+    if arithmetic is not None:
+        arithmetic.apply()
     from xdetox import grid, models
 
     quiet_libraries()

@@ -64,11 +64,37 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+_CPU_BF16: bool | None = None  # a Ray task's driver's answer (``use_cpu_bf16``); None: this CPU's own
+
+
 @lru_cache(maxsize=1)
-def cpu_supports_bf16() -> bool:
+def native_cpu_bf16() -> bool:
     """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
     info = cpu_info()
     return any(info.has(flag) for flag in BF16_FLAGS)
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether a CPU run computes in bf16 (``dtype = "auto"``, the tuned scorer's autocast, and with them
+    which linear kernels ``prepack`` may use): the CPU's native bf16 (``native_cpu_bf16``), or what
+    ``use_cpu_bf16`` set."""
+    return native_cpu_bf16() if _CPU_BF16 is None else _CPU_BF16
+
+
+def use_cpu_bf16(value: bool | None) -> None:
+    """Compute as a CPU with (True) or without (False) native bf16 does, whatever this one has; None: as
+    this one does. A Ray task takes its driver's answer, so that every setting of a grid computes as a
+    local run of the driver would (``distributed.Arithmetic``); set before any model loads."""
+    global _CPU_BF16
+    _CPU_BF16 = value
+
+
+def cpu_bf16_note() -> str:
+    """How a CPU run computes, for the run's device: ``native bf16`` or ``no native bf16 (fp32)``, and
+    where ``use_cpu_bf16`` overrode this CPU, what it runs instead."""
+    if _CPU_BF16 is None or _CPU_BF16 == native_cpu_bf16():
+        return "native bf16" if native_cpu_bf16() else "no native bf16 (fp32)"
+    return "bf16 as the driver's, not native here" if _CPU_BF16 else "fp32 as the driver's, native bf16 here"
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -28,8 +28,7 @@ def environment() -> dict[str, str]:
     else:  # the CPU model and whether it computes in bf16: timings and samples depend on both
         chosen = threads_note()
         threads = f"{torch.get_num_threads()} threads" + (f" ({chosen})" if chosen else "")
-        name = f"{cpu_info().model or ''}; {threads}; " + (
-            "native bf16" if models.cpu_supports_bf16() else "no native bf16 (fp32)")
+        name = f"{cpu_info().model or ''}; {threads}; {models.cpu_bf16_note()}"
     dtype = models.resolve_dtype("auto")
     linear = prepack.description(dtype) if dev.type == "cpu" else "F.linear"
     return {"versions": versions, "device": f"{dev.type} ({name})",
