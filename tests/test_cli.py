@@ -202,3 +202,22 @@ def test_a_run_on_one_device_names_it_once(tmp_path, tiny_model_dir, capsys):
     run = json.loads((tmp_path / "run" / "summary.json").read_text())["run"]
     assert run["device"] == grid.environment()["device"] and run["attempts"] == 2
     capsys.readouterr()
+
+
+def test_every_flag_of_every_command_says_what_it_is():
+    import argparse
+
+    from xdetox.cli import build_parser
+
+    missing = []
+
+    def walk(parser, name):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, subparser in action.choices.items():
+                    walk(subparser, f"{name} {sub}")
+            elif action.option_strings and not action.help:
+                missing.append(f"{name} {action.option_strings[0]}")
+
+    walk(build_parser(), "xdetox")
+    assert missing == []

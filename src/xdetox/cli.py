@@ -52,12 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--targets", default=o.targets, help="comma-separated target languages, or 'all' (default)")
     run.add_argument("--split", default=o.split, help=f"train_toxic, test_toxic or test_neutral (default {o.split})")
     run.add_argument("--limit", type=int, default=o.limit, help="use only the first N prompts per target")
-    run.add_argument("--epochs", type=int, default=o.epochs)
-    run.add_argument("--seed", type=int, default=o.seed)
+    run.add_argument("--epochs", type=int, default=o.epochs, help=f"training epochs (default {o.epochs})")
+    run.add_argument("--seed", type=int, default=o.seed,
+                     help=f"training and sampling seed (default {o.seed}); one seed: intervals cover sampling only")
     run.add_argument("--lr", type=float, default=o.lr, help=f"learning rate (default {o.lr:g})")
-    run.add_argument("--lora-r", type=int, default=o.lora_r)
-    run.add_argument("--lora-alpha", type=int, default=o.lora_alpha)
-    run.add_argument("--lora-dropout", type=float, default=o.lora_dropout)
+    run.add_argument("--lora-r", type=int, default=o.lora_r, help=f"LoRA rank (default {o.lora_r})")
+    run.add_argument("--lora-alpha", type=int, default=o.lora_alpha, help=f"LoRA alpha (default {o.lora_alpha})")
+    run.add_argument("--lora-dropout", type=float, default=o.lora_dropout,
+                     help=f"LoRA dropout (default {o.lora_dropout:g})")
     run.add_argument("--train-batch-size", type=int, default=o.train_batch_size,
                      help=f"training sequences per step (default {o.train_batch_size})")
     run.add_argument("--sentences-per-sequence", type=int, default=o.sentences_per_sequence,
@@ -67,13 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"how training text and prompts are cleaned: {', '.join(TEXT_NORMALISATIONS)}"
                           f" (default {o.text_normalisation}; none: the data as shipped)")
     run.add_argument("--batch-size", type=int, default=o.batch_size, help="generation batch size")
-    run.add_argument("--max-new-tokens", type=int, default=o.max_new_tokens)
-    run.add_argument("--temperature", type=float, default=o.temperature)
-    run.add_argument("--top-p", type=float, default=o.top_p)
+    run.add_argument("--max-new-tokens", type=int, default=o.max_new_tokens,
+                     help=f"new tokens per completion (default {o.max_new_tokens})")
+    run.add_argument("--temperature", type=float, default=o.temperature,
+                     help=f"sampling temperature (default {o.temperature:g})")
+    run.add_argument("--top-p", type=float, default=o.top_p, help=f"nucleus sampling top-p (default {o.top_p:g})")
     run.add_argument("--samples", type=int, default=o.samples, help="completions per prompt")
     run.add_argument("--dtype", default=o.dtype, help=f"{', '.join(DTYPES)} (default {o.dtype})")
-    run.add_argument("--trust-remote-code", action="store_true")
-    run.add_argument("--scorer", default=o.scorer)
+    run.add_argument("--trust-remote-code", action="store_true",
+                     help="let transformers run the model repository's own code (off by default)")
+    run.add_argument("--scorer", default=o.scorer,
+                     help=f"toxicity scorer (default {o.scorer}; see xdetox score --help for the others)")
     run.add_argument("--no-zs", action="store_true", help="skip the zero-shot baseline")
     run.add_argument("--out", default=None, help="run directory (default runs/<timestamp>); an existing run resumes")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -100,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="generation speed vs the reference pattern; LoRA training speed")
     bench.add_argument("--prompts", type=int, default=64, help="prompts per generator (default 64)")
-    bench.add_argument("--model", default="embedded")
+    bench.add_argument("--model", default="embedded",
+                       help="'embedded' (default), an HF model id or a local directory")
     bench.add_argument("--lang", default="en", help="language of the prompts and training texts")
     bench.add_argument("--batch-size", action=BenchBatchSizes, default=16, metavar="N[,N...]",
                        help="xdetox generation batch size (default 16); several (8,16,32 or the flag repeated):"
