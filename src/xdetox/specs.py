@@ -109,6 +109,7 @@ class Completion:
 PARADIGMS = ("zs", "x-ft", "p-ft", "m-ft", "dpo")
 PARADIGM_LABELS = {"zs": "ZS", "x-ft": "X-FT", "p-ft": "P-FT", "m-ft": "M-FT", "dpo": "DPO"}
 OBJECTIVES = ("neutral-lm", "rewrite")
+MAX_SEED = 2**32 - 1  # numpy.random.seed's bound (transformers.set_seed calls it), inside torch's and SQLite's
 REWRITE_TEMPLATE = "Rewrite the following text so that it is not toxic: {toxic}\nRewrite:"
 
 
@@ -190,6 +191,9 @@ class TrainSpec:
                 raise XdetoxInputError(f"{name} must be an integer of at least 1, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise XdetoxInputError(f"seed must be an integer, got {self.seed!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise XdetoxInputError(f"seed must be between 0 and {MAX_SEED} (what numpy's and torch's seeding and the"
+                                   f" store accept), got {self.seed}")
         if not _positive_number(self.learning_rate):
             raise XdetoxInputError(f"learning rate must be a positive number, got {self.learning_rate!r}")
         if not _positive_number(self.dpo_beta):

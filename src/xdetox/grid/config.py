@@ -124,6 +124,12 @@ class GridConfig:
             raise XdetoxInputError(f"limit must be at least 1, got {self.limit}")
         if len(set(self.seeds)) != len(self.seeds):
             raise XdetoxInputError("config: seeds are listed twice")
+        for name in ("targets", "sources", "dpo_sources", "percents", "splits"):
+            values = getattr(self, name) or ()
+            twice = sorted({v for v in values if list(values).count(v) > 1}, key=str)
+            if twice:
+                raise XdetoxInputError(f"config: {name} list {', '.join(map(str, twice))} twice; each evaluation would"
+                                       " be planned twice")
         check_text_normalisation(self.text_normalisation)
 
     def train_for(self, paradigm: str) -> TrainSpec:
