@@ -34,7 +34,7 @@ import pandas as pd
 
 from xdetox.errors import XdetoxInputError
 from xdetox.report.results import ZS, RunInfo, Setting
-from xdetox.text import FLAGS, degenerate_reason, is_empty, is_silent, letter_count, text_flags
+from xdetox.text import FLAGS, degenerate_reason, is_empty, letter_count, text_flags
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "setting", "paradigm", "source", "target", "split",
@@ -75,11 +75,10 @@ def prepare_frame(completions: pd.DataFrame, info: RunInfo) -> pd.DataFrame:
     ]
     # A silent completion is not text: whatever a scorer said of it is dropped.
     frame["_empty"] = frame["completion"].map(is_empty)
-    frame["_silent"] = frame["completion"].map(is_silent)
-    frame["_degenerate_reason"] = frame["completion"].map(lambda text: degenerate_reason(None if text is None
-                                                                                        else str(text)))
+    frame["_degenerate_reason"] = frame["completion"].map(degenerate_reason)
+    frame["_silent"] = frame["_degenerate_reason"] == "silent"  # its first rule is text.is_silent
     frame["_degenerate"] = frame["_degenerate_reason"].notna()
-    frame["_letters"] = frame["completion"].map(lambda text: 0 if text is None else letter_count(str(text)))
+    frame["_letters"] = frame["completion"].map(letter_count)
     flags = [[] if silent else text_flags(str(text), str(target))
              for text, target, silent in zip(frame["completion"], frame["target"], frame["_silent"])]
     for flag in FLAGS:  # what makes a score less trustworthy (short text, another script, ...)
