@@ -240,3 +240,14 @@ def test_the_docs_run_calls_name_real_options():
             assert not options
         elif not call.args:
             RunOptions.from_mapping(options).to_config()
+
+
+def test_open_run_of_a_path_the_system_refuses_is_one_line(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "exists", refuse)
+    with pytest.raises(xdetox.XdetoxInputError, match="cannot read .*: Permission denied"):
+        xdetox.open_run(tmp_path)

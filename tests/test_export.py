@@ -337,3 +337,13 @@ def test_push_to_hub_bad_input_exits_2_and_writes_nothing(run_dir, tmp_path, cap
     [line] = output.err.strip().splitlines()
     assert needle in line, line
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out-export-")]
+
+
+def test_an_out_the_system_refuses_exits_2_and_writes_nothing(run_dir, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main(["export", str(run_dir), "--setting", "x-ft:en", "--no-merge", "--out", str(blocker / "sub" / "out")])
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and line.startswith(f"xdetox: error: --out {blocker / 'sub' / 'out'}: cannot write in")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -58,11 +58,16 @@ class Run:
     def __init__(self, path: str | os.PathLike):
         """Open the finished run in ``path``; every reason it cannot be read is one ``XdetoxInputError``."""
         self.path = Path(path)
-        if not self.path.exists():
+        try:
+            exists, is_dir, has_store = (self.path.exists(), self.path.is_dir(),
+                                         (self.path / STORE_FILE).is_file())
+        except OSError as err:  # the operating system refuses to look (a permission, a name too long)
+            raise XdetoxInputError(f"cannot read {self.path}: {err.strerror or err}") from None
+        if not exists:
             raise XdetoxInputError(f"no run directory at {self.path}")
-        if not self.path.is_dir():
+        if not is_dir:
             raise XdetoxInputError(f"{self.path} is not a directory: a run is a directory with {STORE_FILE}")
-        if not (self.path / STORE_FILE).is_file():
+        if not has_store:
             raise XdetoxInputError(f"{self.path} is not an xdetox run directory (no {STORE_FILE})")
         with self._store() as store:
             stored = store.get_meta("config")

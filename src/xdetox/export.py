@@ -67,8 +67,11 @@ def export(run_dir: str | Path, setting: str, out: str | Path, seed: int | None 
         "adapter_sha256": row["adapter_sha256"], "base_model": spec.to_dict(), "merged": merge,
         "dtype": dtype if merge else None, "xdetox_version": version("xdetox"), "plan_id": plan_id,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))
+    except OSError as err:  # before any work: nothing is written
+        raise XdetoxInputError(f"--out {out}: cannot write in {out.parent}: {err.strerror or err}") from None
     try:
         if merge:
             seq2seq = _write_merged(spec, adapter, work, dtype, config["decode"])
