@@ -35,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from xdetox.errors import XdetoxInputError
+from xdetox.report.formatting import fmt_ci, fmt_p, fmt_value
 from xdetox.report.values import DIGITS
 
 KEY = ("model", "paradigm", "source", "percent", "target", "split")
@@ -79,17 +80,18 @@ class CompareResult:
         rows = []
         for row in t.to_dict("records"):
             cells = [setting_name(row) if k == "setting" else str(row[k]) for k in keys]
+            value = {name: plain(v) for name, v in row.items()}  # NaN and NA as None, as the formatters take it
             for label in self.labels:
-                cells += [fmt(row[f"{label}.reduction_abs"], signed=True),
-                          fmt_interval(row[f"{label}.ci95_low"], row[f"{label}.ci95_high"]),
-                          fmt_p(row[f"{label}.q_value"]), fmt(row[f"{label}.mean_toxicity"])]
+                cells += [fmt_value(value[f"{label}.reduction_abs"], signed=True),
+                          fmt_ci(interval(value, f"{label}.ci95")),
+                          fmt_p(value[f"{label}.q_value"]), fmt_value(value[f"{label}.mean_toxicity"])]
             for label in self.labels[1:]:
                 note = row[f"{label}.diff_note"]
                 mark = f" [{self.notes.index(note) + 1}]" if note in self.notes else ""
-                cells += [fmt(row[f"{label}.diff"], signed=True) + mark,
-                          fmt_interval(row[f"{label}.diff_ci95_low"], row[f"{label}.diff_ci95_high"])
+                cells += [fmt_value(value[f"{label}.diff"], signed=True) + mark,
+                          fmt_ci(interval(value, f"{label}.diff_ci95"))
                           + (" (prompts)" if row[f"{label}.diff_ci_unit"] == "prompts" else ""),
-                          fmt_p(row[f"{label}.diff_p_value"])]
+                          fmt_p(value[f"{label}.diff_p_value"])]
             rows.append(cells)
         notes = [f"[{i}] {note}" for i, note in enumerate(self.notes, 1)]
         return header, rows, notes
@@ -214,6 +216,12 @@ def plain(value):
     return value
 
 
+def interval(values: dict, name: str) -> tuple[float, float] | None:
+    """``(values[name_low], values[name_high])``, or None where either is missing."""
+    low, high = values[f"{name}_low"], values[f"{name}_high"]
+    return None if low is None or high is None else (low, high)
+
+
 def norm_key(values: Sequence) -> tuple:
     """A cell's or an evaluation's key from frame values: missing as None, the percent (4th) an int."""
     key = [plain(v) for v in values]
@@ -328,18 +336,3 @@ def side_by_side(runs, labels: Sequence[str], completions: Sequence[pd.DataFrame
     columns = [*KEY, *(f"{label}.{f}" for label in labels for f in PER_RUN),
                *(f"{label}.{f}" for label in labels[1:] for f in PER_DIFF)]
     return pd.DataFrame.from_records(records, columns=columns), notes
-
-
-def fmt(value, signed: bool = False) -> str:
-    value = plain(value)
-    return "-" if value is None else f"{value:+.3f}" if signed else f"{value:.3f}"
-
-
-def fmt_interval(low, high) -> str:
-    low, high = plain(low), plain(high)
-    return "-" if low is None or high is None else f"[{low:+.3f}, {high:+.3f}]"
-
-
-def fmt_p(value) -> str:
-    value = plain(value)
-    return "-" if value is None else "<0.001" if value < 0.001 else f"{value:.3f}"
