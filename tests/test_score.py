@@ -41,9 +41,9 @@ SMALL = OfflineScorerConfig(ngram_range=(1, 3), max_rows_per_lang=300)
 
 
 @pytest.fixture(scope="module")
-def small_cache_dir(tmp_path_factory):
-    """A temporary cache folder shared by the tests that use the small scorer."""
-    return tmp_path_factory.mktemp("score-cache")
+def small_cache_dir(small_scorer_cache):
+    """A temporary cache folder shared by the tests that use the small scorer (the session's, see conftest)."""
+    return small_scorer_cache
 
 
 @pytest.fixture
@@ -220,7 +220,10 @@ def test_evaluate_and_table(small_scorer: OfflineScorer) -> None:
     table = format_auc_table(results)
     lines = table.splitlines()
     assert lines[0].split() == ["lang", "paradetox_test", "heldout"]
-    assert [line.split()[0] for line in lines[1:]] == list(LANGS) + ["mean"]
+    assert [line.split()[0] for line in lines[1:]] == list(LANGS) + ["mean", "spread", "(spread:"]
+    spread = next(line for line in lines if line.startswith("spread")).split()
+    assert float(spread[1]) == pytest.approx(max(results["paradetox_test"].values()) - min(results["paradetox_test"].values()),
+                                             abs=1e-3)
     uk = next(line for line in lines if line.startswith("uk"))
     assert uk.split()[2] == "–"
     assert f"{results['paradetox_test']['en']:.3f}" in lines[1]
@@ -230,7 +233,8 @@ def test_format_auc_table_missing_values() -> None:
     table = format_auc_table({"a": {"en": 0.5, "de": 1.0}, "b": {}})
     lines = table.splitlines()
     assert lines[1].split() == ["en", "0.500", "–"]
-    assert lines[-1].split() == ["mean", "0.750", "–"]
+    assert lines[-3].split() == ["mean", "0.750", "–"]
+    assert lines[-2].split() == ["spread", "0.500", "–"]  # max − min over languages
 
 
 # ------------------------------------------------------------------ registry

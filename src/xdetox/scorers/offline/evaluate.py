@@ -39,7 +39,8 @@ def evaluate_offline(scorer: OfflineScorer) -> dict[str, dict[str, float]]:
 
 
 def format_auc_table(results: dict[str, dict[str, float]]) -> str:
-    """Plain-text table: a row per language, a column per result set, "–" where missing."""
+    """Plain-text table: a row per language, a column per result set, "–" where missing; then the mean and
+    the spread (max − min) over languages of each column."""
     columns = list(results)
     langs = [lang for lang in LANGS if any(lang in results[c] for c in columns)]
     langs += sorted({lang for c in columns for lang in results[c]} - set(langs))
@@ -57,4 +58,7 @@ def format_auc_table(results: dict[str, dict[str, float]]) -> str:
         lines.append(line(lang, [cell(results[c].get(lang)) for c in columns]))
     means = [float(np.mean(list(results[c].values()))) if results[c] else None for c in columns]
     lines.append(line("mean", [cell(m) for m in means]))
-    return "\n".join(lines)
+    spreads = [float(np.ptp(list(results[c].values()))) if len(results[c]) > 1 else None for c in columns]
+    lines.append(line("spread", [cell(m) for m in spreads]))
+    return "\n".join(lines) + "\n(spread: max - min over the languages; of parallel_benign and parallel_toxic, the same" \
+        " sentences in every language, it is the scorer's parity)"
