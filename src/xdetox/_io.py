@@ -9,6 +9,7 @@ Standard library only (no torch, no pandas), so torch-free rooms can use it.
   ``str`` for what JSON cannot write.
 - ``file_sha256``: the digest of a file's bytes (adapters recorded in a run).
 - ``first_line``: an exception as one line, for one-line error messages.
+- ``check_writable_dir``: a directory that is (or can be made) writable, checked without creating anything.
 - ``quiet_libraries``: transformers' and datasets' logs and progress bars off.
 """
 
@@ -17,10 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from xdetox.errors import XdetoxInputError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
@@ -69,6 +73,35 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception's message, or its type's name when it has none."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def check_writable_dir(path: str | Path, what: str, exists: bool = False) -> None:
+    """``XdetoxInputError`` (one line naming ``what`` -- ``--out``, ``XDETOX_CACHE``, ``TMPDIR`` --, the path and
+    the cause) unless ``path`` is a directory this process can write in, or (unless ``exists``) can be created
+    as one: its nearest existing ancestor is a directory that takes a file. Creates nothing: the probe is an
+    unnamed temporary file (``O_TMPFILE``) in that directory."""
+    path = Path(path)
+    existing = path
+    if exists and not path.exists():
+        raise XdetoxInputError(f"{what} {path}: no such directory")
+    while True:
+        try:
+            mode = existing.stat().st_mode
+            break
+        except (FileNotFoundError, NotADirectoryError):  # not there yet, or below a file: look further up
+            if existing.parent == existing:
+                raise XdetoxInputError(f"{what} {path}: no existing directory above it") from None
+            existing = existing.parent
+        except OSError as err:
+            raise XdetoxInputError(f"{what} {path}: cannot use {existing}: {err.strerror or err}") from None
+    if not stat.S_ISDIR(mode):
+        raise XdetoxInputError(f"{what} {path} exists and is not a directory" if existing == path
+                               else f"{what} {path}: {existing} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise XdetoxInputError(f"{what} {path}: cannot write in {existing}: {err.strerror or err}") from None
 
 
 def quiet_libraries() -> None:

@@ -15,7 +15,7 @@ Not a scorer: the grid stores these as a setting's measures (``ppl_ref``, ``silh
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -59,15 +59,23 @@ def reference_measures(model, tokenizer, texts_by_lang: Mapping[str, list[str]],
 
 @dataclass(frozen=True)
 class EmbeddingAnalysis:
-    """How separated the languages are in a model's representation space."""
+    """How separated the languages are in a model's representation space.
 
-    silhouette: float  # silhouette score of the sentences grouped by language (cosine distance)
+    A measure the sentences cannot give (too few of them, one language) is None, and ``not_computed``
+    says why, by measure name: a run of one prompt finishes with its report saying so."""
+
+    silhouette: float | None  # silhouette score of the sentences grouped by language (cosine distance)
     similarity: dict[str, dict[str, float]]  # mean cosine similarity between language groups
-    projection: list[tuple[str, float, float]]  # (language, x, y): 2-D PCA of the embeddings
+    projection: list[tuple[str, float, float]] | None  # (language, x, y): 2-D PCA of the embeddings
+    not_computed: dict[str, str] = field(default_factory=dict)  # measure name -> why it was not computed
 
 
 def embedding_analysis(embeddings: Mapping[str, np.ndarray], seed: int = 0) -> EmbeddingAnalysis:
-    """Silhouette by language, language-confusion matrix and a 2-D projection (scikit-learn)."""
+    """Silhouette by language, language-confusion matrix and a 2-D projection (scikit-learn).
+
+    The silhouette needs at least two languages and more sentences than languages (scikit-learn's
+    2 <= labels <= sentences - 1); the projection at least two sentences and two dimensions. Where
+    they are missing the measure is None and ``not_computed`` names the reason, never an error."""
     from sklearn.decomposition import PCA
     from sklearn.metrics import silhouette_score
     from sklearn.preprocessing import normalize as l2_normalize
@@ -76,9 +84,23 @@ def embedding_analysis(embeddings: Mapping[str, np.ndarray], seed: int = 0) -> E
     matrix = np.concatenate([embeddings[lang] for lang in langs])
     labels = np.concatenate([[lang] * len(embeddings[lang]) for lang in langs])
     unit = l2_normalize(matrix)
-    silhouette = float(silhouette_score(matrix, labels, metric="cosine")) if len(langs) > 1 else float("nan")
+    n, dims = matrix.shape
+    not_computed = {}
+    silhouette = None
+    if len(langs) < 2:
+        not_computed["silhouette"] = f"one language ({langs[0]}): a silhouette compares two or more"
+    elif n <= len(langs):
+        not_computed["silhouette"] = (f"{n} sentences in {len(langs)} languages: a silhouette needs more sentences"
+                                      " than languages")
+    else:
+        silhouette = float(silhouette_score(matrix, labels, metric="cosine"))
     centred = {lang: unit[labels == lang] for lang in langs}
     similarity = {a: {b: float((centred[a] @ centred[b].T).mean()) for b in langs} for a in langs}
-    points = PCA(n_components=2, random_state=seed).fit_transform(unit)
-    projection = [(str(lang), float(x), float(y)) for lang, (x, y) in zip(labels, points)]
-    return EmbeddingAnalysis(silhouette, similarity, projection)
+    projection = None
+    if min(n, dims) < 2:
+        not_computed["projection"] = (f"{n} sentence{'s' if n != 1 else ''} of {dims} dimensions: a 2-D projection"
+                                      " needs at least 2 of each")
+    else:
+        points = PCA(n_components=2, random_state=seed).fit_transform(unit)
+        projection = [(str(lang), float(x), float(y)) for lang, (x, y) in zip(labels, points)]
+    return EmbeddingAnalysis(silhouette, similarity, projection, not_computed)

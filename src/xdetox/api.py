@@ -14,6 +14,7 @@
     run.report()      # the report files rebuilt from the store, as ``xdetox report`` does
 
     run = xdetox.run(source="en", targets="en,de", limit=20, out="runs/en-de")  # options of ``xdetox run``
+    run = xdetox.evaluate("runs/export", baseline="embedded", out="runs/eval")  # options of ``xdetox eval``
 
 Importing this module loads no model code (torch, transformers): ``run`` loads it when it runs a config.
 A ``Run`` reads its store read-only, once per call, and summary.json; it computes no result itself.
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xdetox.errors import XdetoxInputError
-from xdetox.grid import STORE_FILE, GridConfig, RunOptions, config_from_stored, load_config
+from xdetox.grid import STORE_FILE, EvalOptions, GridConfig, RunOptions, config_from_stored, load_config
 from xdetox.grid.run import RunScorers, completions_frame, report_run, run_config
 from xdetox.report import SUMMARY_JSON
 from xdetox.report.tabular import summary_frame  # defined beside write_report, which writes settings.parquet
@@ -38,7 +39,7 @@ from xdetox.store import Store
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Run", "open_run", "run", "summary_frame"]
+__all__ = ["Run", "evaluate", "open_run", "run", "summary_frame"]
 
 class Run:
     """A finished xdetox run directory, read through its store and its ``summary.json``.
@@ -152,17 +153,24 @@ def run(config_or_path: GridConfig | str | os.PathLike | None = None, /, out: st
     the run is the one ``xdetox run`` makes from ``options``, named like its flags (``--max-new-tokens``
     is ``max_new_tokens``): ``source="en", targets=("en", "de"), limit=2, epochs=1, model=...,
     scorer="offline", seed=..., text_normalisation=..., sentences_per_sequence=...`` (``RunOptions``).
+    ``quick=True`` is ``--quick``: targets en,de, limit 20, scorer offline, one epoch, no reference measures;
+    giving one of those four options beside it is refused.
 
     ``out``: the run directory; by default ``runs/<config name>`` for a config, ``runs/<timestamp>`` for
-    options, as on the command line. An existing run of the same work resumes; one of other work is
-    refused. ``quiet``: no progress bars (stderr keeps the start and resume lines). ``reuse``: run
-    directories whose work with the same content keys is copied instead of computed (``--reuse``).
+    options (``runs/quick`` with ``quick=True``), as on the command line. An existing run of the same work
+    resumes; one of other work is refused. ``quiet``: no progress bars (stderr keeps the start and resume
+    lines). ``reuse``: run directories whose work with the same content keys is copied instead of computed
+    (``--reuse``).
 
-    Everything is checked before anything is written; bad input is one ``XdetoxInputError`` line.
-    An interrupted run (an exception, Ctrl-C) resumes with the same call.
+    Everything is checked before anything is written; bad input is one ``XdetoxInputError`` line, the one
+    ``xdetox run`` prints (the bounds of the specs, a prompt longer than the model's context, an ``out``, cache
+    or ``$TMPDIR`` that cannot be written, a damaged store). A full disk during work is an ``OSError``
+    (``ENOSPC``) naming the path. An interrupted run (an exception, Ctrl-C, a full disk) resumes with the same call.
     """
     if config_or_path is None:
-        config = RunOptions.from_mapping(options).to_config()
+        run_options = RunOptions.from_mapping(options)
+        config = run_options.to_config()
+        out = run_options.default_out() if out is None else out  # quick=True: runs/quick
     elif options:
         raise XdetoxInputError(f"the option(s) {', '.join(map(repr, sorted(options)))} build xdetox run's config"
                                " and apply only without one: set them in the config instead")
@@ -184,3 +192,30 @@ def run(config_or_path: GridConfig | str | os.PathLike | None = None, /, out: st
         out = Path("runs") / config.name
     finished = run_config(config, None if out is None else str(out), quiet=quiet, reuse=[str(r) for r in reuse])
     return Run(finished.run_dir)
+
+
+def evaluate(model: str | os.PathLike | None = None, /, out: str | os.PathLike | None = None, quiet: bool = True,
+             reuse: Sequence[str | os.PathLike] = (), **options) -> Run:
+    """Measure a given model as it is (``xdetox eval``) and open the finished run.
+
+    ``model``: an HF id, a local directory, an ``xdetox export`` directory or a PEFT adapter directory (read on
+    the base it records); None: the embedded model, or an ``adapter``'s recorded base. ``options`` are the
+    other options of ``xdetox eval``, named like its flags (``EvalOptions``): ``adapter=PATH`` (a PEFT adapter
+    on ``model``), ``baseline=MODEL`` (whose completions play ZS, so each target gets a reduction against it;
+    without one, the model's toxicity per target), ``targets``, ``split``, ``limit``, ``data``,
+    ``chat_template=True``, ``scorer``, ``seed``, the decoding options, ...
+
+    ``out``, ``quiet`` and ``reuse`` as for ``run``. The directory is a run: ``open_run``, ``xdetox report``,
+    ``compare`` and ``export`` read it. Bad input is one ``XdetoxInputError`` line, before anything is written.
+    """
+    if isinstance(model, os.PathLike):
+        model = str(model)
+    config = EvalOptions.from_mapping({"model": model, **options}).to_config()
+    return run(config, out=runs_dir(out), quiet=quiet, reuse=reuse)
+
+
+def runs_dir(out: str | os.PathLike | None) -> str | os.PathLike:
+    """``out``, or ``runs/<timestamp>`` as the command line chooses it."""
+    from datetime import datetime
+
+    return out if out is not None else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -8,17 +8,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 from xdetox._io import atomic_write
+from xdetox.errors import XdetoxInputError
+
+
+def cache_root() -> tuple[Path, str]:
+    """The cache's directory (not created) and the name of what chose it (``XDETOX_CACHE``,
+    ``XDG_CACHE_HOME`` or ``~/.cache``), for messages."""
+    root = os.environ.get("XDETOX_CACHE")
+    if root:
+        return Path(root), "XDETOX_CACHE"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "xdetox", "XDG_CACHE_HOME" if xdg else "the cache"
 
 
 def cache_dir(*parts: str) -> Path:
-    root = os.environ.get("XDETOX_CACHE")
-    if root:
-        base = Path(root)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg) if xdg else Path.home() / ".cache") / "xdetox"
+    """The cache's sub-directory ``parts``, created if needed; one that cannot be is one ``XdetoxInputError``
+    line naming it and the cause (set ``XDETOX_CACHE`` to a writable directory)."""
+    base, what = cache_root()
     path = base.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise XdetoxInputError(f"{what} {base}: cannot create {path}: {err.strerror or err}; set XDETOX_CACHE to a"
+                               " writable directory") from None
     return path
 
 

@@ -132,7 +132,8 @@ def card_data(summary: dict, row: dict, spec: ModelSpec, config: dict, merge: bo
 
 
 def card_title(spec: ModelSpec, row: dict) -> str:
-    return f"{spec.display_name}, detoxified ({row['label']}, seed {row['seed']})"
+    done = "with a given adapter, measured" if row["paradigm"] == "eval" else "detoxified"
+    return f"{spec.display_name}, {done} ({row['label']}, seed {row['seed']})"
 
 
 # --------------------------------------------------------------------------- the text
@@ -246,15 +247,20 @@ def model_card(summary: dict, row: dict, train: dict, spec: ModelSpec, config: d
     tuned, zs = setting_entries(summary, row)
     label = row["label"]
     paradigm = PARADIGM_LABELS.get(train["paradigm"], train["paradigm"])
+    given = train.get("given")
     lines = [f"# {card_title(spec, row)}", "",
              f"The base model **{spec.display_name}** fine-tuned with LoRA by [xdetox](https://pypi.org/project/xdetox/)"
              f" ({paradigm}) to write less toxic completions, following the protocol of *{PAPER}*"
-             " (Beniwal et al., 2025)."]
+             " (Beniwal et al., 2025)." if given is None else
+             f"The base model **{spec.display_name}** with a LoRA adapter that xdetox did not train: `xdetox eval`"
+             f" measured it on the protocol of *{PAPER}* (Beniwal et al., 2025)."]
     if spec.name == EMBEDDED:
         lines.append(f"The base is the dequantised GGUF copy \"{EMBEDDED_NAME}\", not Google's bf16 checkpoint.")
     seeds = tuned[0]["seeds"] if tuned else [row["seed"]]
     lines += ["", *_use(spec, config, merge, seq2seq), *_results(summary, tuned, zs, row, seeds),
-              *_training(train, config, label, paradigm)]
+              *(_training(train, config, label, paradigm) if given is None else
+                ["## Origin", "", f"- the PEFT adapter `{given['adapter']}` (weights sha256 {given['adapter_sha256']}),"
+                 " given to `xdetox eval`; xdetox did not train it, so its recipe is its maker's", ""])]
     figures = summary["run"].get("scorer_validation")
     lines += ["## Scorer", "", f"Toxicity is scored by xdetox's `{summary['scorer']}` scorer."]
     if figures:

@@ -7,7 +7,8 @@ Exit codes:
   one line on stderr (``xdetox: error: ...``), and nothing written: every check runs
   before a run directory or store is created, and an existing store is opened
   read-only until it is known to be an xdetox store;
-- 3: a service the command needs is unavailable (Perspective);
+- 3: a service the command needs is unavailable (Perspective), or the disk filled up during work (one line
+  naming the path; a run resumes with the same command);
 - 130: interrupted (Ctrl-C): one line on stderr; a run resumes with the same command;
 - 1: anything else (a bug: the traceback is printed).
 """
@@ -23,8 +24,9 @@ from pathlib import Path
 import xdetox
 from xdetox._io import quiet_libraries
 from xdetox.data import parse_langs
-from xdetox.errors import ServiceUnavailable, XdetoxInputError
-from xdetox.grid import GridConfig, RunOptions, load_config, make_plan, plan_table
+from xdetox.errors import ServiceUnavailable, XdetoxInputError, no_space
+from xdetox.grid import EvalOptions, GridConfig, RunOptions, load_config, make_plan, plan_table
+from xdetox.grid.options import QUICK_OUT, refuse_with_quick
 from xdetox.grid.run import report_run, run_config
 from xdetox.hygiene import TEXT_NORMALISATIONS
 from xdetox.scorers.base import DEFAULT_TOXICITY_SCORER
@@ -38,6 +40,14 @@ class _Parser(argparse.ArgumentParser):
         raise XdetoxInputError(message)
 
 
+class _Given(argparse.Action):
+    """Stores the flag's value and notes it in ``given``: ``--quick`` refuses the flags it sets, given beside it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = getattr(namespace, "given", frozenset()) | {self.dest}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xdetox", description="Cross-lingual detoxification by supervised fine-tuning.")
     parser.add_argument("--version", action="version", version=f"xdetox {xdetox.__version__}")
@@ -45,14 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="ZS vs X-FT toxicity on every target language")
     o = RunOptions  # the defaults of xdetox run's options, shared with xdetox.run(**options)
+    run.add_argument("--quick", action="store_true",
+                     help="a first run of minutes: --targets en,de --limit 20 --scorer offline (the fast lexical"
+                          " scorer) --epochs 1, without the reference measures (test_neutral perplexity and"
+                          f" embeddings), in {QUICK_OUT} unless --out; those four flags are refused beside it,"
+                          " every other flag applies as usual")
     run.add_argument("--model", default=o.model, help=f"'{o.model}' (default), an HF model id or a local directory")
-    run.add_argument("--data", default=o.data,
-                     help="JSONL/CSV with lang,toxic,neutral[,id,split] (default: bundled corpus)")
+    run.add_argument("--data", default=o.data, help="JSONL/CSV/Parquet file, datasets directory or hub dataset id"
+                                                   " with lang,toxic,neutral[,id,split] (default: bundled corpus)")
     run.add_argument("--source", default=o.source, help=f"language the adapter is trained on (default {o.source})")
-    run.add_argument("--targets", default=o.targets, help="comma-separated target languages, or 'all' (default)")
+    run.add_argument("--targets", default=o.targets, help="comma-separated target languages, or 'all' (default)",
+                     action=_Given)
     run.add_argument("--split", default=o.split, help=f"train_toxic, test_toxic or test_neutral (default {o.split})")
-    run.add_argument("--limit", type=int, default=o.limit, help="use only the first N prompts per target")
-    run.add_argument("--epochs", type=int, default=o.epochs, help=f"training epochs (default {o.epochs})")
+    run.add_argument("--limit", type=int, default=o.limit, help="use only the first N prompts per target",
+                     action=_Given)
+    run.add_argument("--epochs", type=int, default=o.epochs, help=f"training epochs (default {o.epochs})",
+                     action=_Given)
     run.add_argument("--seed", type=int, default=o.seed,
                      help=f"training and sampling seed (default {o.seed}); one seed: intervals cover sampling only")
     run.add_argument("--lr", type=float, default=o.lr, help=f"learning rate (default {o.lr:g})")
@@ -78,13 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default=o.dtype, help=f"{', '.join(DTYPES)} (default {o.dtype})")
     run.add_argument("--trust-remote-code", action="store_true",
                      help="let transformers run the model repository's own code (off by default)")
-    run.add_argument("--scorer", default=o.scorer,
+    run.add_argument("--scorer", default=o.scorer, action=_Given,
                      help=f"toxicity scorer (default {o.scorer}; see xdetox score --help for the others)")
     run.add_argument("--no-zs", action="store_true", help="skip the zero-shot baseline")
-    run.add_argument("--out", default=None, help="run directory (default runs/<timestamp>); an existing run resumes")
+    run.add_argument("--out", default=None, help=f"run directory (default runs/<timestamp>; {QUICK_OUT} with --quick);"
+                                                " an existing run resumes")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
                      help="copy the work another run already did with the same content keys (repeatable)")
+
+    ev_ = sub.add_parser("eval", help="measure a given model or adapter on every target's toxic prompts, untrained")
+    for option in fields(EvalOptions):  # a flag per option: its help (type, action) is the option's
+        ev_.add_argument("--" + option.name.replace("_", "-"), default=option.default, **option.metadata)
+    ev_.add_argument("--out", default=None, help="run directory (default runs/<timestamp>); an existing eval resumes")
 
     grid = sub.add_parser("grid", help="the whole experiment grid from a TOML config")
     grid_sub = grid.add_subparsers(dest="grid_command", required=True, parser_class=_Parser)
@@ -119,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="one tuned setting of a run as a standalone model + model card")
     export.add_argument("run_dir", help="a finished xdetox run directory")
-    export.add_argument("--setting", required=True, help="x-ft:<lang>, p-ft:<percent>%%, m-ft or dpo:<lang>")
+    export.add_argument("--setting", required=True,
+                        help="x-ft:<lang>, p-ft:<percent>%%, m-ft, dpo:<lang>, or eval (xdetox eval's adapter)")
     export.add_argument("--seed", type=int, default=None, help="which seed, when the run has several")
     export.add_argument("--out", required=True, help="new (or empty) directory to write the export into")
     export.add_argument("--no-merge", action="store_true", help="write the PEFT adapter instead of merged weights")
@@ -153,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"any toxicity scorer (default {DEFAULT_TOXICITY_SCORER})")
     check.add_argument("--langs", default="all", help="comma-separated languages, or 'all' (default)")
     check.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    train_scorer = scorer_sub.add_parser(
+        "train", help="train the offline-tuned scorer's adapter, unit and calibration into DIR (what ships in the package)")
+    train_scorer.add_argument("--out", required=True, help="directory to write (new, or an earlier offline-tuned scorer's)")
+    train_scorer.add_argument("--seed", type=int, default=0, help="training seed (default 0: the shipped model's)")
+    train_scorer.add_argument("--no-validate", action="store_true",
+                              help="skip the validation figures (validation.json; minutes)")
     compare = sub.add_parser("compare", help="finished runs' cells side by side, with paired differences")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN", help="finished run directories (at least 2)")
     compare_format = compare.add_mutually_exclusive_group()
@@ -161,12 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(handler=cmd_compare)
     for command, handler in ((run, cmd_run), (plan, cmd_grid_plan), (grid_run, cmd_grid_run), (bench, cmd_bench),
                              (export, cmd_export), (report, cmd_report), (score, cmd_score),
-                             (ev, cmd_scorer_eval), (check, cmd_scorer_check)):
+                             (ev, cmd_scorer_eval), (check, cmd_scorer_check), (train_scorer, cmd_scorer_train)):
         command.set_defaults(handler=handler)
-    for command in (run, grid_run, bench, export, report, score, ev, check):  # the commands that run models
+    ev_.set_defaults(handler=cmd_eval)
+    for command in (run, grid_run, bench, export, report, score, ev, check, train_scorer):  # the commands that run models
         command.add_argument("--threads", default=None, metavar="N|auto",
                              help="torch threads: a number, or 'auto' (the cores free at the start; idle threads"
                                   " sleep when sharing the machine). Default: $XDETOX_THREADS, else torch's")
+    for name in ("--quiet", "--reuse", "--threads"):  # as xdetox run has them (argparse's parents share actions so)
+        ev_._add_action(next(a for a in run._actions if name in a.option_strings))
     return parser
 
 
@@ -191,31 +225,49 @@ def main(argv: list[str] | None = None) -> int:
     except XdetoxInputError as err:
         print(f"xdetox: error: {err}", file=sys.stderr)
         return 2
-    except ServiceUnavailable as err:
-        running = args.command == "run" or (args.command == "grid" and args.grid_command == "run")
+    except Exception as err:  # a service unavailable, or a full disk: exit 3; anything else is a bug (traceback)
+        line = str(err) if isinstance(err, ServiceUnavailable) else no_space(err)
+        if line is None:
+            raise
+        running = args.command in ("run", "eval") or (args.command == "grid" and args.grid_command == "run")
         resume = "; the run is resumable: run the same command again" if running else ""
-        print(f"xdetox: error: {err}{resume}", file=sys.stderr)
+        print(f"xdetox: error: {line}{resume}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print("xdetox: interrupted", file=sys.stderr)
         return 130
 
 
+def _run_options(args) -> RunOptions:
+    """``xdetox run``'s flags as ``RunOptions``; with --quick, a flag it sets given beside it is refused."""
+    if args.quick:
+        refuse_with_quick(getattr(args, "given", ()))
+    return RunOptions(**{f.name: getattr(args, f.name) for f in fields(RunOptions)})
+
+
 def _config_from_args(args) -> GridConfig:
     """``xdetox run``'s flags as its grid (``RunOptions``): ZS + X-FT from --source on the --targets."""
-    return RunOptions(**{f.name: getattr(args, f.name) for f in fields(RunOptions)}).to_config()
+    return _run_options(args).to_config()
 
 
 def _print_finished(finished) -> int:
     from xdetox import report
 
     print(report.print_table(finished.summary))
-    print(f"\nwrote {finished.run_dir}/summary.json and the report ({finished.elapsed_s:.0f} s)")
+    print(f"\nwrote {finished.run_dir}/summary.json and the report, {finished.run_dir / report.REPORT_HTML}"
+          f" ({finished.elapsed_s:.0f} s)")
     return 0
 
 
 def cmd_run(args) -> int:
-    return _print_finished(run_config(_config_from_args(args), args.out, quiet=args.quiet, reuse=args.reuse))
+    options = _run_options(args)
+    out = args.out if args.out is not None else options.default_out()
+    return _print_finished(run_config(options.to_config(), out, quiet=args.quiet, reuse=args.reuse))
+
+
+def cmd_eval(args) -> int:
+    options = EvalOptions(**{f.name: getattr(args, f.name) for f in fields(EvalOptions)})
+    return _print_finished(run_config(options.to_config(), args.out, quiet=args.quiet, reuse=args.reuse))
 
 
 def cmd_grid_plan(args) -> int:
@@ -314,6 +366,16 @@ def cmd_scorer_eval(args) -> int:
         raise XdetoxInputError(f"{args.scorer} is not a toxicity scorer")
     results = registry.scorer_validation(args.scorer, compute=True)
     print(json.dumps(results) if args.json else format_auc_table(results))
+    return 0
+
+
+def cmd_scorer_train(args) -> int:
+    """Train the offline-tuned scorer into ``--out`` (seeded); its identity is the files' hash."""
+    from xdetox.scorers import tuned, tuned_train
+
+    config = tuned.TunedScorerConfig(seed=args.seed)
+    scorer = tuned_train.train(Path(args.out), config, progress=True, validate=not args.no_validate)
+    print(f"{args.out}: {scorer.identity}")
     return 0
 
 

@@ -16,8 +16,8 @@ collide). Per run after the first, the difference of the cell's reduction from t
 * elsewhere ``diff`` is the plain difference of the two reductions, with no interval, and ``diff_note``
   says why (other seeds, other ZS completions, no ZS, the cell is in one run only).
 
-Runs are refused (one ``XdetoxInputError`` line, nothing written) when fewer than two are given, one
-cannot be opened (missing, not a run, unfinished), or two of them score with another toxicity scorer
+Runs are refused (one ``XdetoxInputError`` line, nothing written) when fewer than two are given, one is
+given twice (a list is a set), one cannot be opened (missing, not a run, unfinished), or two of them score with another toxicity scorer
 (another primary scorer name, or another model behind it: the store's ``scorer_identity:<name>``) or
 hold other prompts for a target and split (other prompt ids, or other prompt texts: another
 ``text_normalisation`` or template). Torch-free: it reads stores and summaries only.
@@ -34,8 +34,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from xdetox.errors import XdetoxInputError
+from xdetox.errors import XdetoxInputError, refuse_repeats
 from xdetox.report.formatting import fmt_ci, fmt_p, fmt_value
+from xdetox.report.results import ONE_PROMPT
 from xdetox.report.values import DIGITS
 
 KEY = ("model", "paradigm", "source", "percent", "target", "split")
@@ -133,6 +134,7 @@ def compare_runs(paths: Sequence[str | os.PathLike]) -> CompareResult:
     if isinstance(paths, (str, os.PathLike)) or len(paths) < 2:
         given = 1 if isinstance(paths, (str, os.PathLike)) else len(paths)
         raise XdetoxInputError(f"compare needs at least 2 run directories, got {given}")
+    refuse_repeats("the runs to compare", [os.path.realpath(p) for p in paths])  # a list is a set
     runs = [open_run(p) for p in paths]
     labels = run_labels([r.path for r in runs])
     check_scorers(runs, labels)
@@ -306,6 +308,9 @@ def difference(cell: tuple, ours: dict | None, first: dict | None, groups_a: dic
         test, why = paired_difference(cell, seeds_a, groups_a, groups_b, (first_label, label))
     if test is None:
         out["diff"], out["diff_note"] = plain_diff, f"no CI: ZS not shared with {first_label}: {why}"
+        return out
+    if test.n < 2:  # as a cell's ci95: not an interval of width 0
+        out["diff"], out["diff_note"] = test.reduction, f"no CI: {ONE_PROMPT}"
         return out
     out |= {"diff": test.reduction, "diff_ci95_low": test.ci_low, "diff_ci95_high": test.ci_high,
             "diff_p_value": test.p_value, "diff_ci_unit": test.unit}

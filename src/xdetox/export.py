@@ -58,7 +58,7 @@ def export(run_dir: str | Path, setting: str, out: str | Path, seed: int | None 
         raise XdetoxInputError(f"--out {out} exists and is not an empty directory")
     row, config, plan_id = _setting_row(run_dir, setting, seed)
     summary = _read_summary(run_dir)
-    spec = _model_spec(config, row["model"])
+    spec = _model_spec(config, row["model"]) if row["paradigm"] != "eval" else _given_base(config)
     adapter = _adapter_dir(run_dir, row)
     if push_to_hub is not None:
         hub.check_push(push_to_hub)  # last: it may probe the network
@@ -121,6 +121,9 @@ def _setting_row(run_dir: Path, label: str, seed: int | None) -> tuple[dict, dic
         raise XdetoxInputError(f"{label} has no seed {seed}; its seeds: {', '.join(map(str, seeds))}")
     row = chosen[0]
     row["seed"] = int(row["seed"])
+    if row["paradigm"] == "eval" and row["status"] == "done" and not row["adapter_path"]:
+        raise XdetoxInputError(f"{label} measured the whole model {_given_base(config).name} as given, with no"
+                               " adapter: it is standalone already, so there is nothing to export")
     if row["status"] != "done" or not row["adapter_path"]:
         raise XdetoxInputError(f"{label} seed {row['seed']} is not trained yet; resume the run first")
     return row, config, plan_id
@@ -142,6 +145,13 @@ def _model_spec(config: dict, display_name: str) -> ModelSpec:
         if spec.display_name == display_name:
             return spec
     raise XdetoxInputError(f"the run's configuration has no model {display_name!r}")
+
+
+def _given_base(config: dict) -> ModelSpec:
+    """The model an eval run's adapter was applied on (``GridConfig.evaluate``), not its baseline."""
+    from xdetox.given import GivenSpec
+
+    return GivenSpec.from_stored(config.get("evaluate"), "the run's stored config evaluate").model
 
 
 def _adapter_dir(run_dir: Path, row: dict) -> Path:

@@ -79,8 +79,8 @@ class ThreadSetting:
 
     Why it matters: two torch processes that each run 2 threads on 2 cores stall each other (their
     OpenMP threads spin while waiting for a core): generating 64 prompts took 76 s in each of two such
-    processes against 25 s with 1 thread each (AMD EPYC, bf16; README, speed). The thread count also
-    decides how bf16 kernels round, so it is recorded with a run's device.
+    processes against 25 s with 1 thread each (AMD EPYC, bf16; docs/performance.md, "Sharing the machine").
+    The thread count also decides how bf16 kernels round, so it is recorded with a run's device.
     """
 
     value: int | str

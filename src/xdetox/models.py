@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ import torch
 from xdetox._io import first_line
 from xdetox.cache import cache_dir
 from xdetox.errors import XdetoxInputError
+from xdetox.hub import HUB_PROBE_TIMEOUT_S, hub_offline  # noqa: F401 (re-exported: the probe lives there)
 from xdetox.machine import BF16_FLAGS, cpu_info
 from xdetox.specs import DTYPES, EMBEDDED, EMBEDDED_NAME, QUANTIZATIONS, ModelSpec  # noqa: F401 (re-exported)
 
@@ -181,37 +181,6 @@ def locate(spec: ModelSpec) -> str:
         why = f" ({offline})" if offline else ""
         raise XdetoxInputError(f"cannot load model {spec.name!r}{why}: {first_line(err)}") from None
     return spec.name
-
-
-HUB_PROBE_TIMEOUT_S = 3.0
-
-
-@lru_cache(maxsize=1)
-def hub_offline() -> str | None:
-    """Why hub lookups are offline, in words, or None when the hub is reachable.
-
-    ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set: honoured. Otherwise one TCP
-    connection to the hub's host (or the HTTPS proxy's) is tried; when it fails,
-    ``HF_HUB_OFFLINE=1`` is set for this process, so that the hub client fails at once
-    instead of retrying for half a minute.
-    """
-    from urllib.parse import urlparse
-    from urllib.request import getproxies
-
-    from huggingface_hub import constants
-
-    if constants.is_offline_mode():
-        return "HF_HUB_OFFLINE is set"
-    proxy = getproxies().get("https")
-    target = urlparse(proxy if proxy else constants.ENDPOINT)
-    host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
-            return None
-    except OSError:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        constants.HF_HUB_OFFLINE = True  # read at import time: set the module's value too
-        return f"the hub at {host} is unreachable; xdetox set HF_HUB_OFFLINE=1"
 
 
 def load(spec: ModelSpec, dtype: str | None = None, for_training: bool = False) -> LoadedModel:

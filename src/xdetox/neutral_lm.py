@@ -24,7 +24,7 @@ alternating in one process): TRL's ``SFTTrainer`` 2.33 examples/s, labelled-rows
 (3.0x), with the row-wise loss 8.26 (3.5x); first step's loss within 7e-6 relative, later steps within
 0.28 % (mean 0.10 %, the adapters drift apart by rounding as any two of these implementations do);
 mean training loss 4.60274 -> 4.60311. With fp32 logits (a CPU without bf16) the row-wise loss
-measured no faster (1.04x, within noise), so there the loss is torch's (README, speed).
+measured no faster (1.04x, within noise), so there the loss is torch's (docs/performance.md, "LoRA training").
 """
 
 from __future__ import annotations

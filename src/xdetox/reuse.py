@@ -31,9 +31,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from xdetox.errors import XdetoxInputError
+from xdetox.errors import XdetoxInputError, refuse_repeats
 from xdetox.grid import LENGTH_MATCHED, LENGTH_MATCHED_ZS, STORE_FILE, check_scorer_identity, file_sha256
 from xdetox.store import Store
+from xdetox.store_file import store_error
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,12 @@ def find_work(sources: Iterable[str | Path], train_keys: Iterable[str], eval_key
     """Read what each source run holds of these keys; a bad source is one line, nothing written."""
     from xdetox.scorers.registry import scorer_identity
 
+    sources = list(map(Path, sources))
+    refuse_repeats("--reuse", [s.resolve() for s in sources])  # a list is a set
     train_keys, eval_keys = set(train_keys), set(eval_keys)
     current = {name: scorer_identity(name) for name in scorers}
     found = []
-    for source in map(Path, sources):
+    for source in sources:
         path = source / STORE_FILE
         if path.resolve() == (run_dir / STORE_FILE).resolve():
             raise XdetoxInputError(f"--reuse {source} is this run's own directory")
@@ -94,8 +97,8 @@ def read_rows(path: Path, train_keys: set[str], eval_keys: set[str],
     with Store(path, readonly=True) as source:  # checked first: a broken or foreign file is one line
         try:
             return _select(source.conn, train_keys, eval_keys, scorer_identities)
-        except sqlite3.DatabaseError as err:
-            raise XdetoxInputError(f"--reuse: cannot read the store {path}: {err}") from None
+        except sqlite3.DatabaseError as err:  # damaged, locked: named as every store is (store_file.store_error)
+            raise store_error(path, err) or XdetoxInputError(f"--reuse: cannot read the store {path}: {err}") from None
 
 
 def _select(conn: sqlite3.Connection, train_keys: set[str], eval_keys: set[str],

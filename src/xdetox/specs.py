@@ -6,7 +6,8 @@ its values in ``__post_init__`` and raises ``XdetoxInputError`` with one line sa
 what is wrong.
 
 - ``ModelSpec``: which model to load, and how (``models`` loads it);
-- ``DecodeSpec`` and the generation ``TEMPLATE``; ``Completion``, one sampled row
+- ``DecodeSpec`` and the generation ``TEMPLATE``, its bounds ``MAX_NEW_TOKENS``, ``MAX_SAMPLES_PER_PROMPT``
+  and ``MAX_BATCH_SIZE`` (training batches too); ``Completion``, one sampled row
   (``generate`` samples them, ``store`` keeps them); ``GENERATORS``;
 - ``LoraSpec`` and ``TrainSpec``: the paradigms (``PARADIGMS``), objectives
   (``OBJECTIVES``, ``REWRITE_TEMPLATE``) and optimiser settings (``train`` uses
@@ -58,11 +59,22 @@ class ModelSpec:
 
 TEMPLATE = "Complete the sentence: {toxic}"
 GENERATORS = ("auto", "transformers", "vllm")
+MAX_NEW_TOKENS = 8192
+"""The largest token budget a completion may have (the reference's is 50): a larger one is a typo, not a plan."""
+MAX_SAMPLES_PER_PROMPT = 1000
+"""The most completions per prompt (the reference samples 1; toxicity-probability studies 25)."""
+MAX_BATCH_SIZE = 4096
+"""The largest generation or training batch (sequences at once); beyond it no machine's memory holds one."""
 
 
 @dataclass(frozen=True)
 class DecodeSpec:
-    """How completions are sampled (reference values by default)."""
+    """How completions are sampled (reference values by default).
+
+    Bounded above as well as below: ``max_new_tokens`` <= ``MAX_NEW_TOKENS``, ``samples_per_prompt`` <=
+    ``MAX_SAMPLES_PER_PROMPT``, ``batch_size`` <= ``MAX_BATCH_SIZE`` (a value beyond is refused, naming
+    the bound). Whether a prompt and its budget fit the model's context is checked once the model is
+    known (``grid.limits``)."""
 
     template: str = TEMPLATE
     temperature: float = 0.7
@@ -71,6 +83,7 @@ class DecodeSpec:
     max_new_tokens: int = 50
     samples_per_prompt: int = 1
     batch_size: int = 16
+    chat_template: bool = False  # each rendered prompt wrapped in the tokenizer's chat template (instruct models)
 
     def __post_init__(self):
         def number(value) -> bool:
@@ -84,14 +97,34 @@ class DecodeSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise XdetoxInputError(f"{name} must be an integer of at least {least}, got {value!r}")
+        for name, most in (("max_new_tokens", MAX_NEW_TOKENS), ("samples_per_prompt", MAX_SAMPLES_PER_PROMPT),
+                           ("batch_size", MAX_BATCH_SIZE)):
+            _at_most(name, getattr(self, name), most)
         if not isinstance(self.template, str) or "{toxic}" not in self.template:
             raise XdetoxInputError(f"the template must contain {{toxic}}, got {self.template!r}")
+        if not isinstance(self.chat_template, bool):
+            raise XdetoxInputError(f"chat_template must be true or false, got {self.chat_template!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field; ``chat_template`` only when set (added later: the content keys of plain prompts stay)."""
+        fields = asdict(self)
+        if not self.chat_template:
+            del fields["chat_template"]
+        return fields
 
-    def render(self, text: str) -> str:
-        return self.template.format(toxic=text)
+    def render(self, text: str, tokenizer=None) -> str:
+        """The prompt of ``text``: the template filled in, wrapped in ``tokenizer``'s chat template (as the one
+        user turn, with the generation prompt) when ``chat_template``; encode it with ``add_special_tokens``."""
+        prompt = self.template.format(toxic=text)
+        if not self.chat_template:
+            return prompt
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+
+    @property
+    def add_special_tokens(self) -> bool:
+        """Whether encoding a rendered prompt adds the tokenizer's special tokens (a chat template has its own)."""
+        return not self.chat_template
 
 
 @dataclass(frozen=True)
@@ -106,8 +139,10 @@ class Completion:
 
 
 # Known paradigms in report order; the report sorts an unknown one after these, by name.
-PARADIGMS = ("zs", "x-ft", "p-ft", "m-ft", "dpo")
-PARADIGM_LABELS = {"zs": "ZS", "x-ft": "X-FT", "p-ft": "P-FT", "m-ft": "M-FT", "dpo": "DPO"}
+# "eval": a given model or adapter, measured as it is (``xdetox eval``; ``GridConfig.evaluate`` says which).
+PARADIGMS = ("zs", "x-ft", "p-ft", "m-ft", "dpo", "eval")
+PARADIGM_LABELS = {"zs": "ZS", "x-ft": "X-FT", "p-ft": "P-FT", "m-ft": "M-FT", "dpo": "DPO", "eval": "Eval"}
+UNTRAINED = ("zs", "eval")  # the paradigms that train nothing
 OBJECTIVES = ("neutral-lm", "rewrite")
 MAX_SEED = 2**32 - 1  # numpy.random.seed's bound (transformers.set_seed calls it), inside torch's and SQLite's
 REWRITE_TEMPLATE = "Rewrite the following text so that it is not toxic: {toxic}\nRewrite:"
@@ -139,7 +174,10 @@ class LoraSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """One training setting: which data, which objective, which optimiser, which seed."""
+    """One training setting: which data, which objective, which optimiser, which seed.
+
+    ``batch_size`` is bounded by ``MAX_BATCH_SIZE`` and ``seed`` by ``MAX_SEED``; ``max_length`` must fit the
+    model's context, checked once the model is known (``grid.limits``)."""
 
     paradigm: str = "x-ft"
     source: str | None = "en"
@@ -189,6 +227,7 @@ class TrainSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise XdetoxInputError(f"{name} must be an integer of at least 1, got {value!r}")
+        _at_most("batch_size", self.batch_size, MAX_BATCH_SIZE)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise XdetoxInputError(f"seed must be an integer, got {self.seed!r}")
         if not 0 <= self.seed <= MAX_SEED:
@@ -240,6 +279,12 @@ def check_config_tables(raw: dict, where: str) -> None:
             raise XdetoxInputError(f"{where}: {name}.lora must be a table ([{name}.lora]), got {table['lora']!r}")
     if raw.get("data") is not None and not isinstance(raw["data"], str):
         raise XdetoxInputError(f"{where}: data must be a file path, got {raw['data']!r}")
+
+
+def _at_most(name: str, value: int, most: int) -> None:
+    """Refuse a (checked) integer above its documented bound, naming the bound."""
+    if value > most:
+        raise XdetoxInputError(f"{name} must be at most {most} (xdetox's bound), got {value}")
 
 
 def _positive_number(value) -> bool:

@@ -7,8 +7,10 @@ rows. The store computes nothing; it records and reads back.
 
 Opening checks the file first: an existing file must be an xdetox store (an SQLite
 database, not truncated: ``store_file.check_store_file``, which reads its header only;
-with the xdetox tables), or ``Store`` raises ``XdetoxInputError`` naming it and
-leaves it untouched. ``Store(path, readonly=True)``
+its pages whole: ``check_intact``; with the xdetox tables), or ``Store`` raises ``XdetoxInputError``
+naming it and leaves it untouched. An SQLite error met later inside ``with Store(...)`` is named the
+same way (``store_file.store_error``): damaged, locked, or a full disk (``OSError`` ENOSPC; each
+transaction is rolled back whole, so the store stays consistent and the run resumes). ``Store(path, readonly=True)``
 (``xdetox report``) opens it with SQLite's ``mode=ro`` and writes nothing; when the
 store has no ``-wal`` file (no writer is open and none was killed), it is read as
 ``immutable``, so no ``-wal``/``-shm`` files are left behind.
@@ -33,7 +35,7 @@ import pandas as pd
 
 from xdetox.errors import XdetoxInputError
 from xdetox.specs import Completion
-from xdetox.store_file import check_store_file, readonly_uri
+from xdetox.store_file import check_intact, check_store_file, check_tables, readonly_uri, store_error
 
 SCHEMA_VERSION = 1  # meta "schema": a store written by a newer xdetox is refused, not misread
 
@@ -85,32 +87,20 @@ class Store:
                 self.conn = sqlite3.connect(readonly_uri(self.path), uri=True, timeout=60, isolation_level=None)
             else:
                 self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            if existing:
-                self._check_tables()
+            if existing:  # whole pages (nothing written to a damaged one), then the xdetox tables and schema
+                check_intact(self.conn, self.path)
+                check_tables(self.conn, self.path, REQUIRED_TABLES, SCHEMA_VERSION)
             if not readonly:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=FULL")
                 self.conn.executescript(SCHEMA)
                 self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (json.dumps(SCHEMA_VERSION),))
-        except sqlite3.DatabaseError as err:
+        except (sqlite3.DatabaseError, XdetoxInputError) as err:
             if hasattr(self, "conn"):
                 self.conn.close()
-            raise XdetoxInputError(f"cannot use the store {self.path}: {err}") from None
-        except XdetoxInputError:
-            self.conn.close()
-            raise
-
-    def _check_tables(self) -> None:
-        names = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        missing = [t for t in REQUIRED_TABLES if t not in names]
-        if missing:
-            tables = f"{', '.join(missing)} table" + ("s" if len(missing) > 1 else "")
-            raise XdetoxInputError(f"{self.path} is not an xdetox store (no {tables})")
-        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        version = json.loads(row[0]) if row else SCHEMA_VERSION
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise XdetoxInputError(
-                f"{self.path} is an xdetox store of schema {version!r}; this xdetox reads up to {SCHEMA_VERSION}")
+            if isinstance(err, XdetoxInputError):
+                raise
+            raise store_error(self.path, err) or XdetoxInputError(f"cannot use the store {self.path}: {err}") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -118,20 +108,26 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, err, traceback) -> None:
+        """Close; an SQLite error met inside the block becomes what it means (``store_file.store_error``):
+        a damaged or locked store one ``XdetoxInputError`` line, a full disk an ``OSError`` naming the store."""
         self.close()
+        if isinstance(err, Exception) and (meaning := store_error(self.path, err)) is not None:
+            raise meaning from None
 
     @contextmanager
     def transaction(self):
+        """One transaction: committed whole, or (on any error, a full disk's at COMMIT too) rolled back."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
+            if self.attempt is not None:  # the attempt's time reaches its last committed write
+                self.conn.execute("UPDATE attempts SET last_s = ? WHERE id = ?", (time.time(), self.attempt))
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             raise
-        if self.attempt is not None:  # the attempt's time reaches its last committed write
-            self.conn.execute("UPDATE attempts SET last_s = ? WHERE id = ?", (time.time(), self.attempt))
-        self.conn.execute("COMMIT")
 
     # -- attempts ---------------------------------------------------------------
     def begin_attempt(self, started: str) -> int:

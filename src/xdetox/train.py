@@ -76,7 +76,7 @@ class Example:
 
 def training_pairs(spec: TrainSpec, corpus: Corpus) -> list[Pair]:
     """The parallel pairs a setting trains on, in a fixed order."""
-    if spec.paradigm == "zs":
+    if spec.paradigm in ("zs", "eval"):  # untrained: ZS, and a given model or adapter
         return []
     if spec.paradigm in ("x-ft", "dpo"):
         check_langs([spec.source], corpus.langs)

@@ -58,6 +58,12 @@ class BenchSpec:
                 raise XdetoxInputError(f"--{name.replace('_', '-')} must be at least 1, got {value!r}")
         if not sizes:
             raise XdetoxInputError("--batch-size needs at least one size")
+        from xdetox.specs import MAX_BATCH_SIZE, MAX_NEW_TOKENS  # the bounds of a run's DecodeSpec
+
+        for name, value, most in [("max_new_tokens", self.max_new_tokens, MAX_NEW_TOKENS),
+                                  *(("batch_size", size, MAX_BATCH_SIZE) for size in sizes)]:
+            if value > most:
+                raise XdetoxInputError(f"--{name.replace('_', '-')} must be at most {most} (xdetox's bound), got {value}")
         twice = sorted({size for size in sizes if sizes.count(size) > 1})
         if twice:
             raise XdetoxInputError(f"--batch-size names {', '.join(map(str, twice))} more than once")

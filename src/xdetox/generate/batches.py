@@ -35,7 +35,8 @@ class BatchGenerator(Protocol):
 
 def make_batches(prompts: list[Prompt], tokenizer, decode: DecodeSpec) -> list[Batch]:
     """Bucket prompts of similar length together (less padding), in a fixed order."""
-    lengths = [len(tokenizer(decode.render(p.text)).input_ids) for p in prompts]
+    lengths = [len(tokenizer(decode.render(p.text, tokenizer), add_special_tokens=decode.add_special_tokens).input_ids)
+               for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: (lengths[i], prompts[i].id))
     size = max(1, decode.batch_size // max(1, decode.samples_per_prompt))
     return [
@@ -58,7 +59,7 @@ def completions_of(batch: Batch, decode: DecodeSpec, new_tokens: Sequence[Sequen
         completions.append(Completion(
             prompt_id=prompt.id,
             sample=row % decode.samples_per_prompt,
-            prompt=decode.render(prompt.text),
+            prompt=decode.render(prompt.text, tokenizer),
             text=tokenizer.decode(tokens[:n], skip_special_tokens=True).strip(),
             n_tokens=n,
         ))

@@ -39,8 +39,9 @@ class Generator:
 
     @torch.inference_mode()
     def generate_batch(self, batch: Batch, decode: DecodeSpec, seed: int) -> list[Completion]:
-        texts = [decode.render(p.text) for p in batch.prompts]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.model.device)
+        texts = [decode.render(p.text, self.tokenizer) for p in batch.prompts]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True,
+                             add_special_tokens=decode.add_special_tokens).to(self.model.device)
         if decode.samples_per_prompt > 1:  # prompt-major rows: prompt i's samples are adjacent
             enc = {k: v.repeat_interleave(decode.samples_per_prompt, dim=0) for k, v in enc.items()}
         sampler = NucleusSampler(decode.temperature, decode.top_p, decode.top_k, seed)

@@ -66,6 +66,7 @@ class VLLMGenerator:
         self.tokenizer = tokenizer
         self.stop = stop_ids(tokenizer, generation_config)
         self.chunk = chunk
+        self.max_lora_rank = max_lora_rank  # the largest LoRA rank the engine takes
         self.adapter: tuple[str, Path] | None = None  # (name, folder) of the LoRA adapter; None: the base model
         # Leave GPU memory to the training of the next adapter (same process, same GPU).
         self.llm = LLM(model=model_path, tokenizer=model_path, dtype=dtype, enable_lora=True,
@@ -102,7 +103,9 @@ class VLLMGenerator:
         prompts, params = [], []
         for batch, seed in work:
             for place, prompt in enumerate(batch.prompts):
-                prompts.append(decode.render(prompt.text))
+                text = decode.render(prompt.text, self.tokenizer)  # a chat template brings its own special tokens
+                prompts.append(text if decode.add_special_tokens else
+                               {"prompt_token_ids": self.tokenizer(text, add_special_tokens=False).input_ids})
                 params.append(self.sampling_params(decode, derive_seed(seed, place)))
         outputs = iter(self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False))
         results = []

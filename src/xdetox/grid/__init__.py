@@ -9,8 +9,11 @@ batches already committed, completions already scored.
 Rooms:
 
 - ``config``: ``GridConfig``, ``ResourceSpec``, ``load_config`` (the TOML schema),
-  ``config_from_dict``, ``config_from_stored`` (a run's stored config read back), ``RunOptions``
-  (``xdetox run``'s flags as a config); torch-free.
+  ``config_from_dict``, ``config_from_stored`` (a run's stored config read back); torch-free.
+- ``options``: ``RunOptions``, ``xdetox run``'s flags as a config (shared with ``xdetox.run(**options)``),
+  and its ``--quick`` preset (``QUICK_RUN``, ``QUICK_OUT``, ``refuse_with_quick``); torch-free.
+- ``evaluate``: ``EvalOptions``, ``xdetox eval``'s flags as a config (the ``eval`` paradigm: a given
+  model or adapter measured, with a baseline as its ZS); torch-free.
 - ``plan``: ``TrainSetting``, ``Evaluation``, ``Plan`` and their content keys
   (``make_plan``), ``training_specs``, ``plan_table``.
 - ``session``: ``Session``, what a worker keeps between settings (base model,
@@ -19,6 +22,8 @@ Rooms:
   (``ensure_adapter``, ``pending_batches``, ``generate``, ``measure``); the run
   directory's file names.
 - ``scoring``: ``score``, ``score_length_matched``, ``check_scorer_identity``.
+- ``limits``: ``check_context``: every prompt with its token budget, and the training ``max_length``,
+  fit each model's context (``context_length``), checked before anything is created.
 - ``env``: ``environment``, the library versions and device results depend on.
 - ``run``: a run from config to report (``xdetox run``, ``grid run``, ``report``):
   ``run_config`` (checks, ``--out``, ``--reuse``, the attempt, local or Ray execution),
@@ -36,12 +41,12 @@ from xdetox.grid.config import (
     TRAIN_KEYS,
     GridConfig,
     ResourceSpec,
-    RunOptions,
     config_from_dict,
     config_from_stored,
     load_config,
 )
 from xdetox.grid.env import environment
+from xdetox.grid.evaluate import EvalOptions
 from xdetox.grid.execution import (
     ADAPTERS_DIR,
     COMPLETIONS_FILE,
@@ -54,6 +59,8 @@ from xdetox.grid.execution import (
     pending_batches,
     run_setting,
 )
+from xdetox.grid.limits import check_context, context_length
+from xdetox.grid.options import QUICK_OUT, QUICK_RUN, RunOptions, refuse_with_quick
 from xdetox.grid.plan import Evaluation, Plan, TrainSetting, make_plan, plan_table, training_specs
 from xdetox.grid.scoring import (
     LENGTH_MATCHED,
@@ -68,10 +75,11 @@ from xdetox.grid.scoring import (
 from xdetox.grid.session import Session
 
 __all__ = [
-    "ADAPTERS_DIR", "COMPLETIONS_FILE", "LENGTH_MATCHED", "LENGTH_MATCHED_ZS", "STORE_FILE", "TRAIN_KEYS",
-    "Evaluation", "GridConfig", "Plan", "ResourceSpec", "RunOptions", "Session", "TrainSetting", "check_runnable",
-    "check_scorer_identity", "config_from_dict", "config_from_stored", "cut_to_shorter", "ensure_adapter",
-    "environment", "execute", "file_sha256", "generate", "load_config", "make_plan", "measure", "pending_batches",
-    "plan_table", "primary_toxicity_scorer", "run_setting", "score", "score_length_matched", "training_specs",
-    "zs_evaluation",
+    "ADAPTERS_DIR", "COMPLETIONS_FILE", "EvalOptions", "Evaluation", "GridConfig", "LENGTH_MATCHED",
+    "LENGTH_MATCHED_ZS", "Plan", "QUICK_OUT", "QUICK_RUN", "ResourceSpec", "RunOptions", "STORE_FILE", "Session",
+    "TRAIN_KEYS", "TrainSetting", "check_context", "check_runnable", "check_scorer_identity", "config_from_dict",
+    "config_from_stored", "context_length", "cut_to_shorter", "ensure_adapter", "environment", "execute",
+    "file_sha256", "generate", "load_config", "make_plan", "measure", "pending_batches", "plan_table",
+    "primary_toxicity_scorer", "refuse_with_quick", "run_setting", "score", "score_length_matched",
+    "training_specs", "zs_evaluation",
 ]

@@ -25,16 +25,14 @@ Torch-free. A config is a TOML file (see ``configs/``)::
 
 Every mistake in a config is one ``XdetoxInputError`` line.
 
-Two more ways to a ``GridConfig``: ``RunOptions`` (the flags of ``xdetox run``, a one-source
-grid: the CLI and ``xdetox.run(**options)`` build the same config) and ``config_from_stored``
-(what a run stored with ``GridConfig.to_dict``, read back: ``xdetox.open_run(...).config``).
+One more way to a ``GridConfig``: ``config_from_stored`` (what a run stored with ``GridConfig.to_dict``,
+read back: ``xdetox.open_run(...).config``). The flags of ``xdetox run`` and ``xdetox eval`` make theirs in
+``xdetox.grid.options`` (``RunOptions``) and ``xdetox.grid.evaluate`` (``EvalOptions``).
 """
 
 from __future__ import annotations
 
-import difflib
 import json
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -42,10 +40,11 @@ from pathlib import Path
 
 from xdetox import data as data_mod
 from xdetox.data import LANGS
-from xdetox.errors import XdetoxInputError
+from xdetox.errors import XdetoxInputError, refuse_repeats
+from xdetox.given import GivenSpec
 from xdetox.hygiene import DEFAULT_TEXT_NORMALISATION, check_text_normalisation
 from xdetox.scorers.base import DEFAULT_TOXICITY_SCORER
-from xdetox.specs import DTYPES, GENERATORS, PARADIGMS, DecodeSpec, LoraSpec, ModelSpec, TrainSpec, check_config_tables
+from xdetox.specs import GENERATORS, PARADIGMS, DecodeSpec, LoraSpec, ModelSpec, TrainSpec, check_config_tables
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,10 @@ class ResourceSpec:
 
 @dataclass(frozen=True)
 class GridConfig:
-    """Everything that defines a run's results."""
+    """Everything that defines a run's results.
+
+    Its lists are sets: a model, paradigm, target, source, percent, split, seed or scorer given twice is
+    refused (``errors.refuse_repeats``), as it would plan (or score) the same work twice."""
 
     name: str = "run"
     models: tuple[ModelSpec, ...] = (ModelSpec(),)
@@ -99,6 +101,8 @@ class GridConfig:
     resources: ResourceSpec = field(default_factory=ResourceSpec, compare=False)
     generator: str = field(default="auto", compare=False)
     """"auto" (vLLM when CUDA and vllm are present, else transformers), "transformers" or "vllm"."""
+    evaluate: GivenSpec | None = None
+    """The model (and adapter) the ``eval`` paradigm measures as it is (``xdetox eval``): set exactly with "eval"."""
 
     def __post_init__(self):
         if self.generator not in GENERATORS:
@@ -109,8 +113,6 @@ class GridConfig:
         for paradigm in self.paradigms:
             if paradigm not in PARADIGMS:
                 raise XdetoxInputError(f"config: unknown paradigm {paradigm!r}; choose from {', '.join(PARADIGMS)}")
-        if len(set(self.paradigms)) != len(self.paradigms):
-            raise XdetoxInputError("config: paradigms are listed twice")
         for split in self.splits:
             if split not in data_mod.PROMPT_SETS:
                 raise XdetoxInputError(f"config: unknown split {split!r}; choose from {', '.join(data_mod.PROMPT_SETS)}")
@@ -122,15 +124,13 @@ class GridConfig:
         data_mod.check_langs(list(self.targets))
         if self.limit is not None and self.limit < 1:
             raise XdetoxInputError(f"limit must be at least 1, got {self.limit}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise XdetoxInputError("config: seeds are listed twice")
-        for name in ("targets", "sources", "dpo_sources", "percents", "splits"):
-            values = getattr(self, name) or ()
-            twice = sorted({v for v in values if list(values).count(v) > 1}, key=str)
-            if twice:
-                raise XdetoxInputError(f"config: {name} list {', '.join(map(str, twice))} twice; each evaluation would"
-                                       " be planned twice")
+        for name in ("models", "paradigms", "targets", "sources", "dpo_sources", "percents", "splits", "seeds",
+                     "scorers"):  # lists are sets (errors.refuse_repeats)
+            refuse_repeats(f"config: {name}", getattr(self, name) or (),
+                           lambda v: v.name if isinstance(v, ModelSpec) else str(v))
         check_text_normalisation(self.text_normalisation)
+        if ("eval" in self.paradigms) != isinstance(self.evaluate, GivenSpec):
+            raise XdetoxInputError("config: the eval paradigm and the model it evaluates (evaluate) come together")
 
     def train_for(self, paradigm: str) -> TrainSpec:
         """The training settings of a paradigm: ``[train]`` with its ``[train.<paradigm>]`` overrides."""
@@ -145,7 +145,16 @@ class GridConfig:
         raw.pop("generator")
         if self.text_normalisation == "none":
             raw.pop("text_normalisation")
+        raw["decode"] = self.decode.to_dict()  # fields added later appear only when set: older configs stay equal
+        if self.evaluate is None:
+            raw.pop("evaluate")
         return json.loads(json.dumps(raw))
+
+
+TRAIN_KEYS = {f.name for f in fields(TrainSpec)} - {"paradigm", "source", "percent", "pool", "seed", "lora",
+                                                    "prompt_template"}
+"""The keys of ``[train]`` and each ``[train.<paradigm>]``: the ``TrainSpec`` fields less those a training setting
+sets (paradigm, source, percent, pool, seed), ``lora`` (a table of its own) and ``prompt_template`` (``[decode]``)."""
 
 
 def load_config(path: str | Path) -> GridConfig:
@@ -160,8 +169,7 @@ def load_config(path: str | Path) -> GridConfig:
     check_config_tables(raw, str(path))
     raw.setdefault("name", path.stem)
     if raw.get("data") is not None:
-        data_path = (path.parent / raw["data"]).resolve()
-        raw["data"] = str(data_path)
+        raw["data"] = data_mod.data_ref(raw["data"], path.parent)  # a path relative to the config, or a hub id
     return config_from_dict(raw, where=str(path))
 
 
@@ -175,10 +183,10 @@ def config_from_dict(raw: dict, where: str = "config") -> GridConfig:
     resources_raw = raw.pop("resources", {})
     if not isinstance(resources_raw, dict):
         raise XdetoxInputError(f"{where}: resources must be a table ([resources])")
-    _check_keys(raw, {f.name for f in fields(GridConfig)} - {"train", "train_by_paradigm", "decode", "models", "data_path"}
-                | {"data"},
+    _check_keys(raw, {f.name for f in fields(GridConfig)} - {"train", "train_by_paradigm", "decode", "models", "data_path",
+                                                             "evaluate"} | {"data"},
                 where)
-    per_paradigm = {p: train_raw.pop(p) for p in PARADIGMS if p != "zs" and p in train_raw}
+    per_paradigm = {p: train_raw.pop(p) for p in PARADIGMS if p not in ("zs", "eval") and p in train_raw}
     _check_keys(train_raw, TRAIN_KEYS, f"{where} [train]")
     _check_keys(lora_raw, {f.name for f in fields(LoraSpec)}, f"{where} [train.lora]")
     for paradigm, table in per_paradigm.items():
@@ -248,6 +256,8 @@ def config_from_stored(raw: dict, where: str = "the run's stored config") -> Gri
                                                 for paradigm, table in raw["train_by_paradigm"])
         if "decode" in raw:
             values["decode"] = _stored_spec(DecodeSpec, raw["decode"], f"{where} decode")
+        if "evaluate" in raw:
+            values["evaluate"] = GivenSpec.from_stored(raw["evaluate"], f"{where} evaluate")
         return GridConfig(**values)
     except (TypeError, ValueError) as err:  # a value of the wrong shape, or a spec refusing its value
         raise XdetoxInputError(str(err) if str(err).startswith(where) else f"{where}: {err}") from None
@@ -267,88 +277,6 @@ def _stored_spec(cls, raw, where: str, legacy: Mapping = {}):
         raise XdetoxInputError(f"{where}: not a table, got {raw!r}")
     _check_keys(raw, {f.name for f in fields(cls)}, where)
     return cls(**{**legacy, **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}})
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """The options of ``xdetox run``, one per flag (``--lora-r`` is ``lora_r``), with the CLI's defaults,
-    and the ``GridConfig`` they make (``to_config``): a one-source grid, ZS + X-FT from ``source`` on
-    ``targets``. The CLI and ``xdetox.run(**options)`` both build their config here.
-
-    ``targets``: ``"all"``, ``"en,de"`` or a sequence of codes. Every other value is checked by the spec
-    it becomes, when ``to_config`` builds it.
-    """
-
-    model: str = ModelSpec.name
-    data: str | os.PathLike | None = None
-    source: str = TrainSpec.source
-    targets: str | tuple[str, ...] = "all"
-    split: str = GridConfig.splits[0]
-    limit: int | None = GridConfig.limit
-    epochs: int = TrainSpec.epochs
-    seed: int = TrainSpec.seed
-    lr: float = TrainSpec.learning_rate
-    lora_r: int = LoraSpec.r
-    lora_alpha: int = LoraSpec.alpha
-    lora_dropout: float = LoraSpec.dropout
-    train_batch_size: int = TrainSpec.batch_size
-    sentences_per_sequence: int = TrainSpec.sentences_per_sequence
-    text_normalisation: str = GridConfig.text_normalisation
-    batch_size: int = DecodeSpec.batch_size
-    max_new_tokens: int = DecodeSpec.max_new_tokens
-    temperature: float = DecodeSpec.temperature
-    top_p: float = DecodeSpec.top_p
-    samples: int = DecodeSpec.samples_per_prompt
-    dtype: str = ModelSpec.dtype
-    trust_remote_code: bool = ModelSpec.trust_remote_code
-    scorer: str = GridConfig.scorers[0]
-    no_zs: bool = False
-
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, object]) -> RunOptions:
-        """``RunOptions`` from keyword options; a name that is no option of ``xdetox run`` is one
-        ``XdetoxInputError`` line naming it."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            near = [m for name in unknown for m in difflib.get_close_matches(name, known, n=1)]
-            hint = f"did you mean {', '.join(near)}? " if near else ""
-            raise XdetoxInputError(f"unknown option(s) {', '.join(map(repr, unknown))} of xdetox run; {hint}"
-                                   f"known: {', '.join(known)}")
-        return cls(**options)
-
-    def to_config(self) -> GridConfig:
-        """The grid ``xdetox run`` runs with these options; a bad value is one ``XdetoxInputError`` line."""
-        if self.dtype not in DTYPES:
-            raise XdetoxInputError(f"unknown --dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
-        if self.data is not None and not isinstance(self.data, (str, os.PathLike)):
-            raise XdetoxInputError(f"--data must be a file path, got {self.data!r}")
-        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)):
-            raise XdetoxInputError(f"limit must be an integer, got {self.limit!r}")
-        if not isinstance(self.no_zs, bool):
-            raise XdetoxInputError(f"no_zs must be true or false, got {self.no_zs!r}")
-        train = TrainSpec(
-            paradigm="x-ft", source=self.source, epochs=self.epochs, seed=self.seed, learning_rate=self.lr,
-            batch_size=self.train_batch_size, sentences_per_sequence=self.sentences_per_sequence,
-            lora=LoraSpec(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout),
-        )
-        decode = DecodeSpec(
-            temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
-            samples_per_prompt=self.samples, batch_size=self.batch_size,
-        )
-        return GridConfig(
-            name="run",
-            models=(ModelSpec(name=self.model, dtype=self.dtype, trust_remote_code=self.trust_remote_code),),
-            paradigms=("x-ft",) if self.no_zs else ("zs", "x-ft"),
-            sources=(self.source,), targets=data_mod.parse_langs(self.targets), splits=(self.split,),
-            limit=self.limit, seeds=(self.seed,), scorers=(self.scorer,), train=train, decode=decode,
-            data_path=str(Path(self.data).resolve()) if self.data else None,
-            text_normalisation=self.text_normalisation,
-        )
-
-
-TRAIN_KEYS = {f.name for f in fields(TrainSpec)} - {"paradigm", "source", "percent", "pool", "seed", "lora",
-                                                    "prompt_template"}
 
 
 def _override(train: TrainSpec, table: dict) -> TrainSpec:

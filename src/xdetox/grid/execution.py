@@ -62,7 +62,7 @@ def check_runnable(config: GridConfig, here: bool = True) -> None:
     for scorer in config.scorers:
         check_scorer(scorer)
         check_languages(scorer, config.targets)
-    for model in config.models:
+    for model in config.models + ((config.evaluate.model,) if config.evaluate else ()):
         if here:
             models.check_runnable(model)
         elif model.quantization == "nf4" and config.resources.num_gpus <= 0:
@@ -70,7 +70,13 @@ def check_runnable(config: GridConfig, here: bool = True) -> None:
                 f"{model.name}: quantization = \"nf4\" needs a CUDA GPU per setting; ask for one with"
                 " [resources] num_gpus = 1 in the config"
             )
-        models.locate(model)
+        where = models.locate(model)
+        if config.decode.chat_template:
+            from transformers import AutoTokenizer
+
+            if not AutoTokenizer.from_pretrained(where, trust_remote_code=model.trust_remote_code).chat_template:
+                raise XdetoxInputError(f"{model.name}'s tokenizer has no chat template: leave out --chat-template"
+                                       " (chat_template), which wraps prompts for instruction-tuned models")
 
 
 def execute(plan: Plan, corpus: Corpus, run_dir: Path, store: Store, progress: bool = True) -> None:
@@ -124,12 +130,13 @@ def measure(plan: Plan, setting: TrainSetting, corpus: Corpus, store: Store, ses
 
     Per target: the perplexity of its test_neutral sentences (``ppl_ref``); over all
     targets: the silhouette of the sentences' mean-pooled hidden states grouped by
-    language, the language similarity matrix and a 2-D projection. Stored in one
-    transaction, so a setting has all its measures or none.
+    language, the language similarity matrix and a 2-D projection. What the sentences cannot give
+    (one language, too few sentences) is stored as ``not_computed`` ({measure: why}) instead. Stored in
+    one transaction, so a setting has all its measures or none.
     """
     from xdetox.analysis import embedding_analysis, reference_measures
 
-    loaded = session.base(setting.model)
+    loaded = session.base(setting.generates_with)
     if loaded.seq2seq:
         store.add_measures(setting.key, [("*", "skipped", "encoder-decoder model: no causal-LM perplexity")])
         return
@@ -139,31 +146,41 @@ def measure(plan: Plan, setting: TrainSetting, corpus: Corpus, store: Store, ses
     measures = reference_measures(model, loaded.tokenizer, texts, progress=progress)
     analysis = embedding_analysis(measures.embeddings)
     rows = [(lang, "ppl_ref", value) for lang, value in measures.ppl.items()]
-    rows += [("*", "silhouette", analysis.silhouette), ("*", "similarity", analysis.similarity),
-             ("*", "projection", analysis.projection)]
+    rows += [("*", name, value) for name, value in (("silhouette", analysis.silhouette),
+                                                     ("similarity", analysis.similarity),
+                                                     ("projection", analysis.projection)) if value is not None]
+    if analysis.not_computed:  # too few sentences (a run of one prompt): why, for the report
+        rows.append(("*", "not_computed", analysis.not_computed))
     store.add_measures(setting.key, rows)
 
 
 def ensure_adapter(
     plan: Plan, setting: TrainSetting, corpus: Corpus, run_dir: Path, store: Store, progress: bool
 ) -> Path | None:
-    """The setting's adapter, trained now unless the store (and the disk) already hold it."""
+    """The setting's adapter, trained now unless the store (and the disk) already hold it; an eval setting's
+    given adapter is copied into the run (``given.copy_adapter``), and one without an adapter has none."""
     from xdetox.train import train_adapter
 
-    spec = setting.spec
+    spec, given = setting.spec, setting.given
     store.add_train_setting(
         setting.key, setting.label, setting.model.display_name, spec.paradigm, spec.source, spec.percent,
-        spec.seed, spec.to_dict(),
+        spec.seed, spec.to_dict() if given is None else {"paradigm": spec.paradigm, "seed": spec.seed,
+                                                         "given": given.to_dict()},
     )
-    if spec.paradigm == "zs":
+    if spec.paradigm == "zs" or (given is not None and given.adapter is None):
         store.finish_train_setting(setting.key, None, None)
         return None
     relative = f"{ADAPTERS_DIR}/{setting.key}"
     path = run_dir / relative
     complete = (path / "adapter_model.safetensors").is_file()  # renamed into place only when done
     if not complete:
-        for stale in path.parent.glob(f".{setting.key}-*"):  # a training killed half-way
+        for stale in path.parent.glob(f".{setting.key}-*"):  # a training (or copy) killed half-way
             shutil.rmtree(stale, ignore_errors=True)
+    if not complete and given is not None:
+        from xdetox.given import copy_adapter
+
+        copy_adapter(given, path)
+    elif not complete:
         if progress:
             tqdm.write(f"training {setting.model.name} {setting.label} seed {spec.seed} -> {path}")
         train_adapter(setting.model, spec, corpus, path, progress=progress)
@@ -192,7 +209,7 @@ def pending_batches(
     for ev in evaluations:
         by_id = {p.id: p for p in corpus.prompts(ev.target, ev.split)}
         prompts = [by_id[i] for i in ev.prompt_ids]
-        batches = make_batches(prompts, session.tokenizer(setting.model), decode)
+        batches = make_batches(prompts, session.tokenizer(setting.generates_with), decode)
         store.add_evaluation(ev.key, setting.key, ev.target, ev.split, decode.to_dict(), len(batches))
         done = store.done_batches(ev.key)
         todo.extend((ev, b) for b in batches if b.index not in done)
@@ -212,7 +229,12 @@ def generate(
 
     if not todo:
         return
-    generator = session.generator_for(setting, adapter, plan.config.generator, plan.config.train.lora.r)
+    rank = plan.config.train.lora.r
+    if setting.given is not None and adapter is not None:  # a given adapter has the rank its maker chose
+        from xdetox.given import lora_rank
+
+        rank = max(rank, lora_rank(adapter))
+    generator = session.generator_for(setting, adapter, plan.config.generator, rank)
     work = [(batch, derive_seed(setting.spec.seed, ev.key, batch.index)) for ev, batch in todo]
     bar = tqdm(total=len(todo), desc=f"generate {setting.label}", unit="batch", disable=not progress,
                leave=False, position=1)

@@ -1,7 +1,8 @@
 """The plan: a config's training settings and evaluations, each with its content key.
 
 A *training setting* = (model, paradigm, source language or percent, seed) and
-trains at most one adapter (ZS trains none). An *evaluation* = (training
+trains at most one adapter (ZS trains none; ``eval`` is given its model, and maybe an
+adapter, by ``GridConfig.evaluate``, and samples with that under the config's model's name). An *evaluation* = (training
 setting, target language, split). Both have content keys (``xdetox._io.content_key``
 of what defines them, the data included), so running the same config again on the
 same store skips what is done. Evaluations = models x (ZS + X-FT x sources + P-FT x
@@ -17,9 +18,10 @@ from xdetox import data as data_mod
 from xdetox._io import content_key
 from xdetox.data import Corpus
 from xdetox.errors import XdetoxInputError
+from xdetox.given import GivenSpec
 from xdetox.grid.config import GridConfig
 from xdetox.hygiene import clean_corpus
-from xdetox.specs import ModelSpec, TrainSpec
+from xdetox.specs import UNTRAINED, ModelSpec, TrainSpec
 from xdetox.train import adapter_key, training_examples
 
 
@@ -28,10 +30,17 @@ class TrainSetting:
     key: str
     model: ModelSpec
     spec: TrainSpec
+    given: GivenSpec | None = None  # an eval setting's model (and adapter)
 
     @property
     def label(self) -> str:
         return self.spec.label
+
+    @property
+    def generates_with(self) -> ModelSpec:
+        """The model it samples with: ``model``, or an eval setting's given model (the run's baseline, its ZS, is
+        ``model``: the report reads both under that name)."""
+        return self.model if self.given is None else self.given.model
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ class Plan:
         c = self.config
         per = {
             "zs": "ZS", "x-ft": f"{len(c.sources)} X-FT", "p-ft": f"{len(c.percents)} P-FT",
-            "m-ft": "M-FT", "dpo": f"{len(c.dpo_sources or c.sources)} DPO",
+            "m-ft": "M-FT", "dpo": f"{len(c.dpo_sources or c.sources)} DPO", "eval": "Eval",
         }
         parts = " + ".join(per[p] for p in c.paradigms)
         n_settings = len(self.settings) // (len(c.models) * len(c.seeds))
@@ -94,8 +103,9 @@ def make_plan(config: GridConfig, corpus: Corpus) -> Plan:
     """
     corpus = clean_corpus(corpus, config.text_normalisation)
     text = {} if config.text_normalisation == "none" else {"text": config.text_normalisation}
+    check_prompt_only(config, corpus)
     data_mod.check_langs(list(config.targets), corpus.langs)
-    if any(p != "zs" for p in config.paradigms):
+    if any(p not in UNTRAINED for p in config.paradigms):
         data_mod.check_langs(list(config.sources), corpus.langs)
     if "dpo" in config.paradigms:
         data_mod.check_langs(list(config.dpo_sources or config.sources), corpus.langs)
@@ -103,11 +113,14 @@ def make_plan(config: GridConfig, corpus: Corpus) -> Plan:
     for model in config.models:
         for seed in config.seeds:
             for spec in training_specs(config, seed):
+                given = config.evaluate if spec.paradigm == "eval" else None
                 if spec.paradigm == "zs":
                     key = "zs-" + content_key({"model": model.to_dict(), "seed": seed})
+                elif given is not None:
+                    key = "eval-" + content_key({"model": model.to_dict(), "given": given.key_parts(), "seed": seed})
                 else:
                     key = adapter_key(model, spec, training_examples(spec, corpus), config.text_normalisation)
-                settings.append(TrainSetting(key, model, spec))
+                settings.append(TrainSetting(key, model, spec, given))
     evaluations = []
     for setting in settings:
         for split in config.splits:
@@ -125,6 +138,20 @@ def make_plan(config: GridConfig, corpus: Corpus) -> Plan:
     return Plan(config, tuple(settings), tuple(evaluations))
 
 
+def check_prompt_only(config: GridConfig, corpus: Corpus) -> None:
+    """A prompt-only corpus (no neutral column) serves the untrained paradigms alone, on toxic prompts."""
+    if not corpus.prompt_only:
+        return
+    trained = [p for p in config.paradigms if p not in UNTRAINED]
+    needs = (f"{', '.join(trained)} trains on neutral rewrites" if trained else
+             "test_neutral prompts are its neutral sentences" if "test_neutral" in config.splits else
+             "the reference measures read its neutral sentences (set measure_references = false)"
+             if config.measure_references else None)
+    if needs:
+        raise XdetoxInputError(f"{corpus.name}: missing column(s) neutral: a prompt-only set (toxic prompts, no"
+                               f" neutrals) serves `xdetox eval`, but {needs}")
+
+
 def plan_table(plan: Plan, corpus: Corpus) -> str:
     """One line per training setting: model, setting, seed, training examples, recipe, evaluations.
 
@@ -136,7 +163,7 @@ def plan_table(plan: Plan, corpus: Corpus) -> str:
     for ev in plan.evaluations:
         counts[ev.setting.key] = counts.get(ev.setting.key, 0) + 1
     for s in plan.settings:
-        zs = s.spec.paradigm == "zs"
+        zs = s.spec.paradigm in UNTRAINED
         n = "-" if zs else str(len(training_examples(s.spec, corpus)))
         recipe = "-" if zs else f"{s.spec.epochs} x {s.spec.batch_size * s.spec.gradient_accumulation_steps}"
         length = "-" if zs else str(s.spec.max_length)

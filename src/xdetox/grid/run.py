@@ -2,8 +2,9 @@
 ``write_outputs`` (the completions file and report from a store alone: ``xdetox report`` too),
 with ``completions_frame`` (every completion with a column per scorer of the run, ``RunScorers``).
 
-``run_config`` checks everything first (corpus, plan, scorers, generator, ``--out``,
-the ``--reuse`` sources): a bad input is one ``XdetoxInputError`` and nothing is
+``run_config`` checks everything first (the writable locations: ``--out``, the cache, ``$TMPDIR``;
+corpus, plan, scorers, each prompt and its token budget in the model's context, generator,
+``--out``'s store, the ``--reuse`` sources): a bad input is one ``XdetoxInputError`` and nothing is
 written. Then it opens the run directory's store, records the attempt, copies the
 reused work, runs (or resumes) the plan here or on Ray, and writes the report.
 Progress lines go to stderr; the caller prints the result.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xdetox import grid
-from xdetox._io import atomic_write
+from xdetox._io import atomic_write, check_writable_dir
 from xdetox.errors import XdetoxInputError
 from xdetox.specs import ModelSpec, end_token_trained
 from xdetox.store import Store
@@ -59,6 +61,7 @@ def run_config(config: grid.GridConfig, out: str | None, quiet: bool = False, ba
     """
     from xdetox import data
 
+    check_locations(out)
     if backend == "ray":
         from xdetox import distributed
 
@@ -68,6 +71,7 @@ def run_config(config: grid.GridConfig, out: str | None, quiet: bool = False, ba
     corpus = clean_corpus(data.load(config.data_path), config.text_normalisation)
     plan = grid.make_plan(config, corpus)
     grid.check_runnable(config, here=backend == "local")
+    grid.check_context(plan, corpus)  # every prompt and its token budget fit each model's context
     from xdetox.generate import choose_generator
 
     # an explicit vllm that cannot run here says so, once; ray tasks choose on their own machines
@@ -120,6 +124,18 @@ def run_config(config: grid.GridConfig, out: str | None, quiet: bool = False, ba
         store.set_meta(f"{ATTEMPT_ENVIRONMENT}{attempt}", environment)
         summary = write_outputs(run_dir, store)
     return Finished(run_dir=run_dir, summary=summary, elapsed_s=elapsed)
+
+
+def check_locations(out: str | None) -> None:
+    """Before any work, that the run directory (``out``; by default under ``runs``), the cache and ``$TMPDIR``
+    (when set) can be created and written: otherwise one ``XdetoxInputError`` line naming the path and the
+    cause (a file where a directory is needed, no permission, a read-only file system). Creates nothing."""
+    from xdetox.cache import cache_root
+
+    check_writable_dir(Path(out) if out is not None else Path("runs"), "--out")
+    check_writable_dir(*cache_root())
+    if os.environ.get("TMPDIR"):
+        check_writable_dir(os.environ["TMPDIR"], "TMPDIR", exists=True)
 
 
 def attempt_environments(store: Store) -> list[tuple[int, dict]]:
@@ -246,8 +262,21 @@ def write_outputs(run_dir: Path, store: Store, partial: bool = False) -> dict:
         training=training,
         scorer_validation=scorer_validation(scorers.primary),
         partial=note,
+        evaluated=evaluated(config),
     )
     return report.write_report(out_dir, frame, info, measures=measures)
+
+
+def evaluated(config: dict) -> dict | None:
+    """What an eval run measured (``RunInfo.evaluated``): the model, its adapter, and the baseline (its ZS) if any."""
+    if config.get("evaluate") is None:
+        return None
+    from xdetox.given import GivenSpec
+
+    given = GivenSpec.from_stored(config["evaluate"], "the run's stored config evaluate")
+    baseline = ModelSpec(**config["models"][0]).display_name if "zs" in config["paradigms"] else None
+    return {"model": given.model.display_name, "adapter": given.adapter, "adapter_sha256": given.adapter_sha256,
+            "baseline": baseline}
 
 
 @dataclass(frozen=True)
@@ -319,9 +348,11 @@ def finished_part(store: Store, frame, unscored, measures, missing: str) -> tupl
     measured = set(_setting_keys(measures))
     done -= {k for k, bad in zip(_setting_keys(frame), unscored) if bad}
     done = {k for k in done if not measured or k in measured}
-    done = {k for k in done if (k[0], "zs", k[2]) in done}
+    if (store.table("train_settings")["paradigm"] == "zs").any():  # reductions need their seed's ZS
+        done = {k for k in done if (k[0], "zs", k[2]) in done}
     if not done:
-        raise XdetoxInputError("the run has finished no setting yet together with its seed's ZS: nothing to report")
+        raise XdetoxInputError("the run has finished no setting yet (with its seed's ZS, if it has one): nothing to"
+                               " report")
     in_order = sorted(done, key=lambda k: (k[2], k[0], k[1] != "zs", k[1]))  # per seed and model, ZS first
     names = ", ".join(f"{label} (seed {seed})" for _, label, seed in in_order)
     note = (f"Partial report of an unfinished run ({missing}): {len(done)} of its training settings are finished "
@@ -335,7 +366,9 @@ def training_rows(store: Store) -> tuple[dict, ...]:
     rows = []
     for row in store.table("train_settings").itertuples():
         entry = {"model": row.model, "setting": row.label, "seed": int(row.seed)}
-        if row.paradigm != "zs":
+        if row.paradigm == "eval":  # given, not trained
+            entry["evaluated"] = json.loads(row.spec)["given"]
+        elif row.paradigm != "zs":
             spec = json.loads(row.spec)
             entry |= {key: spec.get(key, 1 if key == "sentences_per_sequence" else None) for key in RECIPE_KEYS}
             entry["end_token_trained"] = end_token_trained(row.paradigm, spec.get("objective", "neutral-lm"))

@@ -48,8 +48,8 @@ class Session:
         return self.tokenizers[spec]
 
     def model_for(self, setting: TrainSetting, adapter: Path | None):
-        """The base model with the setting's adapter active (or none, for ZS)."""
-        loaded = self.base(setting.model)
+        """The base model with the setting's adapter active (or none, for ZS); an eval setting's given model."""
+        loaded = self.base(setting.generates_with)
         if adapter is None:
             if self.peft is None:
                 return loaded.model
@@ -71,7 +71,7 @@ class Session:
         from xdetox import models
         from xdetox.generate import VLLMGenerator
 
-        if self.vllm is None or self.vllm[0] != spec:
+        if self.vllm is None or self.vllm[0] != spec or self.vllm[1].max_lora_rank < max_lora_rank:
             self.vllm = None
             gc.collect()
             loaded = self.base(spec)
@@ -87,9 +87,9 @@ class Session:
         """
         from xdetox.generate import Generator, choose_generator
 
-        loaded = self.base(setting.model)
+        loaded = self.base(setting.generates_with)
         if choose_generator(requested, loaded.seq2seq, warn=lambda _: None) == "vllm":
-            engine = self.vllm_for(setting.model, max_lora_rank)
+            engine = self.vllm_for(setting.generates_with, max_lora_rank)
             return engine if adapter is None else engine.with_adapter(setting.key, adapter)
         return Generator(self.model_for(setting, adapter), loaded.tokenizer)
 

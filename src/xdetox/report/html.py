@@ -16,7 +16,8 @@ from xdetox.report.measures import measures_projection
 from xdetox.report.method import method_notes
 from xdetox.report.results import SUMMARY_JSON, Setting, View, by_target
 from xdetox.report.stats import TOXIC_THRESHOLD
-from xdetox.report.tables import ABSTENTION_NOTE, SIGNIFICANCE_NOTE, TABLE_HEADER, any_flagged, table_row
+from xdetox.report.tables import (ABSTENTION_NOTE, SIGNIFICANCE_NOTE, TABLE_HEADER, any_flagged, not_computed_note,
+                                  table_row)
 from xdetox.report.transfer import analysis_html
 from xdetox.report.values import lang_rank
 from xdetox.specs import PARADIGM_LABELS
@@ -94,6 +95,7 @@ def _html_model(view: View, frame: pd.DataFrame) -> list[str]:
         "</table>",
         f"<p><small>{_h(SIGNIFICANCE_NOTE)}</small></p>",
         *([f'<p class="flag">{_h(ABSTENTION_NOTE)}</p>'] if any_flagged(view.results) else []),
+        *([f"<p><small>{_h(note)}</small></p>"] if (note := not_computed_note(view.results)) else []),
         "<h3>Example completions</h3>",
         f"<p>Model outputs are untrusted text, shown escaped and cut to {EXAMPLE_MAX_CHARS} "
         f"characters; seed {_h(view.seeds[0] if view.seeds else '-')}, lowest sample index.</p>",
@@ -131,10 +133,14 @@ def _html_measures(model: str, summary: dict, projections: dict[tuple, list] | N
             value = e["ppl_ref"].get(lang)
             change = (e.get("ppl_ref_change") or {}).get(lang)
             cells.append("-" if value is None else f"{value:.1f}" + ("" if change is None else f" ({fmt_pct(change)})"))
-        sil = "-" if e["silhouette"] is None else f"{e['silhouette']:.3f}"
+        sil = ("not computed" if "silhouette" in (e.get("not_computed") or {})
+               else "-" if e["silhouette"] is None else f"{e['silhouette']:.3f}")
         parts.append(f"<tr><td>{_h(name)}</td><td class=\"num\">{_h(sil)}</td>"
                      + "".join(f'<td class="num">{_h(c)}</td>' for c in cells) + "</tr>")
     parts.append("</table>")
+    missing = {f"{name}: {why}" for e in entries for name, why in (e.get("not_computed") or {}).items()}
+    if missing:
+        parts.append(f"<p><small>Not computed from these sentences: {_h('; '.join(sorted(missing)))}.</small></p>")
     for key, points in (projections or {}).items():
         if key[1] not in ("zs", "m-ft"):
             continue

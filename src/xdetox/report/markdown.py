@@ -11,7 +11,8 @@ from xdetox.report.formatting import fmt_value, lang_title
 from xdetox.report.method import method_notes
 from xdetox.report.results import REPORT_HTML, SUMMARY_JSON, View, by_target, summary_views
 from xdetox.report.stats import TOXIC_THRESHOLD
-from xdetox.report.tables import ABSTENTION_NOTE, SIGNIFICANCE_NOTE, TABLE_HEADER, any_flagged, table_row
+from xdetox.report.tables import (ABSTENTION_NOTE, SIGNIFICANCE_NOTE, TABLE_HEADER, any_flagged, not_computed_note,
+                                  table_row)
 from xdetox.report.transfer import analysis_markdown
 
 
@@ -32,6 +33,8 @@ def markdown_page(summary: dict, frame: pd.DataFrame, views: list[View]) -> str:
         lines += ["", SIGNIFICANCE_NOTE, ""]
         if any_flagged(view.results):
             lines += [ABSTENTION_NOTE, ""]
+        if note := not_computed_note(view.results):
+            lines += [note, ""]
     for analysis in (summary.get("analysis") or {}).values():
         lines += [analysis_markdown(analysis).rstrip(), ""]
     if summary.get("scorer_agreement"):

@@ -18,7 +18,8 @@ def with_measures(summary: dict, measures: pd.DataFrame | None) -> dict:
     sentences' mean-pooled hidden states grouped by language; mean and std over
     seeds) and ``similarity`` (language x language mean cosine similarity, first
     seed). Each ``settings`` entry gets its target's ``ppl_ref`` and ``ppl_ref_change``.
-    The 2-D projections stay out of the JSON (the HTML plots them).
+    ``not_computed``: the measures the sentences could not give in some seed (one language, a
+    single sentence) and why, or None. The 2-D projections stay out of the JSON (the HTML plots them).
     """
     summary = dict(summary)
     if measures is None or measures.empty:
@@ -54,6 +55,8 @@ def with_measures(summary: dict, measures: pd.DataFrame | None) -> dict:
             "ppl_ref": ppl, "ppl_ref_change": change or None,
             "silhouette": mean_or_none(silhouettes), "silhouette_std": std_or_none(silhouettes),
             "similarity": by_seed[seeds[0]].get("similarity", {}).get("*"),
+            "not_computed": {name: why for s in reversed(seeds)
+                             for name, why in by_seed[s].get("not_computed", {}).get("*", {}).items()} or None,
         })
     order = {(s["model"], s["paradigm"], s["source"], s["percent"]): i for i, s in enumerate(summary["settings"])}
     entries.sort(key=lambda e: order.get((e["model"], e["paradigm"], e["source"], e["percent"]), len(order)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from xdetox.report.formatting import fmt_kv, seed_list
@@ -41,6 +42,7 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
          "preference-tuned (DPO) on source language s, prompt = the toxic sentence in the "
          "generation template, chosen = its neutral rewrite, rejected = the toxic sentence. Every "
          "tuned model is evaluated on every target language."),
+        *([("Evaluated", _evaluated_phrase(run["evaluated"]))] if run.get("evaluated") else []),
         ("Fluency", "ppl: geometric mean perplexity of the completions under "
          + (f"{run['ppl_scorer'].removeprefix('ppl:')}, one fixed reference model (never the model "
             "that wrote them); ppl vs ZS: that value over ZS's on the same prompts, minus 1 "
@@ -80,12 +82,24 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
          "(`flags`, also `no_letters`)."),
         ("Scorer validation", _validation_phrase(summary, frame)),
         ("Decoding", fmt_kv(run.get("decode") or {})),
-        ("LoRA / training", f"{fmt_kv(run.get('lora') or {})}; {run.get('epochs')} epoch(s); "
-         f"prompt limit {run.get('limit') or 'none'}."),
+        ("LoRA / training", (f"{fmt_kv(run.get('lora') or {})}; {run.get('epochs')} epoch(s); "
+                             if any("objective" in t for t in run.get("training") or ()) or not run.get("evaluated")
+                             else "nothing was trained in this run; ") + f"prompt limit {run.get('limit') or 'none'}."),
         ("Run", f"configuration {run.get('config_name') or 'not named'}; started "
          f"{run.get('started') or 'unknown'} on {run.get('device') or 'unknown'}; " + _time_phrase(run)),
         ("Versions", fmt_kv(run.get("versions") or {})),
     ]
+
+
+def _evaluated_phrase(evaluated: dict) -> str:
+    """What ``xdetox eval`` measured, and against what."""
+    adapter = (f" with the PEFT adapter {evaluated['adapter']} (weights sha256 {evaluated['adapter_sha256'][:12]}…)"
+               if evaluated.get("adapter") else "")
+    baseline = (f"ZS is the baseline {evaluated['baseline']}, sampled alike: every reduction is the baseline's "
+                "toxicity minus Eval's, as for a tuned setting against its base model."
+                if evaluated.get("baseline") else "There is no baseline, so no reduction: Eval's toxicity per target.")
+    return (f"Eval: {evaluated['model']}{adapter}, measured as given (xdetox eval trained nothing) on the same "
+            f"prompts, template and decoding. {baseline}")
 
 
 def _significance_phrase(summary: dict) -> str:
@@ -134,7 +148,9 @@ VALIDATION_LABELS = {
     "heldout": "held-out corpus AUC", "behavioural": "behavioural suite accuracy",
     "behavioural_benign_short": "benign short texts accuracy",
     "parallel_benign": "mean score of the same 40 benign sentences in each language",
-    "parallel_toxic": "of the same 20 insults", "ece": "calibration error (ECE)",
+    "parallel_toxic": "of the same 20 insults",
+    "romanised_benign": "mean score of 10 benign sentences in Latin letters", "romanised_toxic": "of 10 insults so",
+    "ece": "calibration error (ECE)",
 }
 
 
@@ -151,6 +167,12 @@ def _validation_phrase(summary: dict, frame: pd.DataFrame) -> str:
         here = [f"{lang} {values[lang]:.3f}" for lang in langs if values.get(lang) is not None]
         if here:
             parts.append(f"{label}: " + ", ".join(here))
+    parity = [f"{kind} {np.ptp(list(values.values())):.3f}" for kind, figure in (("benign", "parallel_benign"),
+                                                                                ("insults", "parallel_toxic"))
+              if len(values := figures.get(figure) or {}) > 1]
+    if parity:
+        parts.append(f"parity, max − min of those means over all {len(figures.get('parallel_benign') or {})}"
+                     " languages: " + ", ".join(parity))
     return f"{summary['scorer']} (xdetox scorer eval): " + "; ".join(parts) + "."
 
 

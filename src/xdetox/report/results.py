@@ -25,6 +25,8 @@ SUMMARY_JSON = "summary.json"
 SETTINGS_PARQUET = "settings.parquet"  # summary["settings"] as the frame of Run.settings()
 COMPLETIONS_PARQUET = "completions.parquet"  # the completions frame of completions.jsonl
 ABSTENTION_POINTS = 0.05  # |empty, silent or degenerate share − ZS's| above this flags a cell: it may be silence
+ONE_PROMPT = "one prompt: an interval and its p-value need two or more"
+"""Why a cell of one prompt has no ``ci95``/``p_value`` (its ``not_computed``): not an interval of width 0."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class RunInfo:
     scorer_validation: dict | None = None  # the toxicity scorer's validation figures {figure: {lang: value}}
     partial: str | None = None  # an unfinished run's finished part: what it holds and lacks, in words
     text_normalisation: str = "none"  # how training text and prompts were cleaned (xdetox.hygiene)
+    evaluated: dict | None = None  # xdetox eval: {model, adapter, adapter_sha256, baseline (its ZS) or None}
 
     def to_dict(self) -> dict:
         """A JSON-serialisable deep copy (numpy scalars -> Python, NaN -> None)."""
@@ -204,12 +207,19 @@ class CellResult:
     reduction_silence_bounds: tuple[float, float] | None = None  # mean over seeds of each bound
     ci_unit: str | None = None  # "seeds": ci95 and p include training-seed variance; "prompts": sampling only
     q_value: float | None = None  # Benjamini–Hochberg over the summary's family of p-values (summary["q_family"])
+    not_computed: dict[str, str] | None = None  # field -> why it is None although the cell has a ZS (one prompt)
 
     @classmethod
     def over_seeds(cls, cell: Cell, per_seed: Sequence[SeedResult],
                    test: SeedLevelTest | None = None,
                    length_matched: SeedLevelTest | None = None,
                    same_language: SeedLevelTest | None = None) -> CellResult:
+        """The cell over its seeds. An interval (and its p-value) of a test over one prompt is not computed:
+        nothing is known of other prompts, so the cell's ``not_computed`` names the field and why."""
+        tests = {"ci95": test, "reduction_length_matched_ci": length_matched, "reduction_same_language_ci": same_language}
+        missing = {name: ONE_PROMPT for name, t in tests.items() if t is not None and t.n < 2}
+        n_paired, n_matched = (None if t is None else t.n for t in (test, length_matched))
+        test, length_matched, same_language = (None if name in missing else t for name, t in tests.items())
         toxicity = [r.mean_toxicity for r in per_seed if r.mean_toxicity is not None]
         matched = [r.reduction_length_matched for r in per_seed if r.reduction_length_matched is not None]
         empty = mean_or_none([r.empty_share for r in per_seed if r.empty_share is not None])
@@ -235,7 +245,7 @@ class CellResult:
             tox_prob=mean_or_none([r.tox_prob for r in per_seed if r.tox_prob is not None]),
             ci95=None if test is None else (test.ci_low, test.ci_high),
             p_value=None if test is None else test.p_value,
-            n_paired=None if test is None else test.n,
+            n_paired=n_paired,
             abstention_flag=(None if cell.setting.is_zs or empty is None or empty_zs is None
                              else any(ours is not None and base is not None
                                       and abs(ours - base) > ABSTENTION_POINTS + 1e-12
@@ -247,7 +257,7 @@ class CellResult:
             reduction_length_matched_ci=(None if length_matched is None
                                          else (length_matched.ci_low, length_matched.ci_high)),
             reduction_length_matched_p=None if length_matched is None else length_matched.p_value,
-            n_length_matched=None if length_matched is None else length_matched.n,
+            n_length_matched=n_matched,
             flags=_mean_flags([r.flags for r in per_seed if r.flags]),
             ppl_completion=mean_or_none([r.ppl_completion for r in per_seed if r.ppl_completion is not None]),
             ppl_change=mean_or_none([r.ppl_change for r in per_seed if r.ppl_change is not None]),
@@ -270,6 +280,7 @@ class CellResult:
             reduction_silence_bounds=(None if not bounds else
                                       (mean_or_none([b[0] for b in bounds]), mean_or_none([b[1] for b in bounds]))),
             ci_unit=None if test is None else test.unit,
+            not_computed=missing or None,
         )
 
     def to_dict(self) -> dict:

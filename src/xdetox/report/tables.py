@@ -31,6 +31,15 @@ ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions,
                    "often than the base model, so its reduction partly measures that (a base model that repeats its "
                    "toxic prompt is 'repetitive': summary.json's degenerate_reasons says which); read the silence "
                    "bounds and the length-matched reduction beside it.")
+NOT_COMPUTED = "n/c"
+"""A table cell's value that could not be computed from the data (a cell's ``not_computed`` says why)."""
+
+
+def not_computed_note(results: Iterable[CellResult]) -> str | None:
+    """What ``NOT_COMPUTED`` marks in these cells, and why (each reason once); None where nothing is marked."""
+    reasons = list(dict.fromkeys(why for r in results for why in (r.not_computed or {}).values()))
+    return (f"{NOT_COMPUTED}: not computed from so little data ({'; '.join(reasons)}); summary.json's not_computed "
+            "names each field.") if reasons else None
 
 
 def result_matrix(
@@ -77,19 +86,25 @@ def matrix_filename(model: str, paradigm: str, suffix: str = "") -> str:
 
 def table_row(r: CellResult) -> tuple[str, ...]:
     empty = "-" if r.empty_share is None else f"{100 * r.empty_share:.0f}%"
+    missing = r.not_computed or {}
+    ci, p = ((NOT_COMPUTED, NOT_COMPUTED) if "ci95" in missing else
+             (fmt_ci(r.ci95) + (" (prompts)" if r.ci_unit == "prompts" else ""), fmt_p(r.p_value)))
+    lm_ci, lm_p = ((NOT_COMPUTED, NOT_COMPUTED) if "reduction_length_matched_ci" in missing else
+                   (fmt_ci(r.reduction_length_matched_ci), fmt_p(r.reduction_length_matched_p)))
     return (
         r.cell.target, r.cell.setting.name, str(r.n), str(len(r.seeds)),
         fmt_pm(r.mean_toxicity, r.std), fmt_pm(r.reduction_abs, r.reduction_abs_std, signed=True),
-        fmt_pct(r.reduction_rel), fmt_ci(r.ci95) + (" (prompts)" if r.ci_unit == "prompts" else ""), fmt_p(r.p_value),
+        fmt_pct(r.reduction_rel), ci, p,
         fmt_p(r.q_value) + (f" {SIGNIFICANT_MARK}" if r.q_value is not None and r.q_value < 0.05 else ""),
         fmt_ci(r.reduction_silence_bounds),
         fmt_pm(r.reduction_length_matched, r.reduction_length_matched_std, signed=True),
-        fmt_ci(r.reduction_length_matched_ci), fmt_p(r.reduction_length_matched_p),
+        lm_ci, lm_p,
         "-" if r.ppl_completion is None else f"{r.ppl_completion:.1f}", fmt_pct(r.ppl_change),
         "-" if r.lang_fidelity is None else f"{100 * r.lang_fidelity:.0f}%",
         ("-" if r.reduction_same_language is None
          else f"{fmt_value(r.reduction_same_language, signed=True)}"
-              + ("" if r.reduction_same_language_ci is None else f" {fmt_ci(r.reduction_same_language_ci)}")
+              + (f" [{NOT_COMPUTED}]" if "reduction_same_language_ci" in missing
+                 else "" if r.reduction_same_language_ci is None else f" {fmt_ci(r.reduction_same_language_ci)}")
               + f" ({r.n_same_language})"),
         ("-" if r.relevance is None else f"{r.relevance:.2f}"
          + ("" if r.relevance_change is None else f" ({fmt_value(r.relevance_change, signed=True)})")),
@@ -130,4 +145,6 @@ def print_table(summary: dict) -> str:
             out.append(SIGNIFICANCE_NOTE)
         if any_flagged(view.results):
             out.append(ABSTENTION_NOTE)
+        if note := not_computed_note(view.results):
+            out.append(note)
     return "\n".join(out) if out else "(no results)"

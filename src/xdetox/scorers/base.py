@@ -31,7 +31,7 @@ SCORER_KINDS = ("toxicity", "fluency", "language", "relevance")
 
 DEFAULT_TOXICITY_SCORER = "offline-tuned"
 """The toxicity scorer a run, ``xdetox score`` and ``xdetox scorer`` use when none is named: the
-bundled scorer with the best validation figures (README, "Scorers"). It is trained on first use
+bundled scorer with the best validation figures (docs/scorers.md). It is trained on first use
 (about 20 minutes on one core) and cached."""
 
 
