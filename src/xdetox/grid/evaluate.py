@@ -19,16 +19,15 @@ No reference measures are taken (they need neutral sentences, which a prompt-onl
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from xdetox import data as data_mod
 from xdetox.errors import XdetoxInputError
 from xdetox.given import resolve_given
 from xdetox.grid.config import GridConfig
-from xdetox.grid.options import RunOptions
+from xdetox.grid.options import RunOptions, refuse_unknown_options
 from xdetox.specs import DTYPES, DecodeSpec, ModelSpec, TrainSpec
 
 
@@ -93,13 +92,7 @@ class EvalOptions:
     def from_mapping(cls, options: Mapping[str, object]) -> EvalOptions:
         """``EvalOptions`` from keyword options; a name that is no option of ``xdetox eval`` is one
         ``XdetoxInputError`` line naming it."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            near = [m for name in unknown for m in difflib.get_close_matches(name, known, n=1)]
-            hint = f"did you mean {', '.join(near)}? " if near else ""
-            raise XdetoxInputError(f"unknown option(s) {', '.join(map(repr, unknown))} of xdetox eval; {hint}"
-                                   f"known: {', '.join(known)}")
+        refuse_unknown_options(cls, options, "xdetox eval")
         return cls(**options)
 
     def to_config(self) -> GridConfig:

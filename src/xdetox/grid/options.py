@@ -32,6 +32,18 @@ QUICK_OUT = "runs/quick"
 """A quick run's directory by default: not the default run's ``runs/<timestamp>``; run again, it resumes."""
 
 
+def refuse_unknown_options(cls: type, options: Mapping[str, object], command: str) -> None:
+    """One ``XdetoxInputError`` line naming each key of ``options`` that is no field of dataclass ``cls``
+    (the options of ``command``), with the nearest names."""
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        near = [m for name in unknown for m in difflib.get_close_matches(name, known, n=1)]
+        hint = f"did you mean {', '.join(near)}? " if near else ""
+        raise XdetoxInputError(f"unknown option(s) {', '.join(map(repr, unknown))} of {command}; {hint}"
+                               f"known: {', '.join(known)}")
+
+
 def refuse_with_quick(given: Iterable[str]) -> None:
     """One ``XdetoxInputError`` line when an option ``QUICK_RUN`` sets is among ``given`` (options given beside
     ``quick``): the preset is all or nothing, so a quick run is always the same run."""
@@ -97,13 +109,7 @@ class RunOptions:
     def from_mapping(cls, options: Mapping[str, object]) -> RunOptions:
         """``RunOptions`` from keyword options; a name that is no option of ``xdetox run`` is one
         ``XdetoxInputError`` line naming it."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            near = [m for name in unknown for m in difflib.get_close_matches(name, known, n=1)]
-            hint = f"did you mean {', '.join(near)}? " if near else ""
-            raise XdetoxInputError(f"unknown option(s) {', '.join(map(repr, unknown))} of xdetox run; {hint}"
-                                   f"known: {', '.join(known)}")
+        refuse_unknown_options(cls, options, "xdetox run")
         if options.get("quick") is True:
             refuse_with_quick(options)
         return cls(**options)
