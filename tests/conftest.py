@@ -6,13 +6,154 @@ the bundled corpus, the model a 2-layer Gemma 3 with random weights.
 
 from __future__ import annotations
 
+import gc
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# --------------------------------------------------------------------------- the session's cache
+#
+# Every test (and every process a test starts: it inherits the environment) caches under one
+# temporary XDETOX_CACHE for the session, never under the user's ~/.cache/xdetox/scorers:
+#   models/   a symlink to the user's models/ (the embedded Gemma model's one-time GGUF conversion,
+#             minutes, stays shared with the user's runs);
+#   scorers/  starts with a copy of the user's cached default lexical scorers (``offline``,
+#             ``offline-lexical``) where the user has them, so a session trains each at most once
+#             (about a minute) and only when the user's cache lacks it; nothing is written back.
+# A test that needs a cache of its own still sets XDETOX_CACHE itself (``isolated_cache``).
+
+_SESSION_CACHE: dict[str, str | None] = {}
+
+
+def pytest_configure(config):
+    from xdetox.cache import cache_root
+
+    user_root, _ = cache_root()
+    root = Path(tempfile.mkdtemp(prefix="xdetox-test-cache-"))
+    models = user_root / "models"
+    try:
+        models.mkdir(parents=True, exist_ok=True)
+        (root / "models").symlink_to(models.resolve(), target_is_directory=True)
+    except OSError:  # no usable user cache: the session converts the embedded model itself, if asked
+        pass
+    scorers = root / "scorers"
+    scorers.mkdir()
+    try:
+        from xdetox.scorers.offline.config import LEXICAL_V1, OfflineScorerConfig
+
+        for lexical in (OfflineScorerConfig(), LEXICAL_V1):
+            cached = user_root / "scorers" / f"offline-{lexical.key()}.joblib"
+            if cached.is_file():
+                shutil.copyfile(cached, scorers / cached.name)
+    except Exception:  # noqa: BLE001 -- a broken import fails the tests that need it, not the session
+        pass
+    _SESSION_CACHE.update(root=str(root), before=os.environ.get("XDETOX_CACHE"))
+    os.environ["XDETOX_CACHE"] = str(root)
+
+
+def pytest_unconfigure(config):
+    if "root" not in _SESSION_CACHE:
+        return
+    before = _SESSION_CACHE.pop("before")
+    if before is None:
+        os.environ.pop("XDETOX_CACHE", None)
+    else:
+        os.environ["XDETOX_CACHE"] = before
+    root = Path(_SESSION_CACHE.pop("root"))
+    if (root / "models").is_symlink():
+        (root / "models").unlink()  # never follow it into the user's models
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the session's speed
+#
+# Model code calls gc.collect() after each training and model switch (xdetox, accelerate); in a
+# process that has imported torch, transformers and sklearn each full collection walks over half a
+# million long-lived objects (about 0.3 s). At the first test of each module, what survives a
+# collection is moved out of the collector's sight (gc.freeze): later collections walk only what
+# the module made. Frozen objects are still freed by reference counting, and each module's own
+# garbage is collected as before.
+
+_FROZEN_AT: list = [None]
+
+
+def pytest_runtest_setup(item):
+    module = getattr(item, "module", None)
+    if module is not _FROZEN_AT[0]:
+        _FROZEN_AT[0] = module
+        gc.collect()
+        gc.freeze()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scorer_data_once_per_session():
+    """``toxicity_corpus`` (the bundled corpus normalised and cleaned, 2-3 s a call, the same for the same
+    arguments) is computed once per argument set in the session: every scorer training, validation and data
+    test asks for it. Callers get a fresh list of the same (frozen) rows each time. tests/test_deobfuscate.py
+    tests ``deobfuscate`` itself, which stays as it is."""
+    import functools
+    import inspect
+
+    from xdetox.scorers import semantic, validation
+    from xdetox.scorers.offline import data, evaluate
+
+    real = data.toxicity_corpus
+    signature = inspect.signature(real)
+    done: dict[tuple, tuple] = {}
+
+    @functools.wraps(real)
+    def toxicity_corpus(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        key = tuple((name, tuple(value) if isinstance(value, list) else value)
+                    for name, value in bound.arguments.items())
+        try:
+            hash(key)
+        except TypeError:
+            return real(*args, **kwargs)
+        if key not in done:
+            done[key] = tuple(real(*args, **kwargs))
+        return list(done[key])
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (data, semantic, validation, evaluate):
+            if getattr(module, "toxicity_corpus", None) is real:
+                mp.setattr(module, "toxicity_corpus", toxicity_corpus)
+        # what the lexical model reads (``model_input``) deobfuscates each text: a pure function of the text,
+        # about 0.1 ms a call, 80,000 calls for each training set of the full corpus; remembered per text
+        mp.setattr(data, "deobfuscate", functools.lru_cache(maxsize=None)(data.deobfuscate))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_lexical_scorer_trained_at_most_once():
+    """The default lexical scorers (``offline``, ``offline-lexical``: about a minute each) are trained at most
+    once per session, into the session's cache (and not at all where the user's cache held them): a test
+    that would train one again (a cache of its own, a damaged file) fails here."""
+    from xdetox.scorers.offline.config import LEXICAL_V1, OfflineScorerConfig
+    from xdetox.scorers.offline.scorer import OfflineScorer
+
+    real = OfflineScorer.train.__func__
+    trained: list = []
+
+    def train(cls, *args, **kwargs):
+        config = args[0] if args else kwargs.get("config", OfflineScorerConfig())
+        if config in (OfflineScorerConfig(), LEXICAL_V1):
+            if config in trained:
+                pytest.fail(f"this test trains the default lexical scorer {config.key()} a second time in the"
+                            " session (about a minute): use the session's XDETOX_CACHE, or a small config")
+            trained.append(config)
+        return real(cls, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(OfflineScorer, "train", classmethod(train))
+        yield
 
 
 def _tiny_tokenizer():
@@ -115,20 +256,32 @@ def tiny_classifier_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(autouse=True)
-def _no_full_tuned_scorer(monkeypatch):
-    """The default toxicity scorer (``offline-tuned``) trains for about 20 minutes on first use, so
-    no test may build it: a test that scores names a scorer (tests/test_tuned.py trains a small one).
-    Guarding ``load`` (not only ``train``) makes a test fail here as it would on a clean machine,
-    where the cache is empty."""
-    from xdetox.scorers import registry, tuned
 
-    original = tuned.TunedScorer.load.__func__
+@pytest.fixture(scope="session")
+def small_scorer_cache(tmp_path_factory) -> Path:
+    """One XDETOX_CACHE for the small scorers the tests train (tests/test_score.py's lexical scorer, the same
+    lexical model inside tests/test_semantic.py's stacked one): each is trained once per session."""
+    return tmp_path_factory.mktemp("small-scorer-cache")
 
-    def guarded(cls, config=tuned.TunedScorerConfig(), progress=True):
-        if config == tuned.TunedScorerConfig():
-            pytest.fail("this test would build the full offline-tuned scorer (about 20 minutes): name a scorer")
-        return original(cls, config, progress)
 
-    monkeypatch.setattr(tuned.TunedScorer, "load", classmethod(guarded))
-    monkeypatch.setitem(registry.SCORERS, "offline-tuned", tuned.TunedScorer.load)
+TINY_RUN = ("--targets", "en,de", "--limit", "3", "--epochs", "1", "--max-new-tokens", "5", "--scorer", "offline",
+            "--quiet")
+"""The options of the tiny ``xdetox run`` of tests/test_cli.py and tests/test_reuse.py, besides ``--model``
+and ``--out``."""
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """``xdetox run --model <tiny> TINY_RUN --out DIR``, finished (exit 0), made once per session.
+
+    Shared: a test reads it, or changes a copy (``copy_run``), never the directory itself."""
+    from xdetox.cli import main
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    assert main(["run", "--model", str(tiny_model_dir), *TINY_RUN, "--out", str(out)]) == 0
+    return out
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A copy of a finished run directory at ``dest`` (files with their times), for a test that changes it."""
+    return Path(shutil.copytree(run, dest))

@@ -10,9 +10,11 @@ byte for byte as it was. Cases that need a model use the tiny random model of co
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
+import random
 import socket
 import sqlite3
 import subprocess
@@ -24,6 +26,7 @@ from typing import Callable
 import pytest
 
 from xdetox.cli import main
+from xdetox.specs import Completion
 from xdetox.store import SCHEMA_VERSION, Store
 
 STORE = "xdetox.sqlite"
@@ -36,6 +39,7 @@ class Case:
     needle: str  # a part of the one stderr line
     setup: Callable[[Path, str], None] | None = None  # (tmp_path, model dir) -> files
     stdin: bytes | None = None
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the command (paths relative to tmp_path)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -86,6 +90,29 @@ def _fresh_store(path: Path) -> None:
         pass
 
 
+def damage(path: Path) -> None:
+    """Overwrite the middle third of an SQLite file's pages with garbage: header intact, same size."""
+    page = int.from_bytes(path.read_bytes()[16:18], "big")
+    pages = path.stat().st_size // page
+    assert pages >= 6, "too small a store to damage its middle"
+    garbage = random.Random(0)
+    with open(path, "r+b") as handle:
+        for number in range(pages // 3, 2 * pages // 3):
+            handle.seek(number * page)
+            handle.write(bytes(garbage.randrange(256) for _ in range(page)))
+
+
+def _trained(path: Path, model: str) -> None:
+    """A finished-looking run whose x-ft:en has an adapter file and a summary.json (export's checks pass)."""
+    with Store(path) as s:
+        s.set_meta("config", {"name": "x", "models": [{"name": model}], "decode": {}})
+        s.add_train_setting("xft-1", "x-ft:en", model, "x-ft", "en", None, 42, {})
+        s.finish_train_setting("xft-1", "adapters/xft-1", None)
+    (path.parent / "adapters" / "xft-1").mkdir(parents=True)
+    (path.parent / "adapters" / "xft-1" / "adapter_model.safetensors").write_bytes(b"\0")
+    (path.parent / "summary.json").write_text("{}")
+
+
 def store(kind: str, where: str = "out") -> Callable[[Path, str], None]:
     """``where``/xdetox.sqlite in one of several broken or unusable states."""
     def setup(root: Path, model: str) -> None:
@@ -118,6 +145,15 @@ def store(kind: str, where: str = "out") -> Callable[[Path, str], None]:
                 s.set_meta("plan_id", "0" * 64)
         elif kind == "directory":
             path.mkdir()
+        elif kind == "damaged":  # a store with rows, its middle pages overwritten (header intact, same size)
+            with Store(path) as s:
+                s.set_meta("config", {"name": "x", "scorers": ["offline"]})
+                s.add_train_setting("zs-1", "zs", model or "m", "zs", None, None, 42, {})
+                s.add_evaluation("e-1", "zs-1", "en", "test_toxic", {}, 1)
+                s.add_batch("e-1", 0, [Completion(f"p{i}", 0, "prompt " * 50, "text " * 50, 3) for i in range(200)])
+            damage(path)
+        elif kind == "trained":
+            _trained(path, model)
         elif kind == "tuned":  # a run whose x-ft:en is not trained yet
             with Store(path) as s:
                 s.set_meta("config", {"name": "x", "models": [{"name": model}]})
@@ -136,6 +172,7 @@ LINE_1 = (json.dumps({"lang": "en", "toxic": "bad", "neutral": "good"}) + "\n").
 BAD_BYTE_LINE = b'{"lang": "en", "toxic": "\xff"}\n'
 BAD_OFFSET = len(LINE_1) + BAD_BYTE_LINE.index(b"\xff")
 BAD_CONFIG = files({"model/config.json": "{not json", "model/weights.bin": b"\0"})
+LONG = " ".join(f"word{i}" for i in range(300))  # far more than the tiny model's 512 positions
 
 
 def run(*extra: str, needle: str, setup=None, id: str) -> Case:
@@ -189,6 +226,22 @@ CASES: list[Case] = [
     run("--seed", "99999999999999999999999", needle="seed must be between 0 and 4294967295", id="seed-huge"),
     run("--seed", "-1", needle="seed must be between 0 and", id="seed-negative"),
     run("--targets", "en,en", needle="targets list en twice", id="targets-twice"),
+    run("--max-new-tokens", "9000", needle="max_new_tokens must be at most 8192", id="max-new-tokens-above-bound"),
+    run("--samples", "1001", needle="samples_per_prompt must be at most 1000", id="samples-above-bound"),
+    run("--batch-size", "5000", needle="batch_size must be at most 4096", id="batch-size-above-bound"),
+    run("--train-batch-size", "5000", needle="batch_size must be at most 4096", id="train-batch-size-above-bound"),
+    run("--max-new-tokens", "600", needle="with max_new_tokens 600 it needs", id="max-new-tokens-over-context"),
+    run("--reuse", "other", "--reuse", "other", needle="--reuse list", setup=files({"other/x": ""}),
+        id="reuse-twice"),
+    run("--out", "afile/sub", needle="--out afile/sub: afile is a file, not a directory", setup=files({"afile": "x"}),
+        id="out-below-a-file"),
+    Case("run-cache-is-a-file", RUN, "XDETOX_CACHE cachefile exists and is not a directory",
+         files({"cachefile": "x"}), env=(("XDETOX_CACHE", "cachefile"),)),
+    Case("run-cache-below-a-file", RUN, "XDETOX_CACHE cachefile/sub: cachefile is a file, not a directory",
+         files({"cachefile": "x"}), env=(("XDETOX_CACHE", "cachefile/sub"),)),
+    Case("run-tmpdir-missing", RUN, "TMPDIR nope: no such directory", env=(("TMPDIR", "nope"),)),
+    Case("run-tmpdir-is-a-file", RUN, "TMPDIR tmpfile exists and is not a directory", files({"tmpfile": "x"}),
+         env=(("TMPDIR", "tmpfile"),)),
     run("--sentences-per-sequence", "0", needle="sentences_per_sequence must be an integer of at least 1",
         id="sentences-per-sequence-0"),
     run("--text-normalisation", "v9", needle="unknown text normalisation 'v9'; choose one of none, v1",
@@ -223,6 +276,10 @@ CASES: list[Case] = [
     run(needle="schema", setup=store("newer"), id="out-store-newer"),
     run(needle="different configuration", setup=store("other-run"), id="out-store-other-run"),
     run(needle="not an xdetox run", setup=store("directory"), id="out-store-directory"),
+    run(needle="the store out/xdetox.sqlite is damaged (integrity_check:", setup=store("damaged"),
+        id="out-store-damaged"),
+    run("--reuse", "old", "--scorer", "offline", needle="the store old/xdetox.sqlite is damaged (integrity_check:",
+        setup=store("damaged", "old"), id="reuse-store-damaged"),
     # -- run --data: every row's fields, named by file, row and line ---------------------------
     data(files({"d.jsonl": ""}), "missing column(s) lang, toxic, neutral", "jsonl-empty-file"),
     data(jsonl(good(0), "{not json"), "d.jsonl: line 2", "jsonl-bad-json"),
@@ -259,8 +316,10 @@ CASES: list[Case] = [
          "d.csv"),
     data(files({"d.csv": "lang,toxic,neutral\n"}), "no rows", "csv-header-only", "d.csv"),
     data(files({"d.csv": "lang,toxic\nen,a\n"}), "missing column(s) neutral", "csv-no-neutral", "d.csv"),
-    data(files({"d.txt": "x"}), "must end in .jsonl or .csv", "wrong-suffix", "d.txt"),
+    data(files({"d.txt": "x"}), "must end in .jsonl, .csv or .parquet", "wrong-suffix", "d.txt"),
     data(None, "data file not found", "missing-file", "nope.jsonl"),
+    data(jsonl(good(0, split="train"), good(1, split="test", toxic=LONG)), "d.jsonl: the prompt on row 2 (id en-001)",
+         "prompt-longer-than-context"),
     # -- grid plan: every value of a config, before anything runs ------------------------------
     plan("[decode]\ntemperature = 0\n", "temperature must be a finite number above 0", "temperature-0"),
     plan('[decode]\ntemperature = "hot"\n', "temperature", "temperature-word"),
@@ -286,7 +345,17 @@ CASES: list[Case] = [
     plan("[train]\nlora = 5\n", "train.lora must be a table", "lora-not-a-table"),
     plan('seeds = "abc"\n', "seed must be an integer, got 'abc'", "seeds-word"),
     plan('seeds = ["abc"]\n', "seed must be an integer, got 'abc'", "seeds-list-of-word"),
-    plan("seeds = [1, 1]\n", "seeds are listed twice", "seeds-twice"),
+    plan("seeds = [1, 1]\n", "config: seeds list 1 twice", "seeds-twice"),
+    plan('scorers = ["offline", "offline"]\n', "config: scorers list offline twice", "scorers-twice"),
+    plan('sources = ["de", "en", "de"]\n', "config: sources list de twice", "sources-twice"),
+    plan("percents = [10, 20, 10]\n", "config: percents list 10 twice", "percents-twice"),
+    plan('splits = ["test_toxic", "test_toxic"]\n', "config: splits list test_toxic twice", "splits-twice"),
+    plan('paradigms = ["zs", "zs"]\n', "config: paradigms list zs twice", "paradigms-twice"),
+    plan("", "config: models list", "models-twice", models='["{model}", "{model}"]'),
+    plan("[decode]\nmax_new_tokens = 9000\n", "max_new_tokens must be at most 8192", "max-new-tokens-above-bound"),
+    plan("[decode]\nsamples_per_prompt = 1001\n", "samples_per_prompt must be at most 1000", "samples-above-bound"),
+    plan("[decode]\nbatch_size = 5000\n", "batch_size must be at most 4096", "decode-batch-above-bound"),
+    plan("[train]\nbatch_size = 5000\n", "batch_size must be at most 4096", "train-batch-above-bound"),
     plan('text_normalisation = "V1"\n', "unknown text normalisation 'V1'", "text-normalisation-case"),
     plan("[train]\nsentences_per_sequence = 1.5\n", "sentences_per_sequence must be an integer", "packing-float"),
     plan("seeds = []\n", "seeds must not be empty", "seeds-empty"),
@@ -332,6 +401,15 @@ CASES: list[Case] = [
          "out/xdetox.sqlite is an empty file", both(config(), store("empty"))),
     Case("grid-run-data-bad-row", ("grid", "run", "c.toml", "--out", "out", "--quiet"),
          "empty 'toxic' on row 1 (line 1)", both(config('data = "d.jsonl"\n'), jsonl(good(0, toxic="")))),
+    Case("grid-run-seeds-twice", ("grid", "run", "c.toml", "--out", "out", "--quiet"), "config: seeds list 7 twice",
+         config("seeds = [7, 7]\n")),
+    Case("grid-run-max-length-over-context", ("grid", "run", "c.toml", "--out", "out", "--quiet"),
+         "[train] max_length 1000 (x-ft) exceeds the 512-token context",
+         config('paradigms = ["zs", "x-ft"]\n[train]\nmax_length = 1000\n')),
+    Case("grid-run-default-out-below-a-file", ("grid", "run", "c.toml", "--quiet"),
+         "--out runs/c: runs is a file, not a directory", both(config(), files({"runs": "x"}))),
+    Case("grid-run-out-store-damaged", ("grid", "run", "c.toml", "--out", "out", "--quiet"),
+         "the store out/xdetox.sqlite is damaged (integrity_check:", both(config(), store("damaged"))),
     # -- report: the store is checked, read-only, and never written ----------------------------
     Case("report-missing-dir", ("report", "nope"), "no xdetox.sqlite"),
     Case("report-no-store", ("report", "run"), "no xdetox.sqlite", files({"run/notes.txt": "x"})),
@@ -346,6 +424,8 @@ CASES: list[Case] = [
     Case("report-store-blank", ("report", "run"), "holds no run configuration", store("blank", "run")),
     Case("report-store-unfinished", ("report", "run"), "is not finished (0 of 3 evaluations started)",
          store("unfinished", "run")),
+    Case("report-store-damaged", ("report", "run"), "the store run/xdetox.sqlite is damaged (integrity_check:",
+         store("damaged", "run")),
     # -- score --------------------------------------------------------------------------------
     Case("score-lang-unknown", ("score", "--lang", "xx", "t.txt"), "does not support xx", files({"t.txt": "hi\n"})),
     Case("score-scorer-unknown", ("score", "--scorer", "nope", "--lang", "en", "t.txt"), "unknown scorer",
@@ -360,6 +440,9 @@ CASES: list[Case] = [
          files({"t.txt": b"hello\n\xff\xfe\n"})),
     Case("score-stdin-not-utf8", ("score", "--lang", "en", "-"), "stdin is not UTF-8 text: byte offset 8",
          stdin=b"fine\nok\n\xc3\x28\n"),
+    Case("score-cache-is-a-file", ("score", "--scorer", "offline", "--lang", "en", "t.txt"),
+         "XDETOX_CACHE cachefile: cannot create", files({"t.txt": "hi\n", "cachefile": "x"}),
+         env=(("XDETOX_CACHE", "cachefile"),)),
     # -- scorer eval / scorer check ------------------------------------------------------------
     Case("scorer-eval-unknown", ("scorer", "eval", "--scorer", "nope"), "unknown scorer"),
     Case("scorer-eval-not-toxicity", ("scorer", "eval", "--scorer", "lang-fidelity"), "not a toxicity scorer"),
@@ -370,6 +453,8 @@ CASES: list[Case] = [
     Case("scorer-check-not-toxicity", ("scorer", "check", "--scorer", "lang-fidelity"), "not a toxicity scorer"),
     Case("scorer-check-lang-unknown", ("scorer", "check", "--langs", "xx"), "'xx'"),
     Case("scorer-check-langs-empty", ("scorer", "check", "--langs", ","), "at least one language"),
+    Case("scorer-check-langs-twice", ("scorer", "check", "--scorer", "offline", "--langs", "en,de,en"),
+         "--langs list en twice"),
     # -- export --------------------------------------------------------------------------------
     Case("export-missing-run", ("export", "nope", "--setting", "x-ft:en", "--out", "exp"), "no xdetox.sqlite"),
     Case("export-store-text", ("export", "run", "--setting", "x-ft:en", "--out", "exp"),
@@ -394,10 +479,38 @@ CASES: list[Case] = [
          "exists and is not an empty directory", both(store("tuned", "run"), files({"exp/keep.txt": "mine"}))),
     Case("export-out-is-a-file", ("export", "run", "--setting", "x-ft:en", "--out", "exp"),
          "exists and is not an empty directory", both(store("tuned", "run"), files({"exp": "mine"}))),
+    Case("export-store-damaged", ("export", "run", "--setting", "x-ft:en", "--out", "exp"),
+         "the store run/xdetox.sqlite is damaged (integrity_check:", store("damaged", "run")),
+    # --push-to-hub without a network (HF_HUB_OFFLINE, as in every test): a bad repo id is refused first
+    Case("export-push-not-a-repo-id", ("export", "run", "--setting", "x-ft:en", "--out", "exp", "--push-to-hub",
+                                       "not a repo"), "--push-to-hub 'not a repo' is not a hub repo id",
+         store("trained", "run")),
+    Case("export-push-repo-too-deep", ("export", "run", "--setting", "x-ft:en", "--out", "exp", "--push-to-hub",
+                                       "a/b/c"), "--push-to-hub 'a/b/c' is not a hub repo id", store("trained", "run")),
+    Case("export-push-out-not-empty", ("export", "run", "--setting", "x-ft:en", "--out", "exp", "--push-to-hub",
+                                       "someone/x"), "exists and is not an empty directory",
+         both(store("trained", "run"), files({"exp/keep.txt": "mine"}))),
+    # -- compare --------------------------------------------------------------------------------
+    Case("compare-one-run", ("compare", "a"), "compare needs at least 2 run directories, got 1"),
+    Case("compare-same-run-twice", ("compare", "a", "b", "./a"), "the runs to compare list", files({"a/x": "", "b/x": ""})),
+    Case("compare-csv-and-markdown", ("compare", "a", "b", "--csv", "--markdown"), "not allowed with argument"),
+    Case("compare-missing-run", ("compare", "nope", "b"), "no run directory at nope"),
+    Case("compare-run-is-a-file", ("compare", "a", "b"), "a is not a directory", files({"a": "x", "b/x": ""})),
+    Case("compare-not-a-run", ("compare", "a", "b"), "a is not an xdetox run directory (no xdetox.sqlite)",
+         files({"a/x": "", "b/x": ""})),
+    Case("compare-store-text", ("compare", "run", "b"), "run/xdetox.sqlite is not an xdetox store (not an SQLite",
+         store("text", "run")),
+    Case("compare-store-half", ("compare", "run", "b"), "run/xdetox.sqlite is truncated", store("half", "run")),
+    Case("compare-store-blank", ("compare", "run", "b"), "holds no run configuration yet", store("blank", "run")),
+    Case("compare-store-unfinished", ("compare", "run", "b"), "is not finished (0 of 3 evaluations started",
+         store("unfinished", "run")),
+    Case("compare-store-damaged", ("compare", "run", "b"), "the store run/xdetox.sqlite is damaged (integrity_check:",
+         store("damaged", "run")),
     # -- bench ---------------------------------------------------------------------------------
     Case("bench-prompts-0", ("bench", "--prompts", "0"), "--prompts must be at least 1"),
     Case("bench-batch-size-0", ("bench", "--batch-size", "0"), "--batch-size must be at least 1"),
     Case("bench-train-examples-0", ("bench", "--train-examples", "0"), "--train-examples must be at least 1"),
+    Case("bench-batch-size-above-bound", ("bench", "--batch-size", "8,5000"), "--batch-size must be at most 4096"),
     Case("bench-lang-unknown", ("bench", "--lang", "xx"), "'xx'"),
     Case("bench-model-missing", ("bench", "--model", "./no/such/model"), "model path not found"),
     Case("bench-model-config-not-json", ("bench", "--model", "model"), "model/config.json", BAD_CONFIG),
@@ -427,7 +540,7 @@ def test_the_table_covers_every_command():
     commands = {c.argv[0] + (" " + c.argv[1] if c.argv[0] in ("grid", "scorer") and len(c.argv) > 1 else "")
                 for c in CASES if c.argv}
     assert {"run", "grid plan", "grid run", "score", "report", "scorer eval", "scorer check", "export",
-            "bench"} <= commands
+            "bench", "compare"} <= commands
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -436,6 +549,8 @@ def test_bad_input(case: Case, request, tmp_path, monkeypatch, capsys):
     work.mkdir()
     monkeypatch.chdir(work)
     monkeypatch.setenv("XDETOX_CACHE", str(work / "cache"))  # nothing may be cached for a refused command
+    for name, value in case.env:
+        monkeypatch.setenv(name, value)
     uses_model = any("{model}" in a for a in case.argv) or case.setup is not None
     model = str(request.getfixturevalue("tiny_model_dir")) if uses_model else ""
     if case.setup is not None:
@@ -496,3 +611,254 @@ def test_interrupt_is_one_line_and_130(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(cli, "cmd_report", interrupted)
     assert cli.main(["report", "run"]) == 130
     assert capsys.readouterr().err.strip() == "xdetox: interrupted"
+
+
+def test_a_prompt_longer_than_the_context_is_refused_naming_file_row_and_length(tmp_path, monkeypatch, capsys,
+                                                                              tiny_model_dir):
+    """Refused, never truncated: the data file, the row, the prompt's tokens and the model's context."""
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    jsonl(good(0, split="train"), good(1, split="test", toxic=LONG))(tmp_path, "")
+    capsys.readouterr()
+    assert main([a.replace("{model}", str(tiny_model_dir)) for a in RUN] + ["--data", "d.jsonl"]) == 2
+    line = capsys.readouterr().err.strip()
+    found = re.fullmatch(rf"xdetox: error: {re.escape(str(tmp_path / 'd.jsonl'))}: the prompt on row 2 \(id en-001\)"
+                         rf" is (\d+) tokens in the template, longer than the 512-token context of model"
+                         rf" {re.escape(str(tiny_model_dir))}; shorten or remove that row \(xdetox refuses, never"
+                         r" truncates, a prompt\)", line)
+    assert found and int(found.group(1)) > 512, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
+
+
+# --------------------------------------------------------------------------- the smallest runs finish
+
+
+@pytest.fixture(scope="module", params=["5", "1"], ids=["5-tokens", "1-token"])
+def smallest(request, tmp_path_factory, tiny_model_dir):
+    """``xdetox run --targets en --limit 1 --epochs 1 --max-new-tokens N --samples 1``: one prompt, one sample,
+    one reference sentence; (run directory, the exit code, stdout)."""
+    run = tmp_path_factory.mktemp("smallest") / "run"
+    capture = io.StringIO()
+    real_stdout, sys.stdout = sys.stdout, capture
+    try:
+        code = main(["run", "--model", str(tiny_model_dir), "--targets", "en", "--limit", "1", "--epochs", "1",
+                     "--max-new-tokens", request.param, "--samples", "1", "--scorer", "offline", "--quiet",
+                     "--out", str(run)])
+    finally:
+        sys.stdout = real_stdout
+    return run, code, capture.getvalue()
+
+
+def test_the_smallest_run_ends_with_a_summary_and_a_report(smallest):
+    from xdetox.report.results import ONE_PROMPT
+
+    run, code, printed = smallest
+    assert code == 0
+    for name in ("summary.json", "report.html", "report.md", "completions.jsonl", "settings.parquet"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    zs, xft = summary["settings"]
+    assert (zs["paradigm"], xft["paradigm"], xft["n"], xft["n_paired"]) == ("zs", "x-ft", 1, 1)
+    assert xft["reduction_abs"] is not None  # what one prompt gives is computed
+    # what one prompt cannot give is not computed, and says why: no interval of width 0, no p-value of 1
+    assert xft["ci95"] is None and xft["p_value"] is None and xft["q_value"] is None
+    assert xft["reduction_length_matched_ci"] is None and xft["reduction_length_matched_p"] is None
+    assert xft["not_computed"] == {"ci95": ONE_PROMPT, "reduction_length_matched_ci": ONE_PROMPT}
+    assert zs["not_computed"] is None
+    for entry in summary["measures"]:  # one language, one reference sentence
+        assert entry["silhouette"] is None and entry["ppl_ref"]["en"] > 0
+        assert entry["not_computed"] == {
+            "silhouette": "one language (en): a silhouette compares two or more",
+            "projection": "1 sentence of 32 dimensions: a 2-D projection needs at least 2 of each"}
+    assert "n/c" in printed and f"n/c: not computed from so little data ({ONE_PROMPT})" in printed
+    html = (run / "report.html").read_text()
+    assert "Not computed from these sentences: projection: 1 sentence" in html
+    assert '<td class="num">not computed</td>' in html and 'class="projection"' not in html
+    assert f"n/c: not computed from so little data ({ONE_PROMPT})" in (run / "report.md").read_text()
+
+
+def test_the_smallest_run_exports_and_a_push_without_a_network_keeps_the_export(smallest, tmp_path, capsys,
+                                                                                monkeypatch):
+    """``export --push-to-hub`` with the hub unreachable (HF_HUB_OFFLINE): the export is written whole, then
+    one line, exit 3."""
+    from huggingface_hub import constants
+
+    from xdetox.models import hub_offline
+
+    run, code, _ = smallest
+    assert code == 0
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub_offline.cache_clear()
+    out = tmp_path / "exp"
+    capsys.readouterr()
+    try:
+        code = main(["export", str(run), "--setting", "x-ft:en", "--out", str(out), "--no-merge",
+                     "--push-to-hub", "someone/detox-en"])
+    finally:
+        hub_offline.cache_clear()
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert code == 3
+    assert line.startswith("xdetox: error: cannot push to the Hugging Face hub: HF_HUB_OFFLINE is set;"), line
+    assert f"the export is complete in {out}" in line and "Traceback" not in line
+    assert {"adapter_model.safetensors", "README.md", "xdetox_export.json"} <= {p.name for p in out.iterdir()}
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]  # no half-written sibling
+
+
+# --------------------------------------------------------------------------- a full disk during work
+
+
+def _integrity(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_full_disk_during_a_run_is_one_line_exit_3_and_the_same_command_resumes(tmp_path, tiny_model_dir,
+                                                                                  monkeypatch, capsys):
+    run = tmp_path / "run"
+    argv = ["run", "--model", str(tiny_model_dir), "--targets", "en", "--limit", "1", "--epochs", "1",
+            "--max-new-tokens", "2", "--scorer", "offline", "--quiet", "--out", str(run)]
+    add_batch, calls = Store.add_batch, []
+
+    def disk_full_at_the_second_batch(self, eval_key, batch, completions):
+        calls.append(eval_key)
+        if len(calls) == 2:  # ZS's batch is in; X-FT's meets a full disk
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return add_batch(self, eval_key, batch, completions)
+
+    monkeypatch.setattr(Store, "add_batch", disk_full_at_the_second_batch)
+    assert main(argv) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"xdetox: error: no space left on device writing {run / STORE}; free some space; the run is"
+                       " resumable: run the same command again")
+    assert sum(line.startswith("xdetox: error:") for line in err) == 1 and "Traceback" not in "\n".join(err)
+    assert _integrity(run / STORE) == "ok" and not (run / "summary.json").exists()
+    with Store(run / STORE, readonly=True) as store:  # what was committed is whole; nothing half-written
+        assert len(store.table("batches")) == 1 and len(store.table("completions")) == 1
+        assert list(store.table("attempts")["outcome"]) == ["failed"]
+
+    calls.clear()
+    monkeypatch.setattr(Store, "add_batch", lambda self, *a: (calls.append(a[0]), add_batch(self, *a))[1])
+    assert main(argv) == 0  # room again: the same command resumes, generating only what was missing
+    assert len(calls) == 1 and (run / "summary.json").is_file()
+    with Store(run / STORE, readonly=True) as store:
+        assert len(store.table("batches")) == 2 and list(store.table("attempts")["outcome"]) == ["failed", "finished"]
+
+
+def test_sqlite_meeting_a_full_disk_rolls_back_and_names_the_store(tmp_path):
+    """SQLite's own "database or disk is full" (a page limit stands in for the disk): ENOSPC naming the store."""
+    from xdetox.errors import no_space
+
+    path = tmp_path / STORE
+    with Store(path) as store:
+        store.add_evaluation("e", "t", "en", "test_toxic", {}, 2)
+        store.add_batch("e", 0, [Completion("p0", 0, "x", "y", 1)])
+    with pytest.raises(OSError) as info:
+        with Store(path) as store:
+            store.conn.execute(f"PRAGMA max_page_count = {store.conn.execute('PRAGMA page_count').fetchone()[0]}")
+            store.add_batch("e", 1, [Completion(f"p{i}", 0, "x" * 500, "y" * 500, 1) for i in range(100)])
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert no_space(info.value) == f"no space left on device writing {path}; free some space"
+    assert _integrity(path) == "ok"
+    with Store(path, readonly=True) as store:
+        assert store.done_batches("e") == {0} and len(store.table("completions")) == 1
+
+
+def test_the_damaged_store_of_the_table_is_damaged_where_its_header_is_whole(tmp_path):
+    """store("damaged"): the header and size as they were, the pages between not; SQLite itself says so."""
+    store("damaged", ".")(tmp_path, "m")
+    path = tmp_path / STORE
+    assert path.read_bytes()[:16] == b"SQLite format 3\x00"
+    try:
+        found = _integrity(path)
+    except sqlite3.DatabaseError as err:  # too damaged to check
+        found = str(err)
+    assert found != "ok"
+
+
+@pytest.mark.parametrize("reader", ["sqlite3", "pandas"])
+def test_a_damaged_page_met_while_reading_is_named_not_raised(tmp_path, reader):
+    """Damage found past the opening check (a page read later): SQLite's and pandas' DatabaseError become the
+    store's one line; an SQLite error of a whole store (a bug) is left as it is."""
+    import pandas as pd
+
+    from xdetox.errors import XdetoxInputError
+    from xdetox.store_file import store_error
+
+    store("damaged", ".")(tmp_path, "m")
+    path = tmp_path / STORE
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        with pytest.raises(Exception) as info:
+            if reader == "pandas":
+                pd.read_sql_query("SELECT * FROM completions", conn)
+            else:
+                conn.execute("SELECT * FROM completions").fetchall()
+    finally:
+        conn.close()
+    meaning = store_error(path, info.value)
+    assert isinstance(meaning, XdetoxInputError)
+    assert str(meaning).startswith(f"the store {path} is damaged (integrity_check: ") and "\n" not in str(meaning)
+    whole = tmp_path / "whole" / STORE
+    _fresh_store(whole)
+    assert store_error(whole, sqlite3.OperationalError("no such column: nope")) is None
+
+
+# --------------------------------------------------------------------------- the Python API says what the CLI says
+
+
+def _api_run(**over):
+    """``xdetox.run`` with the options of ``RUN`` (the tiny model set by the test)."""
+    import xdetox
+
+    options = {"targets": "en", "limit": 1, "epochs": 1, "max_new_tokens": 2, "out": "out", **over}
+    return lambda model: xdetox.run(model=model, **options)
+
+
+def _api_open(path: str):
+    import xdetox
+
+    return lambda model: xdetox.open_run(path)
+
+
+API_CASES = [  # (id, CLI argv, the same through the Python API, setup)
+    ("run-max-new-tokens-above-bound", RUN + ("--max-new-tokens", "9000"), _api_run(max_new_tokens=9000), None),
+    ("run-samples-above-bound", RUN + ("--samples", "1001"), _api_run(samples=1001), None),
+    ("run-targets-twice", RUN + ("--targets", "en,en"), _api_run(targets="en,en"), None),
+    ("run-seed-negative", RUN + ("--seed", "-1"), _api_run(seed=-1), None),
+    ("run-over-context", RUN + ("--max-new-tokens", "600"), _api_run(max_new_tokens=600), None),
+    ("run-out-below-a-file", RUN + ("--out", "afile/sub"), _api_run(out="afile/sub"), files({"afile": "x"})),
+    ("run-out-store-damaged", RUN, _api_run(), store("damaged")),
+    ("grid-run-seeds-twice", ("grid", "run", "c.toml", "--out", "out", "--quiet"),
+     lambda model: __import__("xdetox").run("c.toml", out="out"), config("seeds = [7, 7]\n")),
+    ("open-run-damaged", ("compare", "run", "b"), _api_open("run"), store("damaged", "run")),
+    ("open-run-text", ("compare", "run", "b"), _api_open("run"), store("text", "run")),
+    ("open-run-unfinished", ("compare", "run", "b"), _api_open("run"), store("unfinished", "run")),
+    ("open-run-missing", ("compare", "nope", "b"), _api_open("nope"), None),
+    ("open-run-no-store", ("compare", "run", "b"), _api_open("run"), files({"run/notes.txt": "x"})),
+]
+
+
+@pytest.mark.parametrize(("argv", "call", "setup"), [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_the_python_api_raises_the_line_the_cli_prints(argv, call, setup, tmp_path, monkeypatch, capsys,
+                                                       tiny_model_dir):
+    from xdetox.errors import XdetoxInputError
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDETOX_CACHE", str(work / "cache"))
+    model = str(tiny_model_dir)
+    if setup is not None:
+        setup(work, model)
+    before = snapshot(work)
+    capsys.readouterr()
+    assert main([a.replace("{model}", model) for a in argv]) == 2
+    line = capsys.readouterr().err.strip()
+    with pytest.raises(XdetoxInputError) as info:
+        call(model)
+    assert line == f"xdetox: error: {info.value}" and "\n" not in str(info.value)
+    assert snapshot(work) == before

@@ -7,19 +7,16 @@ import sys
 
 import pytest
 
+from conftest import TINY_RUN, copy_run
 from xdetox.cli import main
 
 
 def _run(tmp_path, tiny_model_dir, *extra, out="run"):
-    return main([
-        "run", "--model", str(tiny_model_dir), "--targets", "en,de", "--limit", "3",
-        "--epochs", "1", "--max-new-tokens", "5", "--scorer", "offline", "--quiet", "--out", str(tmp_path / out), *extra,
-    ])
+    return main(["run", "--model", str(tiny_model_dir), *TINY_RUN, "--out", str(tmp_path / out), *extra])
 
 
-def test_run_writes_summary_with_zs_and_xft(tmp_path, tiny_model_dir):
-    assert _run(tmp_path, tiny_model_dir) == 0
-    run = tmp_path / "run"
+def test_run_writes_summary_with_zs_and_xft(tmp_path, tiny_model_dir, tiny_run_dir):
+    run = copy_run(tiny_run_dir, tmp_path / "run")  # what `_run(tmp_path, tiny_model_dir)` makes (exit 0)
     summary = json.loads((run / "summary.json").read_text())
     settings = summary["settings"]
     from xdetox import models, prepack
@@ -80,6 +77,9 @@ def test_run_writes_summary_with_zs_and_xft(tmp_path, tiny_model_dir):
         (["--lora-dropout", "1.5"], "LoRA dropout must be a number in [0, 1)"),
         (["--lr", "nan"], "learning rate must be a positive number"),
         (["--epochs", "0"], "epochs must be an integer of at least 1"),
+        (["--quick", "--epochs", "2"], "leave out --epochs, or leave out --quick"),
+        (["--limit", "20", "--quick"], "leave out --limit, or leave out --quick"),  # even the preset's own value
+        (["--quick", "--targets", "all", "--scorer", "offline-tuned"], "leave out --targets, --scorer"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
@@ -221,3 +221,56 @@ def test_every_flag_of_every_command_says_what_it_is():
 
     walk(build_parser(), "xdetox")
     assert missing == []
+
+
+class _Planned(Exception):
+    """Raised in place of running a config: what a command or call would run, and where."""
+
+
+def test_quick_is_a_preset_of_the_run_options_the_api_shares(monkeypatch):
+    import xdetox
+    import xdetox.api
+    import xdetox.cli
+    from xdetox.cli import _run_options, build_parser
+    from xdetox.grid import RunOptions
+
+    options = _run_options(build_parser().parse_args(["run", "--quick"]))
+    assert (options.targets, options.limit, options.scorer, options.epochs) == ("en,de", 20, "offline-tuned", 1)
+    assert options == RunOptions(quick=True) == RunOptions.from_mapping({"quick": True})
+    config = options.to_config()
+    assert config.targets == ("en", "de") and config.limit == 20 and config.scorers == ("offline-tuned",)
+    assert config.train.epochs == 1 and config.paradigms == ("zs", "x-ft") and not config.measure_references
+    # every other flag applies as usual
+    other = _run_options(build_parser().parse_args(["run", "--quick", "--seed", "7", "--max-new-tokens", "4"]))
+    assert (other.seed, other.max_new_tokens, other.limit) == (7, 4, 20)
+
+    def planned(config, out, **kwargs):
+        raise _Planned(config, out)
+
+    monkeypatch.setattr(xdetox.cli, "run_config", planned)
+    monkeypatch.setattr(xdetox.api, "run_config", planned)
+    with pytest.raises(_Planned) as cli:
+        main(["run", "--quick"])
+    with pytest.raises(_Planned) as api:
+        xdetox.run(quick=True)
+    assert cli.value.args == api.value.args == (config, "runs/quick")  # not the default run's runs/<timestamp>
+    with pytest.raises(_Planned) as elsewhere:
+        main(["run", "--quick", "--out", "runs/mine"])
+    assert elsewhere.value.args == (config, "runs/mine")
+    with pytest.raises(xdetox.XdetoxInputError, match="leave out --epochs, or leave out --quick"):
+        xdetox.run(quick=True, epochs=1)
+    with pytest.raises(xdetox.XdetoxInputError, match="leave out --limit"):
+        RunOptions(quick=True, limit=5)
+
+
+def test_a_quick_run_writes_its_report_and_says_where(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "quick"
+    argv = ["run", "--quick", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    assert f"{out / 'report.html'}" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(s["paradigm"], s["target"], s["n"]) for s in summary["settings"]] == [
+        ("zs", "en", 20), ("zs", "de", 20), ("x-ft", "en", 20), ("x-ft", "de", 20)]
+    assert (out / "report.html").is_file() and (out / "report.md").is_file()
+    with sqlite3.connect(out / "xdetox.sqlite") as db:  # the reference measures are skipped
+        assert db.execute("SELECT COUNT(*) FROM measures").fetchone() == (0,)

@@ -49,6 +49,16 @@ def tiny_config(tmp_path, tiny_model_dir) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def tiny_grid(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny grid run once (``xdetox grid run tiny.toml --quiet``), finished: read it, or change a copy."""
+    root = tmp_path_factory.mktemp("tiny-grid")
+    config = root / "tiny.toml"
+    config.write_text(TINY.format(model=tiny_model_dir))
+    assert main(["grid", "run", str(config), "--out", str(root / "run"), "--quiet"]) == 0
+    return root / "run"
+
+
 @pytest.mark.parametrize("name, count, settings", [
     ("paper", 504, "14 training settings (ZS + 9 X-FT + 3 P-FT + M-FT) x 9 targets"),
     ("embedded", 405, "15 training settings (ZS + 9 X-FT + 3 P-FT + M-FT + 1 DPO) x 9 targets"),
@@ -127,9 +137,9 @@ def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
         return {name: store.table(name) for name in DATA_TABLES}
 
 
-def test_tiny_grid_runs_every_paradigm_with_two_seeds_and_resumes_for_free(tmp_path, tiny_config, tiny_model_dir):
-    run = tmp_path / "run"
-    assert main(["grid", "run", str(tiny_config), "--out", str(run), "--quiet"]) == 0
+def test_tiny_grid_runs_every_paradigm_with_two_seeds_and_resumes_for_free(tmp_path, tiny_config, tiny_model_dir,
+                                                                          tiny_grid):
+    run = Path(shutil.copytree(tiny_grid, tmp_path / "run"))  # the grid run of tiny_config, finished (exit 0)
     tables = _tables(run)
     # per seed: ZS + 2 X-FT + 3 P-FT + M-FT + 2 DPO = 9 settings; 2 seeds; 2 targets; 3 prompts
     assert len(tables["train_settings"]) == 18
@@ -298,12 +308,11 @@ def _progress(store_path: Path) -> int:
         return 0
 
 
-def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_rows(tmp_path, tiny_config):
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_rows(tmp_path, tiny_config, tiny_grid):
     """SIGKILL the grid at >= 5 random points of its progress; the resumed store equals a clean run's."""
     command = [sys.executable, "-m", "xdetox.cli", "grid", "run", str(tiny_config), "--quiet", "--out"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    clean = tmp_path / "clean"
-    subprocess.run([*command, str(clean)], check=True, env=env, capture_output=True, timeout=900)
+    clean = Path(shutil.copytree(tiny_grid, tmp_path / "clean"))  # the same config run once, uninterrupted
     total = _progress(clean / grid.STORE_FILE)  # 18 settings + 72 batches + 108 scores
 
     rng = random.Random(20261127)

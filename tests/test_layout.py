@@ -98,7 +98,8 @@ def test_no_module_imports_a_private_name_of_another_module():
 
 
 def test_grid_config_and_specs_import_without_torch():
-    for module in ("xdetox.grid.config", "xdetox.specs", "xdetox._io"):  # each in a fresh interpreter
+    for module in ("xdetox.grid.config", "xdetox.grid.options", "xdetox.grid.evaluate", "xdetox.specs",
+                   "xdetox._io"):  # each in a fresh interpreter
         code = f"import sys, {module}; print(sorted({{'torch', 'transformers'}} & set(sys.modules)))"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "[]", f"{module} loads {out.stdout.strip()}"

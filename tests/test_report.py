@@ -13,6 +13,7 @@ import pytest
 
 from xdetox.errors import XdetoxInputError
 from xdetox.report.stats import seed_level_test
+from xdetox.report.results import ONE_PROMPT
 from xdetox.report import (
     RunInfo,
     matrix_filename,
@@ -32,7 +33,8 @@ SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n"
                 "reduction_length_matched_p", "n_length_matched", "flags", "silent_share",
                 "reduction_same_language", "n_same_language", "reduction_same_language_std",
                 "reduction_same_language_ci", "reduction_same_language_p", "relevance", "relevance_change",
-                "degenerate_share", "letters", "reduction_silence_bounds", "ci_unit", "q_value", "degenerate_reasons"}
+                "degenerate_share", "letters", "reduction_silence_bounds", "ci_unit", "q_value", "degenerate_reasons",
+                "not_computed"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
                  "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
                  "ppl_completion", "ppl_change", "lang_fidelity", "empty_share", "new_tokens",
@@ -548,9 +550,11 @@ def test_same_language_reduction_pairs_the_prompts_both_answered_in_the_target_l
     assert ft["reduction_abs"] == pytest.approx(0.4 - 0.6)  # all 4 prompts: the language shift included
     assert ft["reduction_same_language"] == pytest.approx(0.8 - 0.5) and ft["n_same_language"] == 1  # p1 only
     assert zs["reduction_same_language"] is None and zs["n_same_language"] is None
-    assert ft["reduction_same_language_ci"] == pytest.approx([0.3, 0.3])  # one pair: no spread to resample
+    # one pair: no interval (not one of width 0), and the cell says why
+    assert ft["reduction_same_language_ci"] is None and ft["reduction_same_language_p"] is None
+    assert ft["not_computed"] == {"reduction_same_language_ci": ONE_PROMPT}
     assert zs["reduction_same_language_ci"] is None and zs["reduction_same_language_p"] is None
-    assert "+0.300 [+0.300, +0.300] (1)" in print_table(summary)
+    assert "+0.300 [n/c] (1)" in print_table(summary)
     without = summarize(frame.drop(columns=["lang_fidelity"]), info())
     assert all(s["reduction_same_language"] is None for s in without["settings"])
     written = write_report(tmp_path / "with", frame, info(lang_scorer="lang-fidelity"))

@@ -8,16 +8,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import TINY_RUN, copy_run
 from xdetox import grid
 from xdetox.cli import main
 from xdetox.store import DATA_TABLES, Store
 
 
 def _run(tmp_path, tiny_model_dir, out, *extra, targets="en,de"):
-    return main([
-        "run", "--model", str(tiny_model_dir), "--targets", targets, "--limit", "3",
-        "--epochs", "1", "--max-new-tokens", "5", "--scorer", "offline", "--quiet", "--out", str(tmp_path / out), *extra,
-    ])
+    options = list(TINY_RUN)
+    options[options.index("--targets") + 1] = targets
+    return main(["run", "--model", str(tiny_model_dir), *options, "--out", str(tmp_path / out), *extra])
 
 
 def _tables(run) -> dict[str, pd.DataFrame]:
@@ -30,9 +30,8 @@ def _file_bytes(path):
 
 
 def test_a_run_reusing_another_computes_nothing_and_gives_the_same_rows(tmp_path, tiny_model_dir, monkeypatch,
-                                                                         capsys):
-    assert _run(tmp_path, tiny_model_dir, "first") == 0
-    first = tmp_path / "first"
+                                                                         capsys, tiny_run_dir):
+    first = copy_run(tiny_run_dir, tmp_path / "first")  # what `_run(tmp_path, tiny_model_dir, "first")` makes
     before = _file_bytes(first)
 
     def no_training(*args, **kwargs):
@@ -75,8 +74,8 @@ def test_reuse_of_something_that_is_not_a_run_is_one_line_before_any_work(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
-def test_scores_of_another_scorer_model_are_not_reused(tmp_path, tiny_model_dir):
-    assert _run(tmp_path, tiny_model_dir, "first") == 0
+def test_scores_of_another_scorer_model_are_not_reused(tmp_path, tiny_model_dir, tiny_run_dir):
+    copy_run(tiny_run_dir, tmp_path / "first")  # what `_run(tmp_path, tiny_model_dir, "first")` makes
     with Store(tmp_path / "first" / grid.STORE_FILE) as store:
         store.set_meta("scorer_identity:offline", "an older offline model")
     assert _run(tmp_path, tiny_model_dir, "second", "--reuse", str(tmp_path / "first")) == 0
@@ -88,11 +87,11 @@ def test_scores_of_another_scorer_model_are_not_reused(tmp_path, tiny_model_dir)
         assert store.get_meta("scorer_identity:offline") != "an older offline model"
 
 
-def test_scores_of_a_scorer_whose_name_says_all_are_reused_as_a_resumed_run_keeps_them(tmp_path, tiny_model_dir):
+def test_scores_of_a_scorer_whose_name_says_all_are_reused_as_a_resumed_run_keeps_them(tmp_path, tiny_model_dir,
+                                                                                        tiny_run_dir):
     from xdetox.reuse import find_work
 
-    assert _run(tmp_path, tiny_model_dir, "first") == 0
-    first = tmp_path / "first"
+    first = copy_run(tiny_run_dir, tmp_path / "first")  # what `_run(tmp_path, tiny_model_dir, "first")` makes
     with sqlite3.connect(first / grid.STORE_FILE) as conn:  # as a run with the lang-fidelity scorer writes them
         conn.execute("INSERT INTO scores SELECT eval_key, prompt_id, sample, 'lang-fidelity', 1.0 FROM completions")
         conn.execute("DELETE FROM meta WHERE key = 'scorer_identity:lang-fidelity'")
@@ -124,11 +123,11 @@ def test_a_broken_source_store_is_refused_and_left_alone(tmp_path, tiny_model_di
     assert len(err) == 1 and "xdetox store" in err[0] and str(broken) in err[0]
 
 
-def test_a_retrained_adapter_that_differs_regenerates_its_settings_completions(tmp_path, tiny_model_dir, capsys):
+def test_a_retrained_adapter_that_differs_regenerates_its_settings_completions(tmp_path, tiny_model_dir, capsys,
+                                                                                tiny_run_dir):
     """Resumed elsewhere without its adapters, a setting with work left retrains; if the new adapter is not
     the recorded one, every completion of that setting is generated again (none mixes two adapters)."""
-    assert _run(tmp_path, tiny_model_dir, "run") == 0
-    run = tmp_path / "run"
+    run = copy_run(tiny_run_dir, tmp_path / "run")  # what `_run(tmp_path, tiny_model_dir, "run")` makes
     original = _tables(run)
     shutil.rmtree(run / "adapters")
     (run / "summary.json").unlink()

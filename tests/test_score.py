@@ -2,8 +2,9 @@
 Hugging Face classifiers (a tiny random one built here) and the ``xdetox score`` command.
 
 Most tests train a small scorer (300 corpus rows per language, char 1-3-grams) into a
-temporary cache; one test loads the real default scorer from the default cache (it
-trains it, about a minute, when that cache is empty).
+temporary cache shared by the session (conftest's ``small_scorer_cache``); one test loads the
+real default scorer from the session's cache (conftest: a copy of the user's cached one, or
+trained there once, about a minute, when the user's cache lacks it).
 """
 
 from __future__ import annotations

@@ -18,9 +18,11 @@ SMALL = semantic.SemanticScorerConfig(
 
 
 @pytest.fixture(scope="module")
-def small_semantic(tmp_path_factory):
+def small_semantic(small_scorer_cache):
+    """Trained in the session's small-scorer cache, whose lexical model (SMALL's ``lexical``, the small scorer
+    of tests/test_score.py) is trained there once."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDETOX_CACHE", str(tmp_path_factory.mktemp("semantic-cache")))
+        mp.setenv("XDETOX_CACHE", str(small_scorer_cache))
         first = semantic.SemanticScorer.load(SMALL, progress=False)
         again = semantic.SemanticScorer.load(SMALL, progress=False)  # from the cache
         return first, again
