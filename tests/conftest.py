@@ -96,8 +96,8 @@ def pytest_runtest_setup(item):
 def _scorer_data_once_per_session():
     """``toxicity_corpus`` (the bundled corpus normalised and cleaned, 2-3 s a call, the same for the same
     arguments) is computed once per argument set in the session: every scorer training, validation and data
-    test asks for it. Callers get a fresh list of the same (frozen) rows each time. tests/test_deobfuscate.py
-    tests ``deobfuscate`` itself, which stays as it is."""
+    test asks for it. Callers get a fresh list of the same (frozen) rows each time. What ``model_input`` calls
+    ``deobfuscate`` with is remembered per text (tests/test_deobfuscate.py tests the function itself)."""
     import functools
     import inspect
 
@@ -121,6 +121,7 @@ def _scorer_data_once_per_session():
         if key not in done:
             done[key] = tuple(real(*args, **kwargs))
         return list(done[key])
+
     with pytest.MonkeyPatch.context() as mp:
         for module in (data, semantic, validation, evaluate):
             if getattr(module, "toxicity_corpus", None) is real:
