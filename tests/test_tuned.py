@@ -82,6 +82,10 @@ def test_training_refuses_a_directory_that_is_not_a_scorer(tmp_path):
     with pytest.raises(XdetoxInputError, match="not an offline-tuned scorer's directory"):
         tuned_train.train(tmp_path, SMALL, progress=False, validate=False)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(XdetoxInputError, match="is a file, not a directory"):  # refused before any training
+        tuned_train.train(blocker / "scorer", SMALL, progress=False, validate=False)
     with pytest.raises(XdetoxInputError, match="missing weights.safetensors"):
         tuned.TunedScorer.load(tmp_path)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xdetox._io import check_writable_dir
 from xdetox.data import LANGS
 from xdetox.errors import XdetoxInputError
 from xdetox.scorers.base import log_progress
@@ -136,6 +137,7 @@ def train(out: Path, config: TunedScorerConfig = TunedScorerConfig(), progress: 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(p.name not in (*FILES, "validation.json") for p in out.iterdir())):
         raise XdetoxInputError(f"{out}: exists and is not an offline-tuned scorer's directory; choose a new --out")
+    check_writable_dir(out, "--out")  # before half an hour of training, not after
     start = time.perf_counter()
     if adapter_from is not None:
         tensors = _adapter_from(Path(adapter_from), config)
