@@ -188,7 +188,7 @@ def train(out: Path, config: TunedScorerConfig = TunedScorerConfig(), progress: 
         shutil.rmtree(work, ignore_errors=True)
         raise
     log_progress(progress, f"offline-tuned written to {out} in {time.perf_counter() - start:.0f} s")
-    return TunedScorer.load(out, progress=False)
+    return scorer  # read from the same bytes now in ``out``: the same identity
 
 
 def scorer_features(scorer: TunedScorer, prepared: list[str], langs: list[str]) -> np.ndarray:
