@@ -786,7 +786,7 @@ def test_a_damaged_page_met_while_reading_is_named_not_raised(tmp_path, reader):
     import pandas as pd
 
     from xdetox.errors import XdetoxInputError
-    from xdetox.store_file import store_error
+    from xdetox.store.file import store_error
 
     store("damaged", ".")(tmp_path, "m")
     path = tmp_path / STORE

@@ -167,3 +167,26 @@ def test_the_scorers_package_exports_its_rooms_names():
         for name in names:
             assert getattr(scorers, name) is getattr(module, name), name
     assert sorted(scorers.__all__) == sorted(name for names in scorers.ROOMS.values() for name in names)
+
+
+def _runs_sql(tree: ast.AST) -> list[str]:
+    """Where a module imports sqlite3, or calls ``.execute``/``.executemany``/``.executescript``/``read_sql*``
+    with text as its first argument (SQL: ``grid.execute(plan, ...)`` is not), as ``line: call``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{node.lineno}: import {n}" for n in names if n and n.split(".")[0] == "sqlite3"]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            sql_call = node.func.attr in ("execute", "executemany", "executescript") or node.func.attr.startswith("read_sql")
+            if sql_call and node.args and isinstance(node.args[0], ast.Constant | ast.JoinedStr | ast.BinOp):
+                found.append(f"{node.lineno}: .{node.func.attr}(...)")
+    return found
+
+
+def test_no_sql_outside_the_store_package():
+    store = SRC / "store"
+    offenders = {str(path.relative_to(SRC)): calls for path in sorted(SRC.rglob("*.py"))
+                 if store not in path.parents and (calls := _runs_sql(ast.parse(path.read_text())))}
+    assert offenders == {}
+    assert _runs_sql(ast.parse((store / "reads.py").read_text())), "the check finds the store's own queries"

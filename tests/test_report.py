@@ -17,6 +17,7 @@ from xdetox.report.results import ONE_PROMPT
 from xdetox.report import (
     RunInfo,
     matrix_filename,
+    model_aliases,
     md_escape,
     print_table,
     result_matrix,
@@ -386,9 +387,16 @@ def test_print_table_several_models():
     assert print_table(summarize(pd.DataFrame(columns=list(data[0])), info())) == "(no results)"
 
 
-def test_matrix_filename_is_sanitised():
-    assert matrix_filename("google/gemma-3-270m", "x-ft") == "matrix_google_gemma-3-270m_x-ft.csv"
-    assert matrix_filename("a b:c,d", "zs") == "matrix_a_b_c_d_zs.csv"
+def test_matrix_files_are_named_by_short_stable_aliases():
+    from xdetox.specs import EMBEDDED_NAME
+
+    aliases = model_aliases([EMBEDDED_NAME, "google/gemma-3-270m", "runs/my export/", "a b:c,d"])
+    assert aliases == {EMBEDDED_NAME: "embedded", "google/gemma-3-270m": "gemma-3-270m",
+                       "runs/my export/": "my_export", "a b:c,d": "a_b_c_d"}
+    assert matrix_filename(aliases["google/gemma-3-270m"], "x-ft") == "matrix_gemma-3-270m_x-ft.csv"
+    # two models with one short name keep their whole names: no file is written twice
+    assert model_aliases(["org1/m", "org2/m", "x/y"]) == {"org1/m": "org1_m", "org2/m": "org2_m", "x/y": "y"}
+    assert model_aliases(["org1/m", "org2/m"]) == model_aliases(["org2/m", "org1/m"])  # stable under order
 
 
 # --------------------------------------------------------------------------- files
@@ -406,7 +414,7 @@ def test_write_report_files(tmp_path):
     run_dir = tmp_path / "run"
     summary = write_report(run_dir, evil_frame(), info(seeds=(1, 2)))
 
-    stem = "matrix_google_gemma-3-270m_"
+    stem = "matrix_gemma-3-270m_"
     matrices = [f"{stem}{p}.csv" for p in ("zs", "x-ft", "p-ft", "m-ft", "dpo")]
     matrices += [f"{stem}{p}_{kind}.csv" for p in ("x-ft", "p-ft", "m-ft", "dpo")
                  for kind in ("length_matched", "silent_unchanged", "silent_nontoxic")]
@@ -479,17 +487,21 @@ def test_report_md_escapes_model_text_only(tmp_path):
     assert line.count("|") == 4 and "<br>" in line
 
 
-def test_write_report_replaces_old_summary(tmp_path):
+def test_write_report_replaces_old_summary_and_matrices(tmp_path):
     (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "matrix_google_gemma-3-270m_zs.csv").write_text("an earlier report's name\n")
     write_report(tmp_path, frame(), info())
     assert json.loads((tmp_path / "summary.json").read_text())["model"] == MODEL
+    assert sorted(p.name for p in tmp_path.glob("matrix_*.csv")) == [
+        f"matrix_gemma-3-270m_{name}.csv" for name in
+        ("x-ft", "x-ft_length_matched", "x-ft_silent_nontoxic", "x-ft_silent_unchanged", "zs")]
 
 
 def test_write_report_zs_only(tmp_path):
     summary = write_report(tmp_path, pd.DataFrame(rows("zs", "de", [0.5])), info())
     assert summary["settings"][0]["paradigm"] == "zs"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "completions.parquet", "matrix_google_gemma-3-270m_zs.csv", "report.html", "report.md", "settings.parquet",
+        "completions.parquet", "matrix_gemma-3-270m_zs.csv", "report.html", "report.md", "settings.parquet",
         "summary.json"]
     assert 'class="heatmap"' not in (tmp_path / "report.html").read_text(encoding="utf-8")
 
@@ -559,7 +571,7 @@ def test_same_language_reduction_pairs_the_prompts_both_answered_in_the_target_l
     assert all(s["reduction_same_language"] is None for s in without["settings"])
     written = write_report(tmp_path / "with", frame, info(lang_scorer="lang-fidelity"))
     assert "reduction_same_language" in written["analysis"]  # the transfer analysis on it too
-    matrix = pd.read_csv(tmp_path / "with" / "matrix_google_gemma-3-270m_x-ft_same_language.csv", index_col=0)
+    matrix = pd.read_csv(tmp_path / "with" / "matrix_gemma-3-270m_x-ft_same_language.csv", index_col=0)
     assert matrix.loc["en", "de"] == pytest.approx(0.3)
     plain = write_report(tmp_path / "without", frame.drop(columns=["lang_fidelity"]), info())
     assert "reduction_same_language" not in plain["analysis"]
@@ -685,7 +697,7 @@ def test_length_matched_matrix_and_analysis_in_the_written_report(tmp_path):
     data["toxicity_length_matched"] = [None if p == "zs" else 0.3 for p in data["paradigm"]]
     data["zs_toxicity_length_matched"] = [None if p == "zs" else 0.5 for p in data["paradigm"]]
     summary = write_report(tmp_path, data, info(seeds=(1, 2)))
-    matrix = pd.read_csv(tmp_path / "matrix_google_gemma-3-270m_x-ft_length_matched.csv", index_col=0)
+    matrix = pd.read_csv(tmp_path / "matrix_gemma-3-270m_x-ft_length_matched.csv", index_col=0)
     assert matrix.loc["en", "de"] == pytest.approx(0.2)
     assert set(summary["analysis"]) == {"reduction_abs", "reduction_length_matched"}
     strength = summary["analysis"]["reduction_length_matched"]["groups"][0]["source_strength"]
@@ -809,8 +821,8 @@ def test_silence_bounds_have_their_matrices(tmp_path):
     zs = rows("zs", "de", [0.8, 0.6, 0.4, 0.2])
     ft = _with_completions(rows("x-ft:en", "de", [0.2, 0.2, 0.0, 0.0]), ["ein Satz", "ein Satz", ". . .", ""])
     write_report(tmp_path, pd.DataFrame(zs + ft), info())
-    low = pd.read_csv(tmp_path / "matrix_google_gemma-3-270m_x-ft_silent_unchanged.csv", index_col=0)
-    high = pd.read_csv(tmp_path / "matrix_google_gemma-3-270m_x-ft_silent_nontoxic.csv", index_col=0)
+    low = pd.read_csv(tmp_path / "matrix_gemma-3-270m_x-ft_silent_unchanged.csv", index_col=0)
+    high = pd.read_csv(tmp_path / "matrix_gemma-3-270m_x-ft_silent_nontoxic.csv", index_col=0)
     assert low.loc["en", "de"] == pytest.approx(0.25) and high.loc["en", "de"] == pytest.approx(0.4)
 
 

@@ -78,7 +78,7 @@ class _Clock:
 
 
 def test_attempts_give_this_attempts_time_and_the_total(tmp_path, monkeypatch):
-    import xdetox.store as store_module
+    import xdetox.store.database as store_module
 
     clock = _Clock()
     monkeypatch.setattr(store_module, "time", clock)

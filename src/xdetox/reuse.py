@@ -23,9 +23,7 @@ all of it or none.
 
 from __future__ import annotations
 
-import json
 import shutil
-import sqlite3
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,7 +32,6 @@ from pathlib import Path
 from xdetox.errors import XdetoxInputError, refuse_repeats
 from xdetox.grid import LENGTH_MATCHED, LENGTH_MATCHED_ZS, STORE_FILE, check_scorer_identity, file_sha256
 from xdetox.store import Store
-from xdetox.store_file import store_error
 
 
 @dataclass(frozen=True)
@@ -53,10 +50,12 @@ class Reused:
 
 @dataclass(frozen=True)
 class Found:
-    """The rows one source run holds of a plan's keys (read before anything is written)."""
+    """The rows one source run holds of a plan's keys and its settings' adapters (read before anything
+    is written)."""
 
     source: Path
     rows: dict[str, list[tuple]]
+    adapters: list[tuple[str, str | None]]
 
 
 def find_work(sources: Iterable[str | Path], train_keys: Iterable[str], eval_keys: Iterable[str],
@@ -73,7 +72,7 @@ def find_work(sources: Iterable[str | Path], train_keys: Iterable[str], eval_key
         path = source / STORE_FILE
         if path.resolve() == (run_dir / STORE_FILE).resolve():
             raise XdetoxInputError(f"--reuse {source} is this run's own directory")
-        found.append(Found(source, read_rows(path, train_keys, eval_keys, current)))
+        found.append(Found(source, *read_rows(path, train_keys, eval_keys, current)))
     return found
 
 
@@ -84,54 +83,33 @@ def reuse_work(found: Iterable[Found], scorers: Iterable[str], run_dir: Path, st
     done = []
     for item in found:
         store.merge_rows(item.rows)
-        adapters = copy_adapters(item.source, run_dir, item.rows["train_settings"])
+        adapters = copy_adapters(item.source, run_dir, item.adapters)
         done.append(Reused(item.source, {name: len(r) for name, r in item.rows.items()}, adapters))
     return done
 
 
-def read_rows(path: Path, train_keys: set[str], eval_keys: set[str],
-              scorer_identities: dict[str, str | None]) -> dict[str, list[tuple]]:
-    """The rows of the store at ``path`` that belong to these keys (read-only; the file is not touched)."""
+def read_rows(path: Path, train_keys: set[str], eval_keys: set[str], scorer_identities: dict[str, str | None]
+              ) -> tuple[dict[str, list[tuple]], list[tuple[str, str | None]]]:
+    """The rows of the store at ``path`` that belong to these keys, with the scores of the scorers whose
+    identity is today's, and the (path, sha256) of their settings' adapters (read-only; the file is not
+    touched)."""
     if not path.is_file():
         raise XdetoxInputError(f"--reuse {path.parent} is not an xdetox run directory (no {path.name})")
-    with Store(path, readonly=True) as source:  # checked first: a broken or foreign file is one line
-        try:
-            return _select(source.conn, train_keys, eval_keys, scorer_identities)
-        except sqlite3.DatabaseError as err:  # damaged, locked: named as every store is (store_file.store_error)
-            raise store_error(path, err) or XdetoxInputError(f"--reuse: cannot read the store {path}: {err}") from None
+    with Store(path, readonly=True) as source:  # checked first; an error later is named as every store's is
+        same_scorers = set()
+        for name, identity in scorer_identities.items():
+            # absent: the name said all when the source scored; decided as a resumed run decides
+            if source.get_meta(f"scorer_identity:{name}") == identity:
+                same_scorers |= {name, name + LENGTH_MATCHED, name + LENGTH_MATCHED_ZS}
+        rows = source.rows_of(train_keys, eval_keys, same_scorers)
+        return rows, source.adapters(row[0] for row in rows["train_settings"])
 
 
-def _select(conn: sqlite3.Connection, train_keys: set[str], eval_keys: set[str],
-            scorer_identities: dict[str, str | None]) -> dict[str, list[tuple]]:
-    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    settings = [r for r in conn.execute("SELECT * FROM train_settings WHERE status = 'done'")
-                if r[0] in train_keys]
-    kept = {r[0] for r in settings}
-    evaluations = [r for r in conn.execute("SELECT * FROM evaluations") if r[0] in eval_keys and r[1] in kept]
-    evals = {r[0] for r in evaluations}
-    same_scorers = set()
-    for name, identity in scorer_identities.items():
-        recorded = meta.get(f"scorer_identity:{name}")  # absent: the name said all when the source scored
-        if (None if recorded is None else json.loads(recorded)) == identity:  # as a resumed run decides
-            same_scorers |= {name, name + LENGTH_MATCHED, name + LENGTH_MATCHED_ZS}
-    return {
-        "train_settings": settings,
-        "evaluations": evaluations,
-        "batches": [r for r in conn.execute("SELECT * FROM batches") if r[0] in evals],
-        "completions": [r for r in conn.execute("SELECT * FROM completions") if r[0] in evals],
-        "scores": [r for r in conn.execute("SELECT * FROM scores") if r[0] in evals and r[3] in same_scorers],
-        "measures": [r for r in conn.execute("SELECT * FROM measures") if r[0] in kept],
-    }
-
-
-def copy_adapters(source: Path, run_dir: Path, settings: list[tuple]) -> int:
-    """Copy the adapter directory of each reused setting that the source run still has and that
-    matches its recorded checksum; returns how many were copied."""
+def copy_adapters(source: Path, run_dir: Path, adapters: list[tuple[str, str | None]]) -> int:
+    """Copy each reused setting's adapter directory (``adapters``: relative path and recorded SHA-256) that
+    the source run still has and that matches its checksum; returns how many were copied."""
     copied = 0
-    for row in settings:
-        relative, sha = row[8], row[9]  # adapter_path, adapter_sha256 (the train_settings columns)
-        if not relative:
-            continue
+    for relative, sha in adapters:
         origin, target = source / relative, run_dir / relative
         weights = origin / "adapter_model.safetensors"
         if (target / "adapter_model.safetensors").is_file() or not weights.is_file():

@@ -5,7 +5,7 @@ completion; its columns in ``frame``) into the summary dict: per model, setting,
 target and prompt set, over seeds, the mean toxicity of the completions
 that are text (not silent), its reduction against ZS with a paired bootstrap CI and p-value, the
 length-matched reduction, empty share, new tokens, fluency and language, and the
-transfer analysis. ``write_report`` writes one ``matrix_<model>_<paradigm>.csv``
+transfer analysis. ``write_report`` writes one ``matrix_<alias>_<paradigm>.csv``
 per model and paradigm, ``report.html`` (self-contained: inline CSS, figures as
 PNG data URIs, no script), ``report.md``, ``settings.parquet`` (the settings as
 ``summary_frame`` flattens them), ``completions.parquet`` (the completions frame) and, last and atomically,
@@ -79,6 +79,7 @@ from xdetox.report.tables import (
     ABSTENTION_NOTE,
     TABLE_HEADER,
     matrix_filename,
+    model_aliases,
     print_table,
     result_matrix,
 )
@@ -94,7 +95,7 @@ __all__ = [
     "SETTINGS_PARQUET", "SUMMARY_JSON", "TABLE_HEADER", "TOXIC_THRESHOLD", "ZS",
     "Cell", "CellResult", "Example", "ExampleLine", "GroupKey", "PairedBootstrap", "RunInfo",
     "ScorerAgreement", "SeedLevelTest", "q_values", "seed_level_test", "SeedResult", "Setting", "View",
-    "analysis_html", "analysis_markdown", "expected_max_toxicity", "extra_scorers", "matrix_filename",
+    "analysis_html", "analysis_markdown", "expected_max_toxicity", "extra_scorers", "matrix_filename", "model_aliases",
     "md_escape", "measures_projection", "paired_bootstrap", "print_table", "result_matrix",
     "scorer_agreement", "summarize", "summary_frame", "toxicity_probability", "transfer_analysis", "write_report",
 ]

@@ -22,7 +22,7 @@ from xdetox.report.results import (
     summary_views,
 )
 from xdetox.report.summary import full_summary
-from xdetox.report.tables import matrix_filename, silence_bound, view_matrix
+from xdetox.report.tables import matrix_filename, model_aliases, silence_bound, view_matrix
 from xdetox.report.tabular import summary_frame
 from xdetox.report.values import rank
 
@@ -56,6 +56,9 @@ def write_report(
     split = split or _default_split(summary)
     views = [v for v in summary_views(summary) if v.split == split]
 
+    for old in run_dir.glob("matrix_*.csv"):  # an earlier report's, perhaps under other names
+        old.unlink()
+    aliases = model_aliases(v.model for v in views)
     for view in views:
         for paradigm in ["zs", *(p for p in view.paradigms if p != "zs")]:
             matrices = {"": view_matrix(view, paradigm)}
@@ -67,7 +70,7 @@ def write_report(
                 if same_language.notna().any().any():  # a run with a language scorer
                     matrices["_same_language"] = same_language
             for suffix, matrix in matrices.items():
-                atomic_write(run_dir / matrix_filename(view.model, paradigm, suffix),
+                atomic_write(run_dir / matrix_filename(aliases[view.model], paradigm, suffix),
                              lambda p, m=matrix: m.to_csv(p, index_label=m.index.name))
     page = html_page(summary, frame, views)
     atomic_write(run_dir / REPORT_HTML, lambda p: p.write_text(page, encoding="utf-8"))

@@ -9,6 +9,7 @@ import pandas as pd
 
 from xdetox.report.formatting import fmt_ci, fmt_p, fmt_pct, fmt_pm, fmt_value
 from xdetox.report.results import ABSTENTION_POINTS, ROW_AXIS, CellResult, View, by_target, summary_views
+from xdetox.specs import EMBEDDED, EMBEDDED_NAME
 
 TABLE_HEADER: tuple[str, ...] = (
     "target", "setting", "n", "seeds", "toxicity", "reduction (abs)", "reduction (rel)",
@@ -79,9 +80,22 @@ def silence_bound(index: int) -> Callable[[CellResult], float | None]:
     return lambda r: None if r.reduction_silence_bounds is None else r.reduction_silence_bounds[index]
 
 
-def matrix_filename(model: str, paradigm: str, suffix: str = "") -> str:
-    """``matrix_<model>_<paradigm>[<suffix>].csv`` with the model name cut to [A-Za-z0-9._-]."""
-    return f"matrix_{re.sub(r'[^A-Za-z0-9._-]', '_', model)}_{paradigm}{suffix}.csv"
+def model_aliases(models: Iterable[str]) -> dict[str, str]:
+    """Each model's short name for file names: ``embedded`` for the bundled model, else the last part of its
+    name (an HF id's repository, a directory's name), cut to [A-Za-z0-9._-]. Models whose short names
+    would collide in one run keep their whole names, cut the same way, so no file is written twice."""
+    def cut(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("_") or "model"
+
+    models = list(dict.fromkeys(models))
+    short = {m: EMBEDDED if m == EMBEDDED_NAME else cut(m.rstrip("/").rsplit("/", 1)[-1]) for m in models}
+    clash = {a for a in short.values() if list(short.values()).count(a) > 1}
+    return {m: cut(m) if a in clash else a for m, a in short.items()}
+
+
+def matrix_filename(alias: str, paradigm: str, suffix: str = "") -> str:
+    """``matrix_<alias>_<paradigm>[<suffix>].csv`` (``alias``: ``model_aliases``)."""
+    return f"matrix_{alias}_{paradigm}{suffix}.csv"
 
 
 def table_row(r: CellResult) -> tuple[str, ...]:

@@ -78,7 +78,7 @@ def run_parallel(scorer: Any, langs: Iterable[str] | None = None,
 def format_parallel(result: Mapping[str, Any]) -> list[str]:
     """The table of ``run_parallel``'s result: a row per kind, a column per language, and the spread."""
     langs = list(result["benign_mean"]) or list(result["toxic_mean"])
-    lines = [f"the same sentences in every language (mean score; spread = max - min over languages):",
+    lines = ["the same sentences in every language (mean score; spread = max - min over languages):",
              "  " + f"{'':<12}" + "".join(f"{lang:>7}" for lang in langs) + f"{'spread':>8}"]
     for key in ("benign", "toxic"):
         means = result[f"{key}_mean"]
