@@ -24,7 +24,7 @@ run: $(STAMP)
 # The docs build first (seconds), so pytest's summary stays the last line; --strict fails on a broken link,
 # a missing anchor or a page of docs/ left out of mkdocs.yml's nav.
 test: $(STAMP) docs
-	$(VENV)/bin/python -m pytest -q -ra
+	$(VENV)/bin/python -m pytest -q -ra -n auto --dist loadfile
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site

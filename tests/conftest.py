@@ -18,6 +18,41 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# --------------------------------------------------------------------------- parallel workers
+#
+# ``make test`` runs the suite in parallel workers (pytest-xdist, ``-n auto --dist loadfile``: a module's
+# tests, and its module-scoped fixtures, stay in one worker). Each worker takes its own share of the
+# usable cores before torch is imported (CPU affinity, so ``--threads auto`` inside a test counts those,
+# and the processes a test starts inherit them) and one OpenMP thread per core of it: two workers that
+# each ran 2 threads on 2 cores would stall each other (OpenMP spinning). ``auto`` is one worker per core,
+# at most one per ``WORKER_MEMORY_GB`` of available memory and at most ``MAX_WORKERS``.
+
+WORKER_MEMORY_GB = 6
+MAX_WORKERS = 4
+
+
+def _my_share_of_the_cores() -> None:
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker is None or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    mine = cores[int(worker.removeprefix("gw")) % count::count] or cores
+    os.sched_setaffinity(0, mine)
+    os.environ["OMP_NUM_THREADS"] = str(len(mine))
+
+
+_my_share_of_the_cores()
+
+
+def pytest_xdist_auto_num_workers(config):
+    import psutil
+
+    from xdetox.machine import usable_cores
+
+    available = psutil.virtual_memory().available / 2**30
+    return max(1, min(usable_cores(), int(available // WORKER_MEMORY_GB), MAX_WORKERS))
+
+
 # --------------------------------------------------------------------------- the session's cache
 #
 # Every test (and every process a test starts: it inherits the environment) caches under one

@@ -204,25 +204,6 @@ def test_a_run_on_one_device_names_it_once(tmp_path, tiny_model_dir, capsys):
     capsys.readouterr()
 
 
-def test_every_flag_of_every_command_says_what_it_is():
-    import argparse
-
-    from xdetox.cli import build_parser
-
-    missing = []
-
-    def walk(parser, name):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for sub, subparser in action.choices.items():
-                    walk(subparser, f"{name} {sub}")
-            elif action.option_strings and not action.help:
-                missing.append(f"{name} {action.option_strings[0]}")
-
-    walk(build_parser(), "xdetox")
-    assert missing == []
-
-
 class _Planned(Exception):
     """Raised in place of running a config: what a command or call would run, and where."""
 
@@ -274,3 +255,26 @@ def test_a_quick_run_writes_its_report_and_says_where(tmp_path, tiny_model_dir, 
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
     with sqlite3.connect(out / "xdetox.sqlite") as db:  # the reference measures are skipped
         assert db.execute("SELECT COUNT(*) FROM measures").fetchone() == (0,)
+
+
+def test_every_flag_has_help_that_shows_its_default():
+    """``xdetox <command> --help`` explains every flag, and a flag with a default says what it is."""
+    import argparse
+
+    from xdetox.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*path, name))
+            elif action.option_strings and action.dest not in ("help", "version"):
+                text = action.help or ""
+                silent_default = action.default not in (None, False, argparse.SUPPRESS) and "default" not in text
+                if not text or silent_default:
+                    missing.append(f"xdetox {' '.join(path)} {action.option_strings[0]}: {text!r}")
+
+    walk(build_parser(), ())
+    assert missing == []

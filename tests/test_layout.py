@@ -178,7 +178,8 @@ def _runs_sql(tree: ast.AST) -> list[str]:
             names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
             found += [f"{node.lineno}: import {n}" for n in names if n and n.split(".")[0] == "sqlite3"]
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            sql_call = node.func.attr in ("execute", "executemany", "executescript") or node.func.attr.startswith("read_sql")
+            name = node.func.attr
+            sql_call = name in ("execute", "executemany", "executescript") or name.startswith("read_sql")
             if sql_call and node.args and isinstance(node.args[0], ast.Constant | ast.JoinedStr | ast.BinOp):
                 found.append(f"{node.lineno}: .{node.func.attr}(...)")
     return found

@@ -86,13 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--text-normalisation", default=o.text_normalisation,
                      help=f"how training text and prompts are cleaned: {', '.join(TEXT_NORMALISATIONS)}"
                           f" (default {o.text_normalisation}; none: the data as shipped)")
-    run.add_argument("--batch-size", type=int, default=o.batch_size, help="generation batch size")
+    run.add_argument("--batch-size", type=int, default=o.batch_size,
+                     help=f"generation batch size (default {o.batch_size})")
     run.add_argument("--max-new-tokens", type=int, default=o.max_new_tokens,
                      help=f"new tokens per completion (default {o.max_new_tokens})")
     run.add_argument("--temperature", type=float, default=o.temperature,
                      help=f"sampling temperature (default {o.temperature:g})")
     run.add_argument("--top-p", type=float, default=o.top_p, help=f"nucleus sampling top-p (default {o.top_p:g})")
-    run.add_argument("--samples", type=int, default=o.samples, help="completions per prompt")
+    run.add_argument("--samples", type=int, default=o.samples, help=f"completions per prompt (default {o.samples})")
     run.add_argument("--dtype", default=o.dtype, help=f"{', '.join(DTYPES)} (default {o.dtype})")
     run.add_argument("--trust-remote-code", action="store_true",
                      help="let transformers run the model repository's own code (off by default)")
@@ -103,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 " an existing run resumes")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
-                     help="copy the work another run already did with the same content keys (repeatable)")
+                     help="copy the work another run already did with the same content keys"
+                          " (repeatable; default none)")
 
     ev_ = sub.add_parser("eval", help="measure a given model or adapter on every target's toxic prompts, untrained")
     for option in fields(EvalOptions):  # a flag per option: its help (type, action) is the option's
@@ -119,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid_run.add_argument("--out", default=None, help="run directory (default runs/<config name>); resumes")
     grid_run.add_argument("--quiet", action="store_true", help="no progress bars")
     grid_run.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
-                          help="copy the work another run already did with the same content keys (repeatable)")
+                          help="copy the work another run already did with the same content keys"
+                               " (repeatable; default none)")
     grid_run.add_argument("--backend", choices=("local", "ray"), default="local",
                           help="local (default): this process; ray: one Ray task per training setting")
     grid_run.add_argument("--address", default=None,
@@ -132,11 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--prompts", type=int, default=64, help="prompts per generator (default 64)")
     bench.add_argument("--model", default="embedded",
                        help="'embedded' (default), an HF model id or a local directory")
-    bench.add_argument("--lang", default="en", help="language of the prompts and training texts")
+    bench.add_argument("--lang", default="en", help="language of the prompts and training texts (default en)")
     bench.add_argument("--batch-size", action=BenchBatchSizes, default=16, metavar="N[,N...]",
                        help="xdetox generation batch size (default 16); several (8,16,32 or the flag repeated):"
                             " a sweep, tokens/s per size")
-    bench.add_argument("--train-examples", type=int, default=300, help="examples in the timed LoRA epoch")
+    bench.add_argument("--train-examples", type=int, default=300, help="examples in the timed LoRA epoch (default 300)")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     bench.add_argument("--profile", action="store_true",
                        help="also profile xdetox's generator (torch.profiler): where the time goes")

@@ -62,13 +62,13 @@ class EvalOptions:
                                    f" {RunOptions.text_normalisation}; none: the data as shipped)")
     chat_template: bool = flag(False, "wrap each prompt in the tokenizer's chat template (instruction-tuned models)",
                                action="store_true")
-    batch_size: int = flag(RunOptions.batch_size, "generation batch size", type=int)
+    batch_size: int = flag(RunOptions.batch_size, f"generation batch size (default {RunOptions.batch_size})", type=int)
     max_new_tokens: int = flag(RunOptions.max_new_tokens, f"new tokens per completion (default"
                                                           f" {RunOptions.max_new_tokens})", type=int)
     temperature: float = flag(RunOptions.temperature, f"sampling temperature (default {RunOptions.temperature:g})",
                               type=float)
     top_p: float = flag(RunOptions.top_p, f"nucleus sampling top-p (default {RunOptions.top_p:g})", type=float)
-    samples: int = flag(RunOptions.samples, "completions per prompt", type=int)
+    samples: int = flag(RunOptions.samples, f"completions per prompt (default {RunOptions.samples})", type=int)
     dtype: str = flag(RunOptions.dtype, f"{', '.join(DTYPES)} (default {RunOptions.dtype})")
     trust_remote_code: bool = flag(RunOptions.trust_remote_code, "let transformers run the models' own code",
                                    action="store_true")
