@@ -27,7 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # each ran 2 threads on 2 cores would stall each other (OpenMP spinning). ``auto`` is one worker per core,
 # at most one per ``WORKER_MEMORY_GB`` of available memory and at most ``MAX_WORKERS``.
 
-WORKER_MEMORY_GB = 6
+WORKER_MEMORY_GB = 8
 MAX_WORKERS = 4
 
 
@@ -44,6 +44,7 @@ def _my_share_of_the_cores() -> None:
 _my_share_of_the_cores()
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest without xdist (or with -p no:xdist) knows no such hook
 def pytest_xdist_auto_num_workers(config):
     import psutil
 

@@ -501,3 +501,32 @@ def test_text_normalisation_is_checked_where_the_config_is_read(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('text_normalisation = "v2"\n')
     assert main(["grid", "plan", str(path)]) == 2
+
+
+def test_a_training_lets_go_of_the_session_model_first(tmp_path, tiny_model_dir, monkeypatch):
+    """A training loads a model of its own: the session's loaded base model (kept for generation) is let go
+    first, so only one is in memory, and generation loads it again afterwards."""
+    import xdetox.train
+
+    config = grid.config_from_dict({"models": [str(tiny_model_dir)], "paradigms": ["zs", "x-ft"], "sources": ["en"],
+                                    "targets": ["en"], "limit": 2, "seeds": [1], "scorers": ["lang-fidelity"],
+                                    "measure_references": False, "train": {"epochs": 1, "max_length": 48},
+                                    "decode": {"max_new_tokens": 3, "batch_size": 2}})
+    corpus = data.load()
+    plan = grid.make_plan(config, corpus)
+    session, seen = grid.Session(), []
+    real = xdetox.train.train_adapter
+
+    def train_adapter(*args, **kwargs):
+        seen.append(session.loaded)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(xdetox.train, "train_adapter", train_adapter)
+    with Store(tmp_path / "run.sqlite") as store:
+        zs, xft = plan.settings
+        grid.run_setting(plan, zs, corpus, tmp_path, store, session)
+        assert session.loaded is not None  # ZS generated with the session's model
+        grid.run_setting(plan, xft, corpus, tmp_path, store, session)
+        assert seen == [None]  # trained with no other model loaded
+        assert session.loaded is not None and session.peft is not None  # generation loaded it again
+        assert len(store.table("completions")) == 4

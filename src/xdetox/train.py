@@ -232,7 +232,7 @@ def progress_callback(trainer, desc: str, position: int = 1):
 
         def on_step_end(self, args, state, control, **kwargs):
             if losses:
-                self.bar.set_postfix_str(f"loss={sum(float(v) for v in losses):.4g}", refresh=False)
+                self.bar.set_postfix_str(f"loss={sum(float(v) for v in losses):.4g}")  # drawn now: a step is slow
                 losses.clear()
             self.bar.update(state.global_step - self.bar.n)
 

@@ -114,7 +114,7 @@ def run_setting(
     todo = pending_batches(plan, setting, evaluations, corpus, store, session)
     to_measure = plan.config.measure_references and not store.has_measures(setting.key)
     if todo or to_measure or store.train_setting(setting.key) is None:
-        adapter = ensure_adapter(plan, setting, corpus, run_dir, store, progress)
+        adapter = ensure_adapter(plan, setting, corpus, run_dir, store, progress, session)
         todo = pending_batches(plan, setting, evaluations, corpus, store, session)  # all, if the adapter changed
         to_measure = plan.config.measure_references and not store.has_measures(setting.key)
         generate(plan, setting, todo, store, session, adapter, progress)
@@ -155,10 +155,13 @@ def measure(plan: Plan, setting: TrainSetting, corpus: Corpus, store: Store, ses
 
 
 def ensure_adapter(
-    plan: Plan, setting: TrainSetting, corpus: Corpus, run_dir: Path, store: Store, progress: bool
+    plan: Plan, setting: TrainSetting, corpus: Corpus, run_dir: Path, store: Store, progress: bool,
+    session: Session | None = None,
 ) -> Path | None:
     """The setting's adapter, trained now unless the store (and the disk) already hold it; an eval setting's
-    given adapter is copied into the run (``given.copy_adapter``), and one without an adapter has none."""
+    given adapter is copied into the run (``given.copy_adapter``), and one without an adapter has none.
+    A training first makes ``session`` let go of its loaded model (``Session.release``): one model in
+    memory at a time."""
     from xdetox.train import train_adapter
 
     spec, given = setting.spec, setting.given
@@ -183,6 +186,8 @@ def ensure_adapter(
     elif not complete:
         if progress:
             tqdm.write(f"training {setting.model.name} {setting.label} seed {spec.seed} -> {path}")
+        if session is not None:
+            session.release()
         train_adapter(setting.model, spec, corpus, path, progress=progress)
         gc.collect()
     row, sha = store.train_setting(setting.key), file_sha256(path / "adapter_model.safetensors")

@@ -34,6 +34,13 @@ class Session:
             self.loaded = models.load(spec)
         return self.loaded
 
+    def release(self) -> None:
+        """Let go of the loaded base model and its adapters (a training loads a model of its own: two at once
+        would double the peak memory); the next ``base`` loads it again. Tokenizers and scorers stay."""
+        if self.loaded is not None:
+            self.loaded = self.peft = None
+            gc.collect()
+
     def tokenizer(self, spec: ModelSpec):
         """The base model's tokenizer (without loading the model when it is not loaded)."""
         if self.loaded is not None and self.loaded.spec == spec:
