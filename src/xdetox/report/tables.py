@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Callable, Iterable
 
 import pandas as pd
@@ -89,8 +90,8 @@ def model_aliases(models: Iterable[str]) -> dict[str, str]:
 
     models = list(dict.fromkeys(models))
     short = {m: EMBEDDED if m == EMBEDDED_NAME else cut(m.rstrip("/").rsplit("/", 1)[-1]) for m in models}
-    clash = {a for a in short.values() if list(short.values()).count(a) > 1}
-    return {m: cut(m) if a in clash else a for m, a in short.items()}
+    uses = Counter(short.values())
+    return {m: cut(m) if uses[a] > 1 else a for m, a in short.items()}
 
 
 def matrix_filename(alias: str, paradigm: str, suffix: str = "") -> str:

@@ -15,6 +15,14 @@ import pandas as pd
 
 from xdetox.store.schema import DATA_TABLES
 
+AMONG = "IN (SELECT value FROM json_each(?))"
+"""A column among a set of keys given as one parameter (``key_set``): no statement grows with the set."""
+
+
+def key_set(values: Iterable[str]) -> str:
+    """The parameter ``AMONG`` reads: the distinct values as a JSON array."""
+    return json.dumps(sorted(set(values)))
+
 
 class StoreReads:
     """The reads of a run's SQLite database (``Store`` adds opening and writing)."""
@@ -135,31 +143,27 @@ class StoreReads:
         """The rows of these keys, as ``export_rows`` gives them: the finished training settings among
         ``train_keys``, their evaluations among ``eval_keys``, those evaluations' batches, completions and
         scores of ``scorers``, and the settings' reference measures (what ``--reuse`` copies)."""
-        def keys(values: Iterable[str]) -> str:
-            return json.dumps(sorted(set(values)))
-
-        among = "IN (SELECT value FROM json_each(?))"
         settings = self.conn.execute(
-            f"SELECT * FROM train_settings WHERE status = 'done' AND key {among} ORDER BY key",
-            (keys(train_keys),)).fetchall()
-        kept = keys(row[0] for row in settings)
+            f"SELECT * FROM train_settings WHERE status = 'done' AND key {AMONG} ORDER BY key",
+            (key_set(train_keys),)).fetchall()
+        kept = key_set(row[0] for row in settings)
         evaluations = self.conn.execute(
-            f"SELECT * FROM evaluations WHERE key {among} AND train_key {among} ORDER BY key",
-            (keys(eval_keys), kept)).fetchall()
-        evals = keys(row[0] for row in evaluations)
+            f"SELECT * FROM evaluations WHERE key {AMONG} AND train_key {AMONG} ORDER BY key",
+            (key_set(eval_keys), kept)).fetchall()
+        evals = key_set(row[0] for row in evaluations)
         rows = {"train_settings": settings, "evaluations": evaluations}
         for table in ("batches", "completions"):
-            rows[table] = self.conn.execute(f"SELECT * FROM {table} WHERE eval_key {among}", (evals,)).fetchall()
-        rows["scores"] = self.conn.execute(f"SELECT * FROM scores WHERE eval_key {among} AND scorer {among}",
-                                           (evals, keys(scorers))).fetchall()
-        rows["measures"] = self.conn.execute(f"SELECT * FROM measures WHERE train_key {among}", (kept,)).fetchall()
+            rows[table] = self.conn.execute(f"SELECT * FROM {table} WHERE eval_key {AMONG}", (evals,)).fetchall()
+        rows["scores"] = self.conn.execute(f"SELECT * FROM scores WHERE eval_key {AMONG} AND scorer {AMONG}",
+                                           (evals, key_set(scorers))).fetchall()
+        rows["measures"] = self.conn.execute(f"SELECT * FROM measures WHERE train_key {AMONG}", (kept,)).fetchall()
         return rows
 
     def adapters(self, train_keys: Iterable[str]) -> list[tuple[str, str | None]]:
         """(adapter_path, adapter_sha256) of those of ``train_keys`` whose training wrote an adapter."""
         return self.conn.execute(
             "SELECT adapter_path, adapter_sha256 FROM train_settings WHERE adapter_path IS NOT NULL"
-            " AND key IN (SELECT value FROM json_each(?)) ORDER BY key", (json.dumps(sorted(set(train_keys))),),
+            f" AND key {AMONG} ORDER BY key", (key_set(train_keys),),
         ).fetchall()
 
     def completions_frame(self, scorer: str) -> pd.DataFrame:
