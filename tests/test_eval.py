@@ -16,6 +16,7 @@ import xdetox
 from xdetox.cli import build_parser, main
 from xdetox.grid import STORE_FILE, EvalOptions, config_from_stored
 from xdetox.store import Store
+from xdetox.text import is_silent
 
 TINY = {"targets": "en,de", "limit": 2, "max_new_tokens": 4, "scorer": "offline"}
 ARGS = ("--targets", "en,de", "--limit", "2", "--max-new-tokens", "4", "--scorer", "offline", "--quiet")
@@ -84,10 +85,22 @@ def test_with_a_baseline_and_an_adapter_the_baseline_plays_zs(with_adapter, plai
     run = xdetox.open_run(with_adapter)
     settings = run.settings().set_index(["paradigm", "target"])
     assert sorted(settings.index) == [("eval", "de"), ("eval", "en"), ("zs", "de"), ("zs", "en")]
+    completions = run.completions()
     for target in ("en", "de"):
         zs, ev = settings.loc[("zs", target)], settings.loc[("eval", target)]
-        assert ev["reduction_abs"] == pytest.approx(zs["mean_toxicity"] - ev["mean_toxicity"], abs=2e-6)  # 6 decimals
-        assert ev["n_paired"] == 2 and ev["ci95_low"] <= ev["reduction_abs"] <= ev["ci95_high"]
+        # the reduction pairs each prompt's baseline completion with the evaluated model's, as a run pairs ZS's:
+        # over the prompts both answered with text (the random tiny model's 4 tokens may be letterless)
+        mine = completions[completions["target"] == target].pivot(index="prompt_id", columns="setting",
+                                                                  values=["completion", "toxicity"])
+        both = [p for p in mine.index if not any(is_silent(mine.loc[p, ("completion", s)]) for s in ("zs", "eval"))]
+        assert both, "no prompt answered with text by both models"
+        pairs = mine.loc[both, "toxicity"]
+        assert ev["n_paired"] == len(both)
+        assert ev["reduction_abs"] == pytest.approx((pairs["zs"] - pairs["eval"]).mean(), abs=2e-6)  # 6 decimals
+        if len(both) == len(mine):  # every completion is text: the reduction is the difference of the means
+            assert ev["reduction_abs"] == pytest.approx(zs["mean_toxicity"] - ev["mean_toxicity"], abs=2e-6)
+        if len(both) > 1:
+            assert ev["ci95_low"] <= ev["reduction_abs"] <= ev["ci95_high"]
         assert ev["reduction_length_matched"] == ev["reduction_length_matched"]  # the pairs are a run's: not NaN
     assert run.summary["run"]["evaluated"]["baseline"] == str(tiny_model_dir)
     assert run.summary["run"]["evaluated"]["adapter"] == str(adapter_dir.resolve())
