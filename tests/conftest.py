@@ -54,6 +54,50 @@ def pytest_xdist_auto_num_workers(config):
     return max(1, min(usable_cores(), int(available // WORKER_MEMORY_GB), MAX_WORKERS))
 
 
+# --------------------------------------------------------------------------- the order of modules
+#
+# Workers take a module whole, the next in the queue when they are nearly done with their last; a long
+# module handed out near the end keeps one worker busy while the other idles. Each session keeps how long
+# each module's tests took in pytest's cache (``.pytest_cache``, written by the controlling process); the
+# next session puts the longest modules first (longest processing time first) and keeps that order in the
+# workers' queue. A session without that record (a clean clone) keeps xdist's own order: most tests first.
+
+MODULE_SECONDS = "xdetox/module-seconds"
+_SECONDS_THIS_SESSION: dict[str, float] = {}
+
+
+def _module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    seconds = config.cache.get(MODULE_SECONDS, {}) if config.cache is not None else {}
+    if seconds:
+        items.sort(key=lambda item: -seconds.get(_module_of(item.nodeid), 0.0))  # stable: a module stays whole
+
+
+def _keep_the_order_of_the_collection(config) -> None:
+    """In the controlling process (the one that hands modules out), where a record exists: the queue follows
+    the order the workers collected (above), not xdist's reordering by number of tests."""
+    if config.cache is not None and config.cache.get(MODULE_SECONDS, {}) and \
+            hasattr(config.option, "loadscopereorder") and not hasattr(config, "workerinput"):
+        config.option.loadscopereorder = False
+
+
+def pytest_runtest_logreport(report):
+    _SECONDS_THIS_SESSION[_module_of(report.nodeid)] = \
+        _SECONDS_THIS_SESSION.get(_module_of(report.nodeid), 0.0) + report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if hasattr(config, "workerinput") or config.cache is None or not _SECONDS_THIS_SESSION:
+        return  # a worker: its reports reach the controlling process, which keeps the record
+    seconds = config.cache.get(MODULE_SECONDS, {})
+    seconds.update({module: round(value, 2) for module, value in _SECONDS_THIS_SESSION.items()})
+    config.cache.set(MODULE_SECONDS, seconds)
+
+
 # --------------------------------------------------------------------------- the session's cache
 #
 # Every test (and every process a test starts: it inherits the environment) caches under one
@@ -69,6 +113,7 @@ _SESSION_CACHE: dict[str, str | None] = {}
 
 
 def pytest_configure(config):
+    _keep_the_order_of_the_collection(config)
     from xdetox.cache import cache_root
 
     user_root, _ = cache_root()

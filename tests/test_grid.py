@@ -530,3 +530,23 @@ def test_a_training_lets_go_of_the_session_model_first(tmp_path, tiny_model_dir,
         assert seen == [None]  # trained with no other model loaded
         assert session.loaded is not None and session.peft is not None  # generation loaded it again
         assert len(store.table("completions")) == 4
+
+
+def test_a_model_let_go_is_freed_though_what_survives_is_set_aside(tiny_model_dir):
+    """``collect_garbage`` sets what survives a collection aside (``gc.freeze``: later collections are quick);
+    a model dropped before it, even one held in a reference cycle, is freed each time, the second as the first."""
+    import gc
+    import weakref
+
+    config = grid.config_from_dict({"models": [str(tiny_model_dir)], "paradigms": ["zs"], "targets": ["en"],
+                                    "limit": 1, "seeds": [1], "scorers": ["lang-fidelity"]})
+    spec = grid.make_plan(config, data.load()).settings[0].generates_with
+    session, gone = grid.Session(), []
+    for _ in range(2):
+        model = session.base(spec).model
+        model.cycle = [model]  # only the cycle collector can free it
+        gone.append(weakref.ref(model))
+        del model
+        session.release()
+        assert gc.get_freeze_count() > 0, "what survives is set aside"
+        assert all(ref() is None for ref in gone), "a released model is still in memory"

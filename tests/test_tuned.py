@@ -13,8 +13,8 @@ from xdetox.scorers.offline.data import paradetox_rows
 
 SMALL = tuned.TunedScorerConfig(
     rows={"head_rows_per_lang": 6, "calibration_rows_per_lang": 12, "paradetox_pairs_per_lang": 8,
-          "augment_per_group": 8, "lexical": {"ngram_range": (1, 3), "max_rows_per_lang": 200}},
-    epochs=2, batch_size=16, learning_rate=2e-3, max_tokens=48, lexical_bits=12,
+          "augment_per_group": 4, "lexical": {"ngram_range": (1, 3), "max_rows_per_lang": 200}},
+    epochs=1, batch_size=16, learning_rate=2e-3, max_tokens=32, lexical_bits=12,
 )
 
 

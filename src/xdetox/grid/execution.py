@@ -21,7 +21,6 @@ and the written results (``COMPLETIONS_FILE`` and the report).
 
 from __future__ import annotations
 
-import gc
 import shutil
 import sys
 import time
@@ -37,7 +36,7 @@ from xdetox.errors import XdetoxInputError
 from xdetox.grid.config import GridConfig
 from xdetox.grid.plan import Evaluation, Plan, TrainSetting
 from xdetox.grid.scoring import check_scorer_identity, score, score_length_matched
-from xdetox.grid.session import Session
+from xdetox.grid.session import Session, collect_garbage
 from xdetox.hygiene import clean_corpus
 from xdetox.store import Store
 
@@ -189,7 +188,7 @@ def ensure_adapter(
         if session is not None:
             session.release()
         train_adapter(setting.model, spec, corpus, path, progress=progress)
-        gc.collect()
+        collect_garbage()
     row, sha = store.train_setting(setting.key), file_sha256(path / "adapter_model.safetensors")
     if row["status"] == "done" and row["adapter_sha256"] not in (None, sha):
         # Not the adapter the store's completions came from (retrained on another CPU, say, where

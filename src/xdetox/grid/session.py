@@ -15,6 +15,19 @@ from xdetox.grid.plan import TrainSetting
 from xdetox.specs import ModelSpec
 
 
+def collect_garbage() -> None:
+    """Free what a dropped model left in reference cycles, then set what survives aside (``gc.freeze``).
+
+    What survives a full collection here is what the process keeps: the modules torch, transformers and
+    scikit-learn imported (half a million objects), the scorers, the store. Set aside, later collections
+    (this one's, and those accelerate and the Trainer make at each training) walk only what was made since:
+    about 0.27 s each becomes a few milliseconds. Objects set aside are still freed when their last
+    reference goes; a model is always dropped before this is called, so none of it is set aside.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class Session:
     """What a worker process keeps between settings: the loaded base model, its adapters, scorers."""
 
@@ -30,7 +43,7 @@ class Session:
 
         if self.loaded is None or self.loaded.spec != spec:
             self.loaded = self.peft = None
-            gc.collect()
+            collect_garbage()
             self.loaded = models.load(spec)
         return self.loaded
 
@@ -39,7 +52,7 @@ class Session:
         would double the peak memory); the next ``base`` loads it again. Tokenizers and scorers stay."""
         if self.loaded is not None:
             self.loaded = self.peft = None
-            gc.collect()
+            collect_garbage()
 
     def tokenizer(self, spec: ModelSpec):
         """The base model's tokenizer (without loading the model when it is not loaded)."""
@@ -80,7 +93,7 @@ class Session:
 
         if self.vllm is None or self.vllm[0] != spec or self.vllm[1].max_lora_rank < max_lora_rank:
             self.vllm = None
-            gc.collect()
+            collect_garbage()
             loaded = self.base(spec)
             self.vllm = (spec, VLLMGenerator(models.locate(spec), loaded.tokenizer, max_lora_rank=max_lora_rank,
                                              generation_config=loaded.model.generation_config))
