@@ -70,8 +70,13 @@ def _module_of(nodeid: str) -> str:
     return nodeid.split("::", 1)[0]
 
 
+def _recorded_seconds(config) -> dict[str, float]:
+    cache = getattr(config, "cache", None)  # none with -p no:cacheprovider
+    return cache.get(MODULE_SECONDS, {}) if cache is not None else {}
+
+
 def pytest_collection_modifyitems(session, config, items):
-    seconds = config.cache.get(MODULE_SECONDS, {}) if config.cache is not None else {}
+    seconds = _recorded_seconds(config)
     if seconds:
         items.sort(key=lambda item: -seconds.get(_module_of(item.nodeid), 0.0))  # stable: a module stays whole
 
@@ -79,8 +84,7 @@ def pytest_collection_modifyitems(session, config, items):
 def _keep_the_order_of_the_collection(config) -> None:
     """In the controlling process (the one that hands modules out), where a record exists: the queue follows
     the order the workers collected (above), not xdist's reordering by number of tests."""
-    if config.cache is not None and config.cache.get(MODULE_SECONDS, {}) and \
-            hasattr(config.option, "loadscopereorder") and not hasattr(config, "workerinput"):
+    if _recorded_seconds(config) and hasattr(config.option, "loadscopereorder") and not hasattr(config, "workerinput"):
         config.option.loadscopereorder = False
 
 
@@ -91,9 +95,9 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
-    if hasattr(config, "workerinput") or config.cache is None or not _SECONDS_THIS_SESSION:
-        return  # a worker: its reports reach the controlling process, which keeps the record
-    seconds = config.cache.get(MODULE_SECONDS, {})
+    if hasattr(config, "workerinput") or getattr(config, "cache", None) is None or not _SECONDS_THIS_SESSION:
+        return  # a worker (its reports reach the controlling process, which keeps the record), or no cache
+    seconds = _recorded_seconds(config)
     seconds.update({module: round(value, 2) for module, value in _SECONDS_THIS_SESSION.items()})
     config.cache.set(MODULE_SECONDS, seconds)
 
