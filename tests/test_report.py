@@ -719,13 +719,16 @@ def test_flag_shares_count_short_and_other_script_completions():
 
 def test_method_prints_the_scorers_validation_figures_for_the_run_languages(tmp_path):
     figures = {"paradetox_test": {"de": 0.905, "en": 0.974, "am": 0.5}, "pairwise": {"de": 0.97},
-               "heldout": {}, "ece": {"de": 0.05}, "parallel_benign": {"en": 0.078, "de": 0.197}}
+               "heldout": {}, "ece": {"de": 0.05}, "parallel_benign": {"en": 0.078, "de": 0.197},
+               "parallel2_benign": {"en": 0.02, "de": 0.101, "zh": 0.05}}
     write_report(tmp_path / "with", frame(), info(scorer_validation=figures))
     text = (tmp_path / "with" / "report.md").read_text()
     line = next(line for line in text.splitlines() if "**Scorer validation**" in line)
     assert "paradetox test AUC: en 0.974, de 0.905" in line and "pairwise accuracy" in line and "am 0.5" not in line
     assert "held-out" not in line and "calibration error (ECE): de 0.050" in line
     assert "the same 40 benign sentences in each language: en 0.078, de 0.197" in line
+    # parity over every language the figures have (zh too), each set apart; a set without figures says nothing
+    assert "over all 2 languages: benign 0.119, second set benign 0.081" in line and "insults" not in line
     write_report(tmp_path / "without", frame(), info())
     assert "xdetox scorer eval --scorer toxclf-v1" in (tmp_path / "without" / "report.md").read_text()
 

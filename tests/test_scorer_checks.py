@@ -377,11 +377,12 @@ def test_cli_scorer_check_bad_input(capsys, args, needle):
 # --------------------------------------------------------------------------- the same sentences in every language
 
 
-def test_parallel_set_has_every_sentence_in_every_language_in_its_script(suite):
+@pytest.mark.parametrize("which", [1, 2])
+def test_parallel_set_has_every_sentence_in_every_language_in_its_script(suite, which):
     from xdetox.scorers.augment import augmentation_cases
     from xdetox.text import SCRIPTS, dominant_script, normalize
 
-    cases = load_parallel()
+    cases = load_parallel(which)
     assert [c.toxic for c in cases].count(False) == 40 and [c.toxic for c in cases].count(True) == 20
     assert len({c.id for c in cases}) == len(cases)
     for lang in LANGS:
@@ -394,6 +395,14 @@ def test_parallel_set_has_every_sentence_in_every_language_in_its_script(suite):
     # nothing shared with the behavioural suite or with the scorers' written training set
     elsewhere = {(c.lang, normalize(c.text)) for c in [*suite, *augmentation_cases()]}
     assert not [(lang, c.texts[lang]) for c in cases for lang in LANGS if (lang, normalize(c.texts[lang])) in elsewhere]
+    # and the two sets share no sentence: set 2 says how a scorer chosen on set 1 reads sentences it never saw
+    other = {(lang, normalize(c.texts[lang])) for c in load_parallel(3 - which) for lang in LANGS}
+    assert not [(lang, c.texts[lang]) for c in cases for lang in LANGS if (lang, normalize(c.texts[lang])) in other]
+
+
+def test_there_are_two_parallel_sets_and_no_third():
+    with pytest.raises(ValueError, match="no parallel set 3; there are \\[1, 2\\]"):
+        load_parallel(3)
 
 
 def test_run_parallel_means_per_language_and_their_spread():
@@ -423,4 +432,8 @@ def test_run_parallel_means_per_language_and_their_spread():
     assert "benign (40)" in table and "0.300" in table and "0.200" in table
     alone = run_parallel(Biased(), ["en"])
     assert alone["benign_spread"] is None and alone["toxic_spread"] is None  # a spread needs two languages
-    assert run_checks(Biased(), langs=["en", "de"])["parallel"]["benign_mean"] == pytest.approx({"en": 0.1, "de": 0.3})
+    checked = run_checks(Biased(), langs=["en", "de"])
+    assert checked["parallel"]["benign_mean"] == pytest.approx({"en": 0.1, "de": 0.3})
+    second = checked["parallel_2"]  # set 2 on the same languages: its insults are not set 1's (0.1 + lift here)
+    assert (second["n_benign"], second["n_toxic"]) == (40, 20)
+    assert second["toxic_mean"] == pytest.approx({"en": 0.1, "de": 0.3})

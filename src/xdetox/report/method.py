@@ -149,6 +149,8 @@ VALIDATION_LABELS = {
     "behavioural_benign_short": "benign short texts accuracy",
     "parallel_benign": "mean score of the same 40 benign sentences in each language",
     "parallel_toxic": "of the same 20 insults",
+    "parallel2_benign": "of a second set of 40 benign sentences (written after the scorer was chosen)",
+    "parallel2_toxic": "of its 20 insults",
     "romanised_benign": "mean score of 10 benign sentences in Latin letters", "romanised_toxic": "of 10 insults so",
     "ece": "calibration error (ECE)",
 }
@@ -167,9 +169,10 @@ def _validation_phrase(summary: dict, frame: pd.DataFrame) -> str:
         here = [f"{lang} {values[lang]:.3f}" for lang in langs if values.get(lang) is not None]
         if here:
             parts.append(f"{label}: " + ", ".join(here))
-    parity = [f"{kind} {np.ptp(list(values.values())):.3f}" for kind, figure in (("benign", "parallel_benign"),
-                                                                                ("insults", "parallel_toxic"))
-              if len(values := figures.get(figure) or {}) > 1]
+    parity = [f"{kind} {np.ptp(list(values.values())):.3f}" for kind, figure in (
+        ("benign", "parallel_benign"), ("insults", "parallel_toxic"),
+        ("second set benign", "parallel2_benign"), ("second set insults", "parallel2_toxic"))
+        if len(values := figures.get(figure) or {}) > 1]
     if parity:
         parts.append(f"parity, max − min of those means over all {len(figures.get('parallel_benign') or {})}"
                      " languages: " + ", ".join(parity))

@@ -17,7 +17,7 @@ from typing import Any
 
 from xdetox.data import LANG_NAMES, LANGS
 from xdetox.errors import XdetoxInputError
-from xdetox.scorer_checks.parallel import format_parallel, run_parallel
+from xdetox.scorer_checks.parallel import format_parallel, load_parallel, run_parallel
 from xdetox.scorer_checks.suite import (BENIGN_SHORT, FUNCTIONALITIES, TOXIC_FUNCTIONALITIES, Case, load_suite,
                                         suite_langs)
 from xdetox.scorers.base import in_lang_order
@@ -64,8 +64,8 @@ def run_checks(scorer: Any, langs: Iterable[str] | None = None, batch_size: int 
 
     Languages missing from ``scorer.supported_languages`` are not scored and are listed under
     ``"skipped"``.  ``overall`` pools every scored case; ``benign_short_accuracy`` is the accuracy
-    on the BENIGN_SHORT groups of each language; ``parallel`` (unless ``parallel=False``) is
-    ``run_parallel`` on the same languages: the same sentences scored in each.
+    on the BENIGN_SHORT groups of each language; ``parallel`` and ``parallel_2`` (unless ``parallel=False``) are
+    ``run_parallel`` of parallel sets 1 and 2 on the same languages: the same sentences scored in each.
     """
     if batch_size < 1:
         raise XdetoxInputError("batch_size must be at least 1")
@@ -112,8 +112,9 @@ def run_checks(scorer: Any, langs: Iterable[str] | None = None, batch_size: int 
     else:
         result["overall"] = {"n": 0, "accuracy": None, "auc": None, "by_functionality": {}}
     if parallel:
-        result["parallel"] = run_parallel(scorer, [lang for lang in in_lang_order({c.lang for c in cases})
-                                                   if lang in supported], batch_size=batch_size)
+        here = [lang for lang in in_lang_order({c.lang for c in cases}) if lang in supported]
+        result["parallel"] = run_parallel(scorer, here, batch_size=batch_size)
+        result["parallel_2"] = run_parallel(scorer, here, cases=load_parallel(2), batch_size=batch_size)
     return result
 
 
@@ -150,7 +151,9 @@ def format_checks(result: Mapping[str, Any]) -> str:
     weakest = ", ".join(f"{f} {a:.3f}" for f, a in weakest_functionalities(result))
     lines.append(f"overall: n={overall.get('n', 0)} accuracy={_fmt(overall.get('accuracy'))} "
                  f"auc={_fmt(overall.get('auc'))}" + (f"; weakest: {weakest}" if weakest else ""))
-    if result.get("parallel") and (result["parallel"]["benign_mean"] or result["parallel"]["toxic_mean"]):
-        lines += ["", *format_parallel(result["parallel"])]
+    for key, title in (("parallel", "the same sentences in every language, set 1"),
+                       ("parallel_2", "set 2 (written after the default scorer was chosen)")):
+        if result.get(key) and (result[key]["benign_mean"] or result[key]["toxic_mean"]):
+            lines += ["", *format_parallel(result[key], title)]
     return "\n".join(lines) + "\n"
 

@@ -12,8 +12,9 @@
 * ``behavioural``: accuracy at 0.5 on the behavioural suite (``xdetox.scorer_checks``),
   ``behavioural_benign_short`` the same on its benign short-text groups;
 * ``parallel_benign`` / ``parallel_toxic``: the mean score of the same 40 benign sentences / 20
-  insults written in every language (``scorer_checks.parallel``): how alike the scorer treats
-  languages;
+  insults written in every language (``scorer_checks.parallel``, set 1): how alike the scorer treats
+  languages; ``parallel2_benign`` / ``parallel2_toxic`` the same on set 2 (40 / 20 other sentences,
+  written after the default scorer was chosen and never used to choose: the fairer estimate);
 * ``romanised_benign`` / ``romanised_toxic``: the mean score of 10 benign sentences / 10 insults of
   hi, ar and ru written in Latin letters (``scorer_checks.romanised``), scored as that language;
 * ``ece``: expected calibration error (10 equal-width bins) on paradetox test and the
@@ -39,7 +40,7 @@ from xdetox.scorers.offline.data import hash_slice, paradetox_rows, toxicity_cor
 
 VALIDATION_SLICE = (0.1, 0.2)  # heldout_hash range: outside every offline model's training and calibration
 FIGURES = ("paradetox_test", "pairwise", "heldout", "behavioural", "behavioural_benign_short", "parallel_benign",
-           "parallel_toxic", "romanised_benign", "romanised_toxic", "ece")
+           "parallel_toxic", "parallel2_benign", "parallel2_toxic", "romanised_benign", "romanised_toxic", "ece")
 
 
 def validation_rows(max_per_lang: int = 1000):
@@ -82,6 +83,8 @@ def validate(scorer, langs: Iterable[str] = LANGS, max_per_lang: int = 1000) -> 
         results["behavioural_benign_short"][lang] = checks["benign_short_accuracy"][lang]
     results["parallel_benign"] = checks["parallel"]["benign_mean"]
     results["parallel_toxic"] = checks["parallel"]["toxic_mean"]
+    results["parallel2_benign"] = checks["parallel_2"]["benign_mean"]
+    results["parallel2_toxic"] = checks["parallel_2"]["toxic_mean"]
     romanised = run_romanised(scorer)
     results["romanised_benign"] = {lang: v for lang, v in romanised["benign_mean"].items() if lang in langs}
     results["romanised_toxic"] = {lang: v for lang, v in romanised["toxic_mean"].items() if lang in langs}
