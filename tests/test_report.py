@@ -729,6 +729,12 @@ def test_method_prints_the_scorers_validation_figures_for_the_run_languages(tmp_
     assert "the same 40 benign sentences in each language: en 0.078, de 0.197" in line
     # parity over every language the figures have (zh too), each set apart; a set without figures says nothing
     assert "over all 2 languages: benign 0.119, second set benign 0.081" in line and "insults" not in line
+    figures["intervals"] = {"parallel_benign": [0.1, 0.25], "parallel2_benign": None}
+    write_report(tmp_path / "intervals", frame(), info(scorer_validation=figures))
+    line = next(line for line in (tmp_path / "intervals" / "report.md").read_text().splitlines()
+                if "**Scorer validation**" in line)
+    assert ("languages [95% bootstrap interval over the sentences]: benign 0.119 [0.100, 0.250], second set"
+            " benign 0.081" in line)
     write_report(tmp_path / "without", frame(), info())
     assert "xdetox scorer eval --scorer toxclf-v1" in (tmp_path / "without" / "report.md").read_text()
 

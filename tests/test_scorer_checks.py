@@ -6,6 +6,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from xdetox.data import LANGS
@@ -400,6 +401,20 @@ def test_parallel_set_has_every_sentence_in_every_language_in_its_script(suite, 
     assert not [(lang, c.texts[lang]) for c in cases for lang in LANGS if (lang, normalize(c.texts[lang])) in other]
 
 
+def test_the_spread_has_a_paired_bootstrap_interval_over_the_sentences():
+    from xdetox.scorer_checks.parallel import spread_interval
+
+    rng = np.random.default_rng(1)
+    en = rng.uniform(0.0, 0.2, 40)
+    de = en + np.where(np.arange(40) < 10, 0.8, 0.0)  # the same sentences, 10 of 40 read as insults in de
+    low, high = spread_interval({"en": list(en), "de": list(de)})
+    assert low < 0.2 < high and 0.0 < low and high < 0.5  # the spread is 0.2; another 40 sentences may move it
+    assert [low, high] == spread_interval({"en": list(en), "de": list(de)})  # seeded
+    # paired: a language that reads every sentence exactly 0.1 higher has a spread of 0.1 whatever is drawn
+    assert spread_interval({"en": list(en), "zh": list(en + 0.1)}) == pytest.approx([0.1, 0.1])
+    assert spread_interval({"en": list(en)}) is None and spread_interval({"en": [0.1], "de": [0.2]}) is None
+
+
 def test_there_are_two_parallel_sets_and_no_third():
     with pytest.raises(ValueError, match="no parallel set 3; there are \\[1, 2\\]"):
         load_parallel(3)
@@ -430,6 +445,7 @@ def test_run_parallel_means_per_language_and_their_spread():
     assert max(scorer.calls) <= 16 and sum(scorer.calls) == 3 * 60
     table = "\n".join(format_parallel(result))
     assert "benign (40)" in table and "0.300" in table and "0.200" in table
+    assert result["benign_spread_ci"] == pytest.approx([0.2, 0.2]) and "[0.200, 0.200]" in table
     alone = run_parallel(Biased(), ["en"])
     assert alone["benign_spread"] is None and alone["toxic_spread"] is None  # a spread needs two languages
     checked = run_checks(Biased(), langs=["en", "de"])

@@ -100,8 +100,11 @@ def test_validate_gives_every_figure_per_language(small_semantic, monkeypatch):
     few = [c for c in scorer_checks.load_suite(["en", "uk"]) if c.id.endswith(("000", "001"))]
     monkeypatch.setattr(scorer_checks, "load_suite", lambda langs=None: [c for c in few if c.lang in langs])
     results = validation.validate(scorer, langs=["en", "uk"], max_per_lang=40)
-    assert set(results) == set(validation.FIGURES)
+    assert set(results) == {*validation.FIGURES, "intervals"}
     assert set(results["paradetox_test"]) == set(results["pairwise"]) == {"en", "uk"}
+    assert set(results["parallel2_benign"]) == {"en", "uk"}
+    for figure, (low, high) in results["intervals"].items():  # the spread of two languages' means, resampled
+        assert low <= high and low <= np.ptp(list(results[figure].values())) + 0.05, figure
     assert set(results["heldout"]) == {"en"}  # no Ukrainian corpus
     for figure in ("paradetox_test", "pairwise", "behavioural", "ece"):
         assert all(0 <= v <= 1 for v in results[figure].values()), figure

@@ -157,6 +157,9 @@ def test_the_shipped_model_is_small_loads_fast_and_is_validated_as_itself():
     for kind in ("benign", "toxic"):
         shipped = {lang: figures[f"parallel2_{kind}"][lang] for lang in ("es", "uk")}
         assert second[f"{kind}_mean"] == pytest.approx(shipped, abs=0.03)
+    assert set(figures["intervals"]) == {f"{name}_{kind}" for name in ("parallel", "parallel2")
+                                         for kind in ("benign", "toxic")}
+    assert all(0 <= low < high <= 1 for low, high in figures["intervals"].values())
 
 
 def test_registry_knows_the_tuned_scorer_without_building_it():

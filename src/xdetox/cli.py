@@ -362,13 +362,13 @@ def cmd_score(args) -> int:
 def cmd_scorer_eval(args) -> int:
     """paradetox test AUC, pairwise accuracy, held-out AUC, behavioural suite, ECE: per language."""
     from xdetox.scorers import registry
-    from xdetox.scorers.offline.evaluate import format_auc_table
+    from xdetox.scorers.offline.evaluate import format_validation
 
     registry.check_scorer(args.scorer)
     if registry.scorer_kind(args.scorer) != "toxicity":
         raise XdetoxInputError(f"{args.scorer} is not a toxicity scorer")
     results = registry.scorer_validation(args.scorer, compute=True)
-    print(json.dumps(results) if args.json else format_auc_table(results))
+    print(json.dumps(results) if args.json else format_validation(results))
     return 0
 
 

@@ -169,13 +169,16 @@ def _validation_phrase(summary: dict, frame: pd.DataFrame) -> str:
         here = [f"{lang} {values[lang]:.3f}" for lang in langs if values.get(lang) is not None]
         if here:
             parts.append(f"{label}: " + ", ".join(here))
-    parity = [f"{kind} {np.ptp(list(values.values())):.3f}" for kind, figure in (
+    intervals = figures.get("intervals") or {}
+    parity = [f"{kind} {np.ptp(list(values.values())):.3f}"
+              + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if (ci := intervals.get(figure)) else "") for kind, figure in (
         ("benign", "parallel_benign"), ("insults", "parallel_toxic"),
         ("second set benign", "parallel2_benign"), ("second set insults", "parallel2_toxic"))
         if len(values := figures.get(figure) or {}) > 1]
     if parity:
         parts.append(f"parity, max − min of those means over all {len(figures.get('parallel_benign') or {})}"
-                     " languages: " + ", ".join(parity))
+                     " languages" + (" [95% bootstrap interval over the sentences]" if intervals else "")
+                     + ": " + ", ".join(parity))
     return f"{summary['scorer']} (xdetox scorer eval): " + "; ".join(parts) + "."
 
 

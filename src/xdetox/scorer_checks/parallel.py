@@ -57,16 +57,20 @@ def load_parallel(which: int = 1) -> list[ParallelCase]:
 
 def run_parallel(scorer: Any, langs: Iterable[str] | None = None,
                  cases: list[ParallelCase] | None = None, batch_size: int = 256) -> dict[str, Any]:
-    """Per language the mean score of the benign and of the toxic sentences; their spread.
+    """Per language the mean score of the benign and of the toxic sentences; their spread and its interval.
 
     ``{"n_benign", "n_toxic", "benign_mean": {lang}, "toxic_mean": {lang}, "benign_spread",
-    "toxic_spread"}``; languages the scorer does not support are left out (a spread needs two).
+    "toxic_spread", "benign_spread_ci", "toxic_spread_ci"}``; languages the scorer does not support are
+    left out (a spread needs two). ``*_spread_ci``: a 95 % percentile bootstrap interval of the spread over
+    the sentences (``spread_interval``): another set of sentences of the same kind would give a spread in
+    about that range.
     """
     cases = load_parallel() if cases is None else cases
     supported = frozenset(getattr(scorer, "supported_languages", LANGS))
     benign = [c for c in cases if not c.toxic]
     toxic = [c for c in cases if c.toxic]
     result: dict[str, Any] = {"n_benign": len(benign), "n_toxic": len(toxic), "benign_mean": {}, "toxic_mean": {}}
+    per_case: dict[str, dict[str, list[float]]] = {}
     for lang in suite_langs(langs):
         if lang not in supported:
             continue
@@ -79,21 +83,44 @@ def run_parallel(scorer: Any, langs: Iterable[str] | None = None,
                     raise ValueError(f"scorer returned {len(scores)} scores (not all finite) "
                                      f"for {len(texts)} texts in {lang}")
                 result[key][lang] = sum(scores) / len(scores)
+                per_case.setdefault(key, {})[lang] = scores
     for key in ("benign", "toxic"):
         means = list(result[f"{key}_mean"].values())
         result[f"{key}_spread"] = max(means) - min(means) if len(means) >= 2 else None
+        result[f"{key}_spread_ci"] = spread_interval(per_case.get(f"{key}_mean", {}))
     return result
+
+
+def spread_interval(scores: Mapping[str, list[float]], resamples: int = 2000,
+                    seed: int = 0) -> list[float] | None:
+    """95 % percentile bootstrap interval of max − min over languages of the mean score, resampling the
+    sentences (the same sentences in every language: a paired bootstrap, ``scipy.stats.bootstrap``).
+    None with fewer than two languages or two sentences."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    columns = [np.asarray(values, dtype=float) for values in scores.values()]
+    if len(columns) < 2 or len(columns[0]) < 2:
+        return None
+
+    def spread(*langs, axis=-1):
+        return np.ptp(np.stack([lang.mean(axis=axis) for lang in langs]), axis=0)
+
+    found = bootstrap(tuple(columns), spread, paired=True, vectorized=True, n_resamples=resamples,
+                      confidence_level=0.95, method="percentile", random_state=np.random.default_rng(seed))
+    return [float(found.confidence_interval.low), float(found.confidence_interval.high)]  # JSON-shaped
 
 
 def format_parallel(result: Mapping[str, Any], title: str = "the same sentences in every language") -> list[str]:
     """The table of ``run_parallel``'s result: a row per kind, a column per language, and the spread."""
     langs = list(result["benign_mean"]) or list(result["toxic_mean"])
     lines = [f"{title} (mean score; spread = max - min over languages):",
-             "  " + f"{'':<12}" + "".join(f"{lang:>7}" for lang in langs) + f"{'spread':>8}"]
+             "  " + f"{'':<12}" + "".join(f"{lang:>7}" for lang in langs) + f"{'spread':>8}  95% CI"]
     for key in ("benign", "toxic"):
         means = result[f"{key}_mean"]
-        spread = result[f"{key}_spread"]
+        spread, ci = result[f"{key}_spread"], result.get(f"{key}_spread_ci")
         lines.append("  " + f"{key + ' (' + str(result['n_' + key]) + ')':<12}"
                      + "".join(f"{means[lang]:>7.3f}" if lang in means else f"{'-':>7}" for lang in langs)
-                     + (f"{spread:>8.3f}" if spread is not None else f"{'-':>8}"))
+                     + (f"{spread:>8.3f}" if spread is not None else f"{'-':>8}")
+                     + (f"  [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
     return lines

@@ -37,7 +37,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
                      "split_heldout", "toxicity_corpus", "training_set"),
     "offline.model": ("CompactTfidfVectorizer", "NBScaler", "build_pipeline"),
     "offline.scorer": ("OfflineScorer",),
-    "offline.evaluate": ("evaluate_offline", "format_auc_table"),
+    "offline.evaluate": ("evaluate_offline", "format_auc_table", "format_validation"),
     "semantic": ("SemanticScorer", "SemanticScorerConfig"),
     "perspective": ("PERSPECTIVE_KEY_ENV", "PERSPECTIVE_LANGUAGES", "PerspectiveError", "PerspectiveScorer",
                     "PerspectiveSettings", "RateLimiter"),

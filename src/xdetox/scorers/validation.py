@@ -20,6 +20,9 @@
 * ``ece``: expected calibration error (10 equal-width bins) on paradetox test and the
   validation slice together.
 
+Beside the figures, ``intervals`` holds a 95 % bootstrap interval over the sentences for the spread (max − min
+over languages) of each parallel figure (``scorer_checks.parallel.spread_interval``): ``{figure: [low, high]}``.
+
 The figures are computed once per scorer model and cached (``cached_validation``), so a
 run's report can print them for its languages without scoring anything.
 """
@@ -85,6 +88,9 @@ def validate(scorer, langs: Iterable[str] = LANGS, max_per_lang: int = 1000) -> 
     results["parallel_toxic"] = checks["parallel"]["toxic_mean"]
     results["parallel2_benign"] = checks["parallel_2"]["benign_mean"]
     results["parallel2_toxic"] = checks["parallel_2"]["toxic_mean"]
+    results["intervals"] = {f"{name}_{kind}": checks[key][f"{kind}_spread_ci"]
+                            for name, key in (("parallel", "parallel"), ("parallel2", "parallel_2"))
+                            for kind in ("benign", "toxic")}
     romanised = run_romanised(scorer)
     results["romanised_benign"] = {lang: v for lang, v in romanised["benign_mean"].items() if lang in langs}
     results["romanised_toxic"] = {lang: v for lang, v in romanised["toxic_mean"].items() if lang in langs}

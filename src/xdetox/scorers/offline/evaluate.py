@@ -63,3 +63,14 @@ def format_auc_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n(spread: max - min over the languages; of parallel_benign and parallel_toxic, the same" \
         " sentences in every language, it is the scorer's parity; parallel2_*: a second such set, written after the" \
         " default scorer was chosen)"
+
+
+def format_validation(results: dict) -> str:
+    """``xdetox scorer eval``'s text: the figures' table (``format_auc_table``), then the bootstrap interval of
+    each parallel spread (``results["intervals"]``, where the figures have them)."""
+    lines = [format_auc_table({figure: values for figure, values in results.items() if figure != "intervals"})]
+    for figure, interval in (results.get("intervals") or {}).items():
+        if interval:
+            lines.append(f"spread of {figure}: 95% bootstrap interval over the sentences"
+                         f" [{interval[0]:.3f}, {interval[1]:.3f}]")
+    return "\n".join(lines)
