@@ -152,7 +152,7 @@ def format_checks(result: Mapping[str, Any]) -> str:
     lines.append(f"overall: n={overall.get('n', 0)} accuracy={_fmt(overall.get('accuracy'))} "
                  f"auc={_fmt(overall.get('auc'))}" + (f"; weakest: {weakest}" if weakest else ""))
     for key, title in (("parallel", "the same sentences in every language, set 1"),
-                       ("parallel_2", "set 2 (written after the default scorer was chosen)")):
+                       ("parallel_2", "set 2, written after the default scorer was chosen")):
         if result.get(key) and (result[key]["benign_mean"] or result[key]["toxic_mean"]):
             lines += ["", *format_parallel(result[key], title)]
     return "\n".join(lines) + "\n"
