@@ -183,3 +183,23 @@ def test_an_earlier_encoder_view_is_reused_only_with_the_same_encoder_settings(s
     with pytest.raises(XdetoxInputError, match="other settings"):
         tuned_train.train(tmp_path / "other", replace(SMALL, seed=1), progress=False, validate=False, adapter_from=out)
     assert not (tmp_path / "other").exists()
+
+
+def test_a_shrunk_calibration_pulls_a_steep_language_towards_the_pooled_map():
+    """Calibration cases that separate almost perfectly give a language a steep map; shrinkage pulls it towards
+    the map of all languages pooled, the more the stronger, and 0 is each language's own map (as shipped)."""
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(200), np.ones(200)].astype(int)
+    soft = np.r_[rng.normal(-1, 1.5, 200), rng.normal(1, 1.5, 200)]  # overlapping classes: a gentle map
+    sharp = np.r_[rng.normal(-4, 0.5, 200), rng.normal(1, 0.5, 200)]  # separated: a steep map
+    logits, langs = np.r_[soft, sharp], ["en"] * 400 + ["uk"] * 400
+    labels2, weights = np.r_[labels, labels], np.ones(800)
+    own = tuned_train.fit_calibration(logits, labels2, langs, weights)
+    assert own == tuned_train.fit_calibration(logits, labels2, langs, weights, shrinkage=0.0)
+    slopes = [tuned_train.fit_calibration(logits, labels2, langs, weights, shrinkage=s)["uk"][0]
+              for s in (0.001, 0.01, 1.0)]
+    pooled = tuned_train._platt(logits, labels2, weights)[0]
+    assert own["uk"][0] > slopes[0] > slopes[1] > slopes[2] > pooled * 0.8  # steep, then ever closer to pooled
+    assert abs(slopes[2] - pooled) < 0.1 * abs(own["uk"][0] - pooled)
+    with pytest.raises(XdetoxInputError, match="calibration_shrinkage must be at least 0"):
+        tuned.TunedScorerConfig(calibration_shrinkage=-1)

@@ -84,6 +84,9 @@ class TunedScorerConfig:
     calibration_rows: str = "augmentation"
     """What each language's calibration is fitted on: ``augmentation`` (its augmentation calibration cases) or
     ``all`` (those and the corpus calibration slice)."""
+    calibration_shrinkage: float = 0.0
+    """How strongly each language's calibration map is pulled towards the map of all languages pooled (0: each
+    language's own map, as shipped; see ``tuned_train.fit_calibration``)."""
 
     def __post_init__(self) -> None:
         SemanticScorerConfig(**self.rows)  # its own checks
@@ -97,6 +100,8 @@ class TunedScorerConfig:
             raise XdetoxInputError(f"lexical_bits must be in 10..24, got {self.lexical_bits}")
         if not 0 <= self.seed <= MAX_SEED:
             raise XdetoxInputError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+        if self.calibration_shrinkage < 0:
+            raise XdetoxInputError(f"calibration_shrinkage must be at least 0, got {self.calibration_shrinkage}")
         if self.calibration_rows not in ("augmentation", "all"):
             raise XdetoxInputError(f"calibration_rows must be 'augmentation' or 'all', got {self.calibration_rows!r}")
 

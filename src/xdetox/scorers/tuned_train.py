@@ -54,14 +54,46 @@ def balanced(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return w
 
 
-def fit_calibration(logits: np.ndarray, labels: np.ndarray, langs: list[str], weights: np.ndarray) -> dict:
-    """``{lang: [slope, intercept]}``: a logistic map of the logit per language, classes balanced."""
+def fit_calibration(logits: np.ndarray, labels: np.ndarray, langs: list[str], weights: np.ndarray,
+                    shrinkage: float = 0.0) -> dict:
+    """``{lang: [slope, intercept]}``: a logistic map of the logit per language, classes balanced.
+
+    ``shrinkage`` > 0 pulls each language's map towards the pooled one (every language weighing the same):
+    the weighted log-loss of the language's rows (mean weight 1) plus ``shrinkage`` times the squared distance
+    of (slope, intercept) from the pooled map's. Calibration cases that separate almost perfectly otherwise give
+    a language a steep map, which makes middling readings certain."""
     mine = np.array(langs)
     for lang in dict.fromkeys(langs):
         if len(set(labels[mine == lang])) < 2:
             raise ValueError(f"calibration rows of {lang} hold one class only: too few rows to calibrate")
-    return {lang: _platt(logits[mine == lang], labels[mine == lang], weights[mine == lang])
+    if shrinkage == 0:
+        return {lang: _platt(logits[mine == lang], labels[mine == lang], weights[mine == lang])
+                for lang in dict.fromkeys(langs)}
+    pooled = np.array(_platt(logits, labels, weights * language_weights(langs)))
+    return {lang: _shrunk_platt(logits[mine == lang], labels[mine == lang], weights[mine == lang], pooled, shrinkage)
             for lang in dict.fromkeys(langs)}
+
+
+def _shrunk_platt(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray, pooled: np.ndarray,
+                  shrinkage: float) -> list[float]:
+    """[slope, intercept] minimising the balanced weighted log-loss (mean over the rows) plus ``shrinkage`` times
+    the squared distance from ``pooled``."""
+    from scipy.optimize import minimize
+    from scipy.special import expit, log_expit
+
+    w = balanced(labels, weights)
+    w = w / w.sum()
+    y = labels.astype(float)
+
+    def loss(params):
+        z = params[0] * logits + params[1]
+        value = -np.sum(w * (y * log_expit(z) + (1 - y) * log_expit(-z))) + shrinkage * np.sum((params - pooled) ** 2)
+        residual = w * (expit(z) - y)
+        gradient = np.array([np.sum(residual * logits), np.sum(residual)]) + 2 * shrinkage * (params - pooled)
+        return value, gradient
+
+    found = minimize(loss, pooled, jac=True, method="L-BFGS-B")
+    return [float(found.x[0]), float(found.x[1])]
 
 
 def calibration_rows(config: TunedScorerConfig):
@@ -167,7 +199,7 @@ def train(out: Path, config: TunedScorerConfig = TunedScorerConfig(), progress: 
         calibration = {"combiner": {"coef": combiner.coef_[0].tolist(), "intercept": float(combiner.intercept_[0]),
                                     "short_lexical_clip": SHORT_LEXICAL_CLIP},
                        "languages": fit_calibration(combined[mask], labels[mask], [g for g, m in zip(langs, mask) if m],
-                                                    np.ones(int(mask.sum())))}
+                                                    np.ones(int(mask.sum())), config.calibration_shrinkage)}
         (work / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")
         manifest.update(train_seconds=round(time.perf_counter() - start, 1), calibration_rows=len(texts))
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
