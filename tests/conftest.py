@@ -58,9 +58,9 @@ def pytest_xdist_auto_num_workers(config):
 #
 # Workers take a module whole, the next in the queue when they are nearly done with their last; a long
 # module handed out near the end keeps one worker busy while the other idles. Each session keeps how long
-# each module's tests took in pytest's cache (``.pytest_cache``, written by the controlling process); the
-# next session puts the longest modules first (longest processing time first) and keeps that order in the
-# workers' queue. A session without that record (a clean clone) keeps xdist's own order: most tests first.
+# each module's tests took in pytest's cache (``.pytest_cache``, written by the controlling process, and
+# only where whole modules ran: no -k, -m or test ids); the next session puts the longest modules first
+# (longest processing time first) and keeps that order in the workers' queue. A session without that record (a clean clone) keeps xdist's own order: most tests first.
 
 MODULE_SECONDS = "xdetox/module-seconds"
 _SECONDS_THIS_SESSION: dict[str, float] = {}
@@ -93,10 +93,21 @@ def pytest_runtest_logreport(report):
         _SECONDS_THIS_SESSION.get(_module_of(report.nodeid), 0.0) + report.duration
 
 
+def _whole_modules_ran(config) -> bool:
+    """No -k, -m, --deselect, --lf/--ff or ``path::test`` argument: each module that ran, ran whole (a
+    module's seconds from a part of it would put it too late in the next session's queue)."""
+    option = config.option
+    return not (getattr(option, "keyword", "") or getattr(option, "markexpr", "") or getattr(option, "deselect", None)
+                or getattr(option, "lf", False) or getattr(option, "failedfirst", False)
+                or any("::" in str(arg) for arg in config.args))
+
+
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if hasattr(config, "workerinput") or getattr(config, "cache", None) is None or not _SECONDS_THIS_SESSION:
         return  # a worker (its reports reach the controlling process, which keeps the record), or no cache
+    if not _whole_modules_ran(config):
+        return
     seconds = _recorded_seconds(config)
     seconds.update({module: round(value, 2) for module, value in _SECONDS_THIS_SESSION.items()})
     config.cache.set(MODULE_SECONDS, seconds)
