@@ -60,7 +60,8 @@ def pytest_xdist_auto_num_workers(config):
 # module handed out near the end keeps one worker busy while the other idles. Each session keeps how long
 # each module's tests took in pytest's cache (``.pytest_cache``, written by the controlling process, and
 # only where whole modules ran: no -k, -m or test ids); the next session puts the longest modules first
-# (longest processing time first) and keeps that order in the workers' queue. A session without that record (a clean clone) keeps xdist's own order: most tests first.
+# (longest processing time first) and keeps that order in the workers' queue. A session without that
+# record (a clean clone) keeps xdist's own order: most tests first.
 
 MODULE_SECONDS = "xdetox/module-seconds"
 _SECONDS_THIS_SESSION: dict[str, float] = {}
