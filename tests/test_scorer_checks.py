@@ -450,6 +450,6 @@ def test_run_parallel_means_per_language_and_their_spread():
     assert alone["benign_spread"] is None and alone["toxic_spread"] is None  # a spread needs two languages
     checked = run_checks(Biased(), langs=["en", "de"])
     assert checked["parallel"]["benign_mean"] == pytest.approx({"en": 0.1, "de": 0.3})
-    second = checked["parallel_2"]  # set 2 on the same languages: its insults are not set 1's (0.1 + lift here)
+    second = checked["parallel2"]  # set 2 on the same languages: its insults are not set 1's (0.1 + lift here)
     assert (second["n_benign"], second["n_toxic"]) == (40, 20)
     assert second["toxic_mean"] == pytest.approx({"en": 0.1, "de": 0.3})

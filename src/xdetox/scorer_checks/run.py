@@ -64,7 +64,7 @@ def run_checks(scorer: Any, langs: Iterable[str] | None = None, batch_size: int 
 
     Languages missing from ``scorer.supported_languages`` are not scored and are listed under
     ``"skipped"``.  ``overall`` pools every scored case; ``benign_short_accuracy`` is the accuracy
-    on the BENIGN_SHORT groups of each language; ``parallel`` and ``parallel_2`` (unless ``parallel=False``) are
+    on the BENIGN_SHORT groups of each language; ``parallel`` and ``parallel2`` (unless ``parallel=False``) are
     ``run_parallel`` of parallel sets 1 and 2 on the same languages: the same sentences scored in each.
     """
     if batch_size < 1:
@@ -114,7 +114,7 @@ def run_checks(scorer: Any, langs: Iterable[str] | None = None, batch_size: int 
     if parallel:
         here = [lang for lang in in_lang_order({c.lang for c in cases}) if lang in supported]
         result["parallel"] = run_parallel(scorer, here, batch_size=batch_size)
-        result["parallel_2"] = run_parallel(scorer, here, cases=load_parallel(2), batch_size=batch_size)
+        result["parallel2"] = run_parallel(scorer, here, cases=load_parallel(2), batch_size=batch_size)
     return result
 
 
@@ -152,7 +152,7 @@ def format_checks(result: Mapping[str, Any]) -> str:
     lines.append(f"overall: n={overall.get('n', 0)} accuracy={_fmt(overall.get('accuracy'))} "
                  f"auc={_fmt(overall.get('auc'))}" + (f"; weakest: {weakest}" if weakest else ""))
     for key, title in (("parallel", "the same sentences in every language, set 1"),
-                       ("parallel_2", "set 2, written after the default scorer was chosen")):
+                       ("parallel2", "set 2, written after the default scorer was chosen")):
         if result.get(key) and (result[key]["benign_mean"] or result[key]["toxic_mean"]):
             lines += ["", *format_parallel(result[key], title)]
     return "\n".join(lines) + "\n"

@@ -84,13 +84,11 @@ def validate(scorer, langs: Iterable[str] = LANGS, max_per_lang: int = 1000) -> 
     for lang, figures in checks["languages"].items():
         results["behavioural"][lang] = figures["accuracy"]
         results["behavioural_benign_short"][lang] = checks["benign_short_accuracy"][lang]
-    results["parallel_benign"] = checks["parallel"]["benign_mean"]
-    results["parallel_toxic"] = checks["parallel"]["toxic_mean"]
-    results["parallel2_benign"] = checks["parallel_2"]["benign_mean"]
-    results["parallel2_toxic"] = checks["parallel_2"]["toxic_mean"]
-    results["intervals"] = {f"{name}_{kind}": checks[key][f"{kind}_spread_ci"]
-                            for name, key in (("parallel", "parallel"), ("parallel2", "parallel_2"))
-                            for kind in ("benign", "toxic")}
+    results["intervals"] = {}
+    for name in ("parallel", "parallel2"):  # sets 1 and 2: figures parallel_benign ... parallel2_toxic
+        for kind in ("benign", "toxic"):
+            results[f"{name}_{kind}"] = checks[name][f"{kind}_mean"]
+            results["intervals"][f"{name}_{kind}"] = checks[name][f"{kind}_spread_ci"]
     romanised = run_romanised(scorer)
     results["romanised_benign"] = {lang: v for lang, v in romanised["benign_mean"].items() if lang in langs}
     results["romanised_toxic"] = {lang: v for lang, v in romanised["toxic_mean"].items() if lang in langs}
