@@ -16,6 +16,7 @@ from xdetox.scorer_checks import (
     FUNCTIONALITIES,
     MIN_CASES,
     MIN_CASES_EXCEPTIONS,
+    PARALLEL_FILES,
     THRESHOLD,
     TOXIC_FUNCTIONALITIES,
     TRANSFORMS,
@@ -28,6 +29,7 @@ from xdetox.scorer_checks import (
     load_suite,
     load_templates,
     main,
+    parallel_key,
     run_checks,
     run_parallel,
     weakest_functionalities,
@@ -378,13 +380,14 @@ def test_cli_scorer_check_bad_input(capsys, args, needle):
 # --------------------------------------------------------------------------- the same sentences in every language
 
 
-@pytest.mark.parametrize("which", [1, 2])
-def test_parallel_set_has_every_sentence_in_every_language_in_its_script(suite, which):
+@pytest.mark.parametrize("which, benign, toxic", [(1, 40, 20), (2, 40, 20), (3, 100, 80)])
+def test_parallel_set_has_every_sentence_in_every_language_in_its_script(suite, which, benign, toxic):
     from xdetox.scorers.augment import augmentation_cases
     from xdetox.text import SCRIPTS, dominant_script, normalize
 
     cases = load_parallel(which)
-    assert [c.toxic for c in cases].count(False) == 40 and [c.toxic for c in cases].count(True) == 20
+    assert [c.toxic for c in cases].count(False) == benign and [c.toxic for c in cases].count(True) == toxic
+    assert [c.toxic for c in cases] == sorted(c.toxic for c in cases)  # benign first
     assert len({c.id for c in cases}) == len(cases)
     for lang in LANGS:
         texts = [c.texts[lang] for c in cases]
@@ -396,8 +399,9 @@ def test_parallel_set_has_every_sentence_in_every_language_in_its_script(suite, 
     # nothing shared with the behavioural suite or with the scorers' written training set
     elsewhere = {(c.lang, normalize(c.text)) for c in [*suite, *augmentation_cases()]}
     assert not [(lang, c.texts[lang]) for c in cases for lang in LANGS if (lang, normalize(c.texts[lang])) in elsewhere]
-    # and the two sets share no sentence: set 2 says how a scorer chosen on set 1 reads sentences it never saw
-    other = {(lang, normalize(c.texts[lang])) for c in load_parallel(3 - which) for lang in LANGS}
+    # and the sets share no sentence: sets 2 and 3 say how a scorer chosen on set 1 reads sentences it never saw
+    other = {(lang, normalize(c.texts[lang])) for n in PARALLEL_FILES if n != which for c in load_parallel(n)
+             for lang in LANGS}
     assert not [(lang, c.texts[lang]) for c in cases for lang in LANGS if (lang, normalize(c.texts[lang])) in other]
 
 
@@ -415,9 +419,10 @@ def test_the_spread_has_a_paired_bootstrap_interval_over_the_sentences():
     assert spread_interval({"en": list(en)}) is None and spread_interval({"en": [0.1], "de": [0.2]}) is None
 
 
-def test_there_are_two_parallel_sets_and_no_third():
-    with pytest.raises(ValueError, match="no parallel set 3; there are \\[1, 2\\]"):
-        load_parallel(3)
+def test_there_are_three_parallel_sets_and_no_fourth():
+    assert [parallel_key(n) for n in PARALLEL_FILES] == ["parallel", "parallel2", "parallel3"]
+    with pytest.raises(ValueError, match="no parallel set 4; there are \\[1, 2, 3\\]"):
+        load_parallel(4)
 
 
 def test_run_parallel_means_per_language_and_their_spread():
@@ -453,3 +458,6 @@ def test_run_parallel_means_per_language_and_their_spread():
     second = checked["parallel2"]  # set 2 on the same languages: its insults are not set 1's (0.1 + lift here)
     assert (second["n_benign"], second["n_toxic"]) == (40, 20)
     assert second["toxic_mean"] == pytest.approx({"en": 0.1, "de": 0.3})
+    third = checked["parallel3"]  # and set 3, the largest
+    assert (third["n_benign"], third["n_toxic"]) == (100, 80)
+    assert "set 3" in format_checks(checked)

@@ -140,8 +140,9 @@ def test_the_shipped_model_is_small_loads_fast_and_is_validated_as_itself():
     assert scorer.identity == registry.scorer_identity("offline-tuned")
     figures = registry.scorer_validation("offline-tuned")
     assert figures == tuned.shipped_validation()
-    assert all(len(figures[name]) == 9 for name in ("pairwise", "behavioural", "parallel_benign", "parallel_toxic",
-                                                    "parallel2_benign", "parallel2_toxic"))
+    from xdetox.scorers.validation import PARALLEL_FIGURES
+
+    assert all(len(figures[name]) == 9 for name in ("pairwise", "behavioural", *PARALLEL_FIGURES))
     # the figures are this model's: pairwise accuracy on two languages, computed again here
     test = paradetox_rows("test", 1000)
     for lang in ("en", "am"):
@@ -150,15 +151,15 @@ def test_the_shipped_model_is_small_loads_fast_and_is_validated_as_itself():
         t, n = np.array(scorer.score(toxic, lang)), np.array(scorer.score(neutral, lang))
         pairwise = float(np.mean((t > n) + 0.5 * (t == n)))
         assert pairwise == pytest.approx(figures["pairwise"][lang], abs=0.02)  # bf16 / fp32 kernels may differ
-    # and the second parallel set's means (written after this model was chosen), on two languages
+    # and the later parallel sets' means (written after this model was chosen), on two languages
     from xdetox.scorer_checks.parallel import load_parallel, run_parallel
 
-    second = run_parallel(scorer, ["es", "uk"], cases=load_parallel(2))
-    for kind in ("benign", "toxic"):
-        shipped = {lang: figures[f"parallel2_{kind}"][lang] for lang in ("es", "uk")}
-        assert second[f"{kind}_mean"] == pytest.approx(shipped, abs=0.03)
-    assert set(figures["intervals"]) == {f"{name}_{kind}" for name in ("parallel", "parallel2")
-                                         for kind in ("benign", "toxic")}
+    for which in (2, 3):
+        again = run_parallel(scorer, ["es", "uk"], cases=load_parallel(which))
+        for kind in ("benign", "toxic"):
+            shipped = {lang: figures[f"parallel{which}_{kind}"][lang] for lang in ("es", "uk")}
+            assert again[f"{kind}_mean"] == pytest.approx(shipped, abs=0.03)
+    assert set(figures["intervals"]) == set(PARALLEL_FIGURES)
     assert all(0 <= low < high <= 1 for low, high in figures["intervals"].values())
 
 

@@ -151,6 +151,7 @@ VALIDATION_LABELS = {
     "parallel_toxic": "of the same 20 insults",
     "parallel2_benign": "of a second set of 40 benign sentences (written after the scorer was chosen)",
     "parallel2_toxic": "of its 20 insults",
+    "parallel3_benign": "of a third set of 100 everyday sentences", "parallel3_toxic": "of its 80 insults",
     "romanised_benign": "mean score of 10 benign sentences in Latin letters", "romanised_toxic": "of 10 insults so",
     "ece": "calibration error (ECE)",
 }
@@ -173,7 +174,8 @@ def _validation_phrase(summary: dict, frame: pd.DataFrame) -> str:
     parity = [f"{kind} {np.ptp(list(values.values())):.3f}"
               + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if (ci := intervals.get(figure)) else "") for kind, figure in (
         ("benign", "parallel_benign"), ("insults", "parallel_toxic"),
-        ("second set benign", "parallel2_benign"), ("second set insults", "parallel2_toxic"))
+        ("second set benign", "parallel2_benign"), ("second set insults", "parallel2_toxic"),
+        ("third set benign", "parallel3_benign"), ("third set insults", "parallel3_toxic"))
         if len(values := figures.get(figure) or {}) > 1]
     if parity:
         parts.append(f"parity, max − min of those means over all {len(figures.get('parallel_benign') or {})}"

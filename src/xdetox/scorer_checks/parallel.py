@@ -10,11 +10,14 @@ language's version of every sentence and reports, per language, the mean score o
 benign and of the toxic sentences, and the spread of those means over languages
 (max − min): for a scorer that treats languages alike the spread is near 0.
 
-There are two such sets of the same make. Set 1 (``parallel.jsonl``) was read while the default scorer
-was chosen (its calibration was picked among others by set 1's spreads, among other figures), so a
-chosen scorer's set-1 spread is the best of a selection. Set 2 (``parallel-2.jsonl``: other sentences,
-other insults) was written after that choice and is never used to choose anything: its spread is the
-fairer estimate of how alike a chosen scorer reads the languages.
+There are three such sets. Set 1 (``parallel.jsonl``) was read while the default scorer was chosen (its
+calibration was picked among others by set 1's spreads, among other figures), so a chosen scorer's set-1
+spread is the best of a selection. Set 2 (``parallel-2.jsonl``: 40 other sentences, 20 other insults) was
+written after that choice and is never used to choose anything: its spread is the fairer estimate of how
+alike a chosen scorer reads the languages. Set 3 (``parallel-3.jsonl``: 100 everyday sentences —
+requests, instructions, household, travel, news — and 80 insults, on other topics and words than sets 1
+and 2) is the largest, so its spread is the least noisy; it never chooses anything either. The sets share
+no sentence.
 """
 
 from __future__ import annotations
@@ -30,8 +33,16 @@ from xdetox.data import LANGS
 from xdetox.scorer_checks.suite import RESOURCE_DIR, suite_langs
 
 PARALLEL_FILE = "parallel.jsonl"
-PARALLEL_FILES = {1: PARALLEL_FILE, 2: "parallel-2.jsonl"}
-"""The parallel sets by number: 1 was read while the default scorer was chosen, 2 never chooses anything."""
+PARALLEL_FILES = {1: PARALLEL_FILE, 2: "parallel-2.jsonl", 3: "parallel-3.jsonl"}
+"""The parallel sets by number: 1 was read while the default scorer was chosen, 2 and 3 never choose anything."""
+PARALLEL_TITLES = {1: "the same sentences in every language, set 1",
+                   2: "set 2, written after the default scorer was chosen",
+                   3: "set 3, 100 everyday sentences and 80 insults, written after set 2"}
+
+
+def parallel_key(which: int) -> str:
+    """The name of set ``which``'s result and figures: ``parallel`` (set 1), ``parallel2``, ``parallel3``."""
+    return "parallel" if which == 1 else f"parallel{which}"
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,7 @@ class ParallelCase:
 
 
 def load_parallel(which: int = 1) -> list[ParallelCase]:
-    """The sentences of parallel set ``which`` (1 or 2, ``PARALLEL_FILES``), benign first, in file order."""
+    """The sentences of parallel set ``which`` (1, 2 or 3: ``PARALLEL_FILES``), benign first, in file order."""
     if which not in PARALLEL_FILES:
         raise ValueError(f"no parallel set {which!r}; there are {sorted(PARALLEL_FILES)}")
     text = files("xdetox").joinpath(*RESOURCE_DIR, PARALLEL_FILES[which]).read_text(encoding="utf-8")

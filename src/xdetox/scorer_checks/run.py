@@ -17,7 +17,8 @@ from typing import Any
 
 from xdetox.data import LANG_NAMES, LANGS
 from xdetox.errors import XdetoxInputError
-from xdetox.scorer_checks.parallel import format_parallel, load_parallel, run_parallel
+from xdetox.scorer_checks.parallel import (PARALLEL_FILES, PARALLEL_TITLES, format_parallel, load_parallel, parallel_key,
+                                           run_parallel)
 from xdetox.scorer_checks.suite import (BENIGN_SHORT, FUNCTIONALITIES, TOXIC_FUNCTIONALITIES, Case, load_suite,
                                         suite_langs)
 from xdetox.scorers.base import in_lang_order
@@ -64,8 +65,8 @@ def run_checks(scorer: Any, langs: Iterable[str] | None = None, batch_size: int 
 
     Languages missing from ``scorer.supported_languages`` are not scored and are listed under
     ``"skipped"``.  ``overall`` pools every scored case; ``benign_short_accuracy`` is the accuracy
-    on the BENIGN_SHORT groups of each language; ``parallel`` and ``parallel2`` (unless ``parallel=False``) are
-    ``run_parallel`` of parallel sets 1 and 2 on the same languages: the same sentences scored in each.
+    on the BENIGN_SHORT groups of each language; ``parallel``, ``parallel2`` and ``parallel3`` (unless
+    ``parallel=False``) are ``run_parallel`` of parallel sets 1, 2 and 3 on the same languages (``parallel_key``).
     """
     if batch_size < 1:
         raise XdetoxInputError("batch_size must be at least 1")
@@ -113,8 +114,8 @@ def run_checks(scorer: Any, langs: Iterable[str] | None = None, batch_size: int 
         result["overall"] = {"n": 0, "accuracy": None, "auc": None, "by_functionality": {}}
     if parallel:
         here = [lang for lang in in_lang_order({c.lang for c in cases}) if lang in supported]
-        result["parallel"] = run_parallel(scorer, here, batch_size=batch_size)
-        result["parallel2"] = run_parallel(scorer, here, cases=load_parallel(2), batch_size=batch_size)
+        for which in PARALLEL_FILES:
+            result[parallel_key(which)] = run_parallel(scorer, here, cases=load_parallel(which), batch_size=batch_size)
     return result
 
 
@@ -151,8 +152,8 @@ def format_checks(result: Mapping[str, Any]) -> str:
     weakest = ", ".join(f"{f} {a:.3f}" for f, a in weakest_functionalities(result))
     lines.append(f"overall: n={overall.get('n', 0)} accuracy={_fmt(overall.get('accuracy'))} "
                  f"auc={_fmt(overall.get('auc'))}" + (f"; weakest: {weakest}" if weakest else ""))
-    for key, title in (("parallel", "the same sentences in every language, set 1"),
-                       ("parallel2", "set 2, written after the default scorer was chosen")):
+    for which, title in PARALLEL_TITLES.items():
+        key = parallel_key(which)
         if result.get(key) and (result[key]["benign_mean"] or result[key]["toxic_mean"]):
             lines += ["", *format_parallel(result[key], title)]
     return "\n".join(lines) + "\n"

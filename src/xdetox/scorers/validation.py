@@ -14,7 +14,8 @@
 * ``parallel_benign`` / ``parallel_toxic``: the mean score of the same 40 benign sentences / 20
   insults written in every language (``scorer_checks.parallel``, set 1): how alike the scorer treats
   languages; ``parallel2_benign`` / ``parallel2_toxic`` the same on set 2 (40 / 20 other sentences,
-  written after the default scorer was chosen and never used to choose: the fairer estimate);
+  written after the default scorer was chosen and never used to choose: the fairer estimate), and
+  ``parallel3_benign`` / ``parallel3_toxic`` on set 3 (100 / 80 more, the least noisy);
 * ``romanised_benign`` / ``romanised_toxic``: the mean score of 10 benign sentences / 10 insults of
   hi, ar and ru written in Latin letters (``scorer_checks.romanised``), scored as that language;
 * ``ece``: expected calibration error (10 equal-width bins) on paradetox test and the
@@ -38,12 +39,15 @@ from pathlib import Path
 import numpy as np
 
 from xdetox.data import LANGS
+from xdetox.scorer_checks.parallel import PARALLEL_FILES, parallel_key
 from xdetox.scorers.offline.config import OfflineScorerConfig
 from xdetox.scorers.offline.data import hash_slice, paradetox_rows, toxicity_corpus
 
 VALIDATION_SLICE = (0.1, 0.2)  # heldout_hash range: outside every offline model's training and calibration
-FIGURES = ("paradetox_test", "pairwise", "heldout", "behavioural", "behavioural_benign_short", "parallel_benign",
-           "parallel_toxic", "parallel2_benign", "parallel2_toxic", "romanised_benign", "romanised_toxic", "ece")
+PARALLEL_FIGURES = tuple(f"{parallel_key(which)}_{kind}" for which in PARALLEL_FILES for kind in ("benign", "toxic"))
+"""``parallel_benign``, ``parallel_toxic``, ``parallel2_benign``, … one pair per parallel set."""
+FIGURES = ("paradetox_test", "pairwise", "heldout", "behavioural", "behavioural_benign_short", *PARALLEL_FIGURES,
+           "romanised_benign", "romanised_toxic", "ece")
 
 
 def validation_rows(max_per_lang: int = 1000):
@@ -85,10 +89,10 @@ def validate(scorer, langs: Iterable[str] = LANGS, max_per_lang: int = 1000) -> 
         results["behavioural"][lang] = figures["accuracy"]
         results["behavioural_benign_short"][lang] = checks["benign_short_accuracy"][lang]
     results["intervals"] = {}
-    for name in ("parallel", "parallel2"):  # sets 1 and 2: figures parallel_benign ... parallel2_toxic
-        for kind in ("benign", "toxic"):
-            results[f"{name}_{kind}"] = checks[name][f"{kind}_mean"]
-            results["intervals"][f"{name}_{kind}"] = checks[name][f"{kind}_spread_ci"]
+    for figure in PARALLEL_FIGURES:  # parallel_benign ... parallel3_toxic
+        name, kind = figure.rsplit("_", 1)
+        results[figure] = checks[name][f"{kind}_mean"]
+        results["intervals"][figure] = checks[name][f"{kind}_spread_ci"]
     romanised = run_romanised(scorer)
     results["romanised_benign"] = {lang: v for lang, v in romanised["benign_mean"].items() if lang in langs}
     results["romanised_toxic"] = {lang: v for lang, v in romanised["toxic_mean"].items() if lang in langs}

@@ -61,8 +61,8 @@ def format_auc_table(results: dict[str, dict[str, float]]) -> str:
     spreads = [float(np.ptp(list(results[c].values()))) if len(results[c]) > 1 else None for c in columns]
     lines.append(line("spread", [cell(m) for m in spreads]))
     return "\n".join(lines) + "\n(spread: max - min over the languages; of parallel_benign and parallel_toxic, the same" \
-        " sentences in every language, it is the scorer's parity; parallel2_*: a second such set, written after the" \
-        " default scorer was chosen)"
+        " sentences in every language, it is the scorer's parity; parallel2_*, parallel3_*: a second and a third such" \
+        " set, written after the default scorer was chosen)"
 
 
 def format_validation(results: dict) -> str:
