@@ -112,6 +112,9 @@ def test_card_numbers_are_the_summary(run_dir, merged):
         assert f"{100 * tuned['empty_share']:.0f} %" in cells[7]
     assert "## Training" in card and "LoRA r = 16, alpha = 32, dropout = 0.05" in card
     assert "n = 3 prompts per target" in card and "seeds: 42" in card and "by more than 5 points" in card
+    switched = [t for t in ("en", "de") if entries[("x-ft", t)]["language_flag"]]
+    language = next(line for line in card.splitlines() if line.startswith("- Language: "))
+    assert ("differs from ZS's" in language) == bool(switched) and all(t in language for t in switched)
     assert "## Citation" in card and "Breaking mBad! Supervised Fine-tuning for Cross-Lingual Detoxification" in card
     assert "eprint = {2505.16722}" in card and "Beniwal, Himanshu" in card
 

@@ -29,7 +29,7 @@ MODEL = "google/gemma-3-270m"
 SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n", "seeds",
                 "mean_toxicity", "std", "reduction_abs", "reduction_rel", "reduction_abs_std",
                 "emt", "tox_prob", "ci95", "p_value", "ppl_completion", "ppl_change",
-                "lang_fidelity", "empty_share", "new_tokens", "n_paired", "abstention_flag",
+                "lang_fidelity", "empty_share", "new_tokens", "n_paired", "abstention_flag", "language_flag",
                 "reduction_length_matched", "reduction_length_matched_std", "reduction_length_matched_ci",
                 "reduction_length_matched_p", "n_length_matched", "flags", "silent_share",
                 "reduction_same_language", "n_same_language", "reduction_same_language_std",
@@ -42,7 +42,7 @@ PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "s
                  "n_paired", "empty_share_zs", "reduction_length_matched", "n_length_matched", "flags",
                  "silent_share", "silent_share_zs", "reduction_same_language", "n_same_language",
                  "relevance", "relevance_change", "degenerate_share", "degenerate_share_zs", "letters",
-                 "reduction_silence_bounds", "degenerate_reasons"}
+                 "reduction_silence_bounds", "degenerate_reasons", "other_script_zs", "lang_fidelity_zs"}
 
 
 def info(**over) -> RunInfo:
@@ -656,6 +656,26 @@ def test_abstention_flag_needs_more_than_five_points():
     assert one(summary, "x-ft", "es", "de")["abstention_flag"] is True
     text = print_table(summary)
     assert "15% †" in text and "10% †" not in text and "abstains" in text
+
+
+def test_a_change_of_language_flags_the_cell():
+    hindi, english = "यह वाक्य हिंदी में लिखा है", "this one is written in English"
+    zs = _with_completions(rows("zs", "hi", [0.5] * 20), [hindi] * 20)
+    same = _with_completions(rows("x-ft:en", "hi", [0.4] * 20), [hindi] * 19 + [english])  # 5 %: +5 points
+    switched = _with_completions(rows("x-ft:es", "hi", [0.4] * 20), [hindi] * 10 + [english] * 10)  # 50 %
+    summary = summarize(pd.DataFrame(zs + same + switched), info())
+    assert one(summary, "x-ft", "en", "hi")["language_flag"] is False
+    assert one(summary, "x-ft", "es", "hi")["language_flag"] is True
+    assert one(summary, "zs", None, "hi")["language_flag"] is None
+    assert one(summary, "x-ft", "es", "hi", key="per_seed")["other_script_zs"] == 0.0
+    text = print_table(summary)
+    assert "50% ‡" in text and "5% ‡" not in text and "change of language" in text
+    # a language that keeps the script (es answered in English): the measured language fidelity moves instead
+    frame = pd.DataFrame(rows("zs", "es", [0.5] * 4) + rows("x-ft:en", "es", [0.3] * 4))
+    frame["lang_fidelity"] = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+    cell = one(summarize(frame, info(lang_scorer="lang-fidelity")), "x-ft", "en", "es")
+    assert cell["flags"]["other_script"] == 0.0 and cell["language_flag"] is True
+    assert "‡" not in print_table(summarize(frame.drop(columns=["lang_fidelity"]), info()))
 
 
 def test_a_cell_whose_every_completion_is_empty_has_no_toxicity():

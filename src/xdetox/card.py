@@ -221,6 +221,7 @@ def _training(train: dict, config: dict, label: str, paradigm: str) -> list[str]
 def _limits_and_licences(summary: dict, tuned: list[dict], seeds: list, spec: ModelSpec, config: dict) -> list[str]:
     ns = sorted({e["n"] for e in tuned})
     flagged = [e["target"] for e in tuned if e.get("abstention_flag")]
+    switched = [e["target"] for e in tuned if e.get("language_flag")]
     points = f"{100 * ABSTENTION_POINTS:.0f} points"
     hub_id, name = data_source(config)
     data = (f"{DATA_ID} (TextDetox 2024; Dementieva et al.), {DATA_LICENCE}." if hub_id else
@@ -234,6 +235,11 @@ def _limits_and_licences(summary: dict, tuned: list[dict], seeds: list, spec: Mo
                                 " nothing of substance (in either direction), not only how toxic its text is."
                                 if flagged else
                                 f"no target's empty, silent or degenerate share differs from ZS's by more than {points}."),
+            "- Language: " + (f"the share written in another script (or language) differs from ZS's by more than"
+                              f" {points} in {', '.join(switched)}: the reduction there partly measures a change of"
+                              " language, which a toxicity scorer can read as a change of toxicity."
+                              if switched else
+                              f"no target's share written in another script differs from ZS's by more than {points}."),
             "- Lower measured toxicity is not safety: the model can still write harmful text.", "",
             "## Licences", "", f"- Base model: {base}.", f"- Training data: {data}", ""]
 

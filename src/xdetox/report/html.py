@@ -16,7 +16,7 @@ from xdetox.report.measures import measures_projection
 from xdetox.report.method import method_notes
 from xdetox.report.results import SUMMARY_JSON, Setting, View, by_target
 from xdetox.report.stats import TOXIC_THRESHOLD
-from xdetox.report.tables import (ABSTENTION_NOTE, SIGNIFICANCE_NOTE, TABLE_HEADER, any_flagged, not_computed_note,
+from xdetox.report.tables import (SIGNIFICANCE_NOTE, TABLE_HEADER, flag_notes, not_computed_note,
                                   table_row)
 from xdetox.report.transfer import analysis_html
 from xdetox.report.values import lang_rank
@@ -94,7 +94,7 @@ def _html_model(view: View, frame: pd.DataFrame) -> list[str]:
           for r in by_target(view.results)),
         "</table>",
         f"<p><small>{_h(SIGNIFICANCE_NOTE)}</small></p>",
-        *([f'<p class="flag">{_h(ABSTENTION_NOTE)}</p>'] if any_flagged(view.results) else []),
+        *(f'<p class="flag">{_h(note)}</p>' for note in flag_notes(view.results)),
         *([f"<p><small>{_h(note)}</small></p>"] if (note := not_computed_note(view.results)) else []),
         "<h3>Example completions</h3>",
         f"<p>Model outputs are untrusted text, shown escaped and cut to {EXAMPLE_MAX_CHARS} "

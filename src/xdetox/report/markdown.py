@@ -11,7 +11,7 @@ from xdetox.report.formatting import fmt_value, lang_title
 from xdetox.report.method import method_notes
 from xdetox.report.results import REPORT_HTML, SUMMARY_JSON, View, by_target, summary_views
 from xdetox.report.stats import TOXIC_THRESHOLD
-from xdetox.report.tables import (ABSTENTION_NOTE, SIGNIFICANCE_NOTE, TABLE_HEADER, any_flagged, not_computed_note,
+from xdetox.report.tables import (SIGNIFICANCE_NOTE, TABLE_HEADER, flag_notes, not_computed_note,
                                   table_row)
 from xdetox.report.transfer import analysis_markdown
 
@@ -31,8 +31,8 @@ def markdown_page(summary: dict, frame: pd.DataFrame, views: list[View]) -> str:
         lines += [_md_row(TABLE_HEADER), "|---|---|" + "---:|" * (len(TABLE_HEADER) - 2)]
         lines += [_md_row(table_row(r)) for r in by_target(view.results)]
         lines += ["", SIGNIFICANCE_NOTE, ""]
-        if any_flagged(view.results):
-            lines += [ABSTENTION_NOTE, ""]
+        for note in flag_notes(view.results):
+            lines += [note, ""]
         if note := not_computed_note(view.results):
             lines += [note, ""]
     for analysis in (summary.get("analysis") or {}).values():

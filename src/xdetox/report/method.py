@@ -7,7 +7,7 @@ import pandas as pd
 
 from xdetox.report.formatting import fmt_kv, seed_list
 from xdetox.report.results import SUMMARY_JSON
-from xdetox.report.tables import ABSTENTION_NOTE, SIGNIFICANT_MARK
+from xdetox.report.tables import ABSTENTION_NOTE, LANGUAGE_NOTE, SIGNIFICANT_MARK
 from xdetox.report.values import lang_rank
 
 
@@ -79,7 +79,7 @@ def method_notes(summary: dict, frame: pd.DataFrame) -> list[tuple[str, str]]:
          "letters only); other script: share whose letters are mostly in another script than the "
          "target's. Both are scored by the same model, but a lexical scorer reads little in a short "
          f"text and was trained on the target's script; {SUMMARY_JSON} gives every flag's share "
-         "(`flags`, also `no_letters`)."),
+         f"(`flags`, also `no_letters`). {LANGUAGE_NOTE}"),
         ("Scorer validation", _validation_phrase(summary, frame)),
         ("Decoding", fmt_kv(run.get("decode") or {})),
         ("LoRA / training", (f"{fmt_kv(run.get('lora') or {})}; {run.get('epochs')} epoch(s); "

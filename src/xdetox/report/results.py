@@ -159,6 +159,8 @@ class SeedResult:
     # the reduction over the prompts where ZS wrote text, with the setting's silent completions counted as
     # unchanged from ZS (low) and as non-toxic (high)
     reduction_silence_bounds: tuple[float, float] | None = None
+    other_script_zs: float | None = None  # ZS's other_script share (scored completions), same seed, target, split
+    lang_fidelity_zs: float | None = None  # ZS's, same seed, target and split
 
     def to_dict(self) -> dict:
         return _flatten(self)
@@ -187,6 +189,9 @@ class CellResult:
     new_tokens: float | None = None  # mean over seeds
     n_paired: int | None = None  # prompts paired with ZS in the CI (both wrote something in some seed)
     abstention_flag: bool | None = None  # empty, silent or degenerate share differs from ZS's by > ABSTENTION_POINTS
+    # the share written in another script (or, where measured, not in the target language) differs from ZS's by
+    # more than ABSTENTION_POINTS: the reduction partly measures a change of language
+    language_flag: bool | None = None
     reduction_length_matched: float | None = None  # mean over seeds
     reduction_length_matched_std: float | None = None
     reduction_length_matched_ci: tuple[float, float] | None = None  # paired bootstrap, prompts as the unit
@@ -232,6 +237,11 @@ class CellResult:
         red_abs = [r.reduction_abs for r in per_seed if r.reduction_abs is not None]
         red_rel = [r.reduction_rel for r in per_seed if r.reduction_rel is not None]
         same = [r.reduction_same_language for r in per_seed if r.reduction_same_language is not None]
+        languages = [(mean_or_none([r.flags["other_script"] for r in per_seed if r.flags]),
+                      mean_or_none([r.other_script_zs for r in per_seed if r.other_script_zs is not None])),
+                     (mean_or_none([r.lang_fidelity for r in per_seed if r.lang_fidelity is not None]),
+                      mean_or_none([r.lang_fidelity_zs for r in per_seed if r.lang_fidelity_zs is not None]))]
+        languages = [(ours, base) for ours, base in languages if ours is not None and base is not None]
         return cls(
             cell=cell,
             n=max(r.n for r in per_seed),
@@ -251,6 +261,8 @@ class CellResult:
                                       and abs(ours - base) > ABSTENTION_POINTS + 1e-12
                                       for ours, base in ((empty, empty_zs), (silent, silent_zs),
                                                          (degenerate, degenerate_zs)))),
+            language_flag=(None if cell.setting.is_zs or not languages
+                           else any(abs(ours - base) > ABSTENTION_POINTS + 1e-12 for ours, base in languages)),
             silent_share=silent,
             reduction_length_matched=mean_or_none(matched),
             reduction_length_matched_std=std_or_none(matched),

@@ -175,6 +175,9 @@ def _per_seed(groups: dict[GroupKey, pd.DataFrame]) -> list[SeedResult]:
             degenerate_share_zs=None if zs is None else float(zs["_degenerate"].mean()),
             letters=float(group["_letters"].mean()),
             reduction_silence_bounds=_silence_bounds(group, zs_scored),
+            other_script_zs=(None if zs_scored is None or zs_scored.empty
+                             else float(zs_scored["_other_script"].mean())),
+            lang_fidelity_zs=None if zs is None else _mean_of(zs, "lang_fidelity"),
         ))
     return results
 

@@ -33,6 +33,13 @@ ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions,
                    "often than the base model, so its reduction partly measures that (a base model that repeats its "
                    "toxic prompt is 'repetitive': summary.json's degenerate_reasons says which); read the silence "
                    "bounds and the length-matched reduction beside it.")
+LANGUAGE_MARK = "‡"
+LANGUAGE_NOTE = (f"{LANGUAGE_MARK} the setting's share of completions written in another script than the target's "
+                 "(or, where lang-fidelity measured it, not in the target language) differs from ZS's by more than "
+                 f"{100 * ABSTENTION_POINTS:.0f} points: its reduction partly measures that change of language, which "
+                 "a toxicity scorer can read as a change of toxicity by itself (the default scorer reads a benign "
+                 "English sentence 0.05–0.10 lower than the same sentence in the other languages); read the "
+                 "same-language reduction beside it where it was measured.")
 NOT_COMPUTED = "n/c"
 """A table cell's value that could not be computed from the data (a cell's ``not_computed`` says why)."""
 
@@ -106,6 +113,7 @@ def table_row(r: CellResult) -> tuple[str, ...]:
              (fmt_ci(r.ci95) + (" (prompts)" if r.ci_unit == "prompts" else ""), fmt_p(r.p_value)))
     lm_ci, lm_p = ((NOT_COMPUTED, NOT_COMPUTED) if "reduction_length_matched_ci" in missing else
                    (fmt_ci(r.reduction_length_matched_ci), fmt_p(r.reduction_length_matched_p)))
+    language = f" {LANGUAGE_MARK}" if r.language_flag else ""
     return (
         r.cell.target, r.cell.setting.name, str(r.n), str(len(r.seeds)),
         fmt_pm(r.mean_toxicity, r.std), fmt_pm(r.reduction_abs, r.reduction_abs_std, signed=True),
@@ -115,7 +123,7 @@ def table_row(r: CellResult) -> tuple[str, ...]:
         fmt_pm(r.reduction_length_matched, r.reduction_length_matched_std, signed=True),
         lm_ci, lm_p,
         "-" if r.ppl_completion is None else f"{r.ppl_completion:.1f}", fmt_pct(r.ppl_change),
-        "-" if r.lang_fidelity is None else f"{100 * r.lang_fidelity:.0f}%",
+        "-" if r.lang_fidelity is None else f"{100 * r.lang_fidelity:.0f}%" + language,
         ("-" if r.reduction_same_language is None
          else f"{fmt_value(r.reduction_same_language, signed=True)}"
               + (f" [{NOT_COMPUTED}]" if "reduction_same_language_ci" in missing
@@ -126,7 +134,8 @@ def table_row(r: CellResult) -> tuple[str, ...]:
         empty + (f" {ABSTENTION_MARK}" if r.abstention_flag else ""),
         "-" if r.new_tokens is None else f"{r.new_tokens:.1f}",
         "-" if r.letters is None else f"{r.letters:.0f}",
-        *("-" if not r.flags else f"{100 * r.flags[flag]:.0f}%" for flag in ("short", "other_script")),
+        "-" if not r.flags else f"{100 * r.flags['short']:.0f}%",
+        "-" if not r.flags else f"{100 * r.flags['other_script']:.0f}%" + language,
         "-" if r.silent_share is None else f"{100 * r.silent_share:.0f}%",
         "-" if r.degenerate_share is None else f"{100 * r.degenerate_share:.0f}%",
     )
@@ -134,6 +143,13 @@ def table_row(r: CellResult) -> tuple[str, ...]:
 
 def any_flagged(results: Iterable[CellResult]) -> bool:
     return any(r.abstention_flag for r in results)
+
+
+def flag_notes(results: Iterable[CellResult]) -> list[str]:
+    """The notes of the marks some of ``results`` carry: abstention (†), a change of language (‡)."""
+    results = list(results)
+    return ([ABSTENTION_NOTE] if any_flagged(results) else []) + \
+        ([LANGUAGE_NOTE] if any(r.language_flag for r in results) else [])
 
 
 def print_table(summary: dict) -> str:
@@ -158,8 +174,7 @@ def print_table(summary: dict) -> str:
             out.append(f"Not measured in this run: {', '.join(hidden)} (their scorers: {MEASURE_SCORERS}).")
         if any(r.q_value is not None and r.q_value < 0.05 for r in view.results):
             out.append(SIGNIFICANCE_NOTE)
-        if any_flagged(view.results):
-            out.append(ABSTENTION_NOTE)
+        out.extend(flag_notes(view.results))
         if note := not_computed_note(view.results):
             out.append(note)
     return "\n".join(out) if out else "(no results)"
