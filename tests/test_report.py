@@ -376,7 +376,7 @@ def test_print_table_mean_and_std():
     # measures without their scorer are left out of the printed table, and the table says so
     assert "ppl" not in lines[1] and "relevance" not in lines[1] and "in target lang" not in lines[1]
     assert ("Not measured in this run: ppl, ppl vs ZS, in target lang, same-lang [95% CI] (n), relevance (vs ZS)"
-            in text)
+            " (their scorers: ppl:<model>, lang-fidelity, relevance:<model>)." in text)
 
 
 def test_print_table_several_models():

@@ -93,7 +93,8 @@ def test_scores_of_a_scorer_whose_name_says_all_are_reused_as_a_resumed_run_keep
 
     first = copy_run(tiny_run_dir, tmp_path / "first")  # what `_run(tmp_path, tiny_model_dir, "first")` makes
     with sqlite3.connect(first / grid.STORE_FILE) as conn:  # as a run with the lang-fidelity scorer writes them
-        conn.execute("INSERT INTO scores SELECT eval_key, prompt_id, sample, 'lang-fidelity', 1.0 FROM completions")
+        conn.execute("INSERT OR REPLACE INTO scores"
+                     " SELECT eval_key, prompt_id, sample, 'lang-fidelity', 1.0 FROM completions")
         conn.execute("DELETE FROM meta WHERE key = 'scorer_identity:lang-fidelity'")
         n = conn.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
         train_keys = [r[0] for r in conn.execute("SELECT key FROM train_settings")]

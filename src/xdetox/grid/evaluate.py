@@ -27,7 +27,7 @@ from xdetox import data as data_mod
 from xdetox.errors import XdetoxInputError
 from xdetox.given import resolve_given
 from xdetox.grid.config import GridConfig
-from xdetox.grid.options import RunOptions, refuse_unknown_options
+from xdetox.grid.options import RunOptions, refuse_unknown_options, run_scorers
 from xdetox.specs import DTYPES, DecodeSpec, ModelSpec, TrainSpec
 
 
@@ -107,7 +107,7 @@ class EvalOptions:
         return GridConfig(
             name="eval", models=(baseline or given.model,), paradigms=("zs", "eval") if baseline else ("eval",),
             targets=data_mod.parse_langs(self.targets), splits=(self.split,), limit=self.limit, seeds=(self.seed,),
-            scorers=(self.scorer,), train=TrainSpec(seed=self.seed), decode=decode,
+            scorers=run_scorers(self.scorer), train=TrainSpec(seed=self.seed), decode=decode,
             data_path=data_mod.data_ref(self.data) if self.data else None, measure_references=False,
             text_normalisation=self.text_normalisation, evaluate=given,
         )

@@ -30,6 +30,15 @@ beside ``quick`` they are refused (``refuse_with_quick``). A quick run also skip
 (``GridConfig.measure_references``) and is named ``quick``, in ``QUICK_OUT`` unless told otherwise."""
 QUICK_OUT = "runs/quick"
 """A quick run's directory by default: not the default run's ``runs/<timestamp>``; run again, it resumes."""
+RUN_MEASURES = ("lang-fidelity",)
+"""What ``xdetox run`` and ``xdetox eval`` measure beside their toxicity scorer: the share of completions written
+in the target language (seconds for a default run), so a report gives the same-language reduction beside the raw
+one — a tuned model often answers in another language than the base model does."""
+
+
+def run_scorers(scorer: str) -> tuple[str, ...]:
+    """The scorers of an ``xdetox run`` or ``xdetox eval``: its toxicity scorer, then ``RUN_MEASURES``."""
+    return tuple(dict.fromkeys((scorer, *RUN_MEASURES)))
 
 
 def refuse_unknown_options(cls: type, options: Mapping[str, object], command: str) -> None:
@@ -142,7 +151,7 @@ class RunOptions:
             models=(ModelSpec(name=self.model, dtype=self.dtype, trust_remote_code=self.trust_remote_code),),
             paradigms=("x-ft",) if self.no_zs else ("zs", "x-ft"),
             sources=(self.source,), targets=data_mod.parse_langs(self.targets), splits=(self.split,),
-            limit=self.limit, seeds=(self.seed,), scorers=(self.scorer,), train=train, decode=decode,
+            limit=self.limit, seeds=(self.seed,), scorers=run_scorers(self.scorer), train=train, decode=decode,
             data_path=data_mod.data_ref(self.data) if self.data else None,
             text_normalisation=self.text_normalisation,
             measure_references=not self.quick,  # a quick run skips them (minutes of a default run's time)

@@ -18,10 +18,11 @@ TABLE_HEADER: tuple[str, ...] = (
     "in target lang", "same-lang [95% CI] (n)", "relevance (vs ZS)", "empty", "new tokens", "letters", "short", "other script", "silent",
     "degenerate",
 )
-# Columns that exist only when the run has their scorer; a printed table leaves them out when empty.
-MEASURE_COLUMNS: tuple[int, ...] = tuple(TABLE_HEADER.index(c) for c in (
-    "ppl", "ppl vs ZS", "in target lang", "same-lang [95% CI] (n)", "relevance (vs ZS)"))
-MEASURE_SCORERS = "ppl:<model>, lang-fidelity, relevance:<model>"
+MEASURE_SCORERS = {"ppl": "ppl:<model>", "ppl vs ZS": "ppl:<model>", "in target lang": "lang-fidelity",
+                   "same-lang [95% CI] (n)": "lang-fidelity", "relevance (vs ZS)": "relevance:<model>"}
+"""The columns that exist only when the run has their scorer, and that scorer (a printed table leaves them out
+when empty and names the scorers that would fill them)."""
+MEASURE_COLUMNS: tuple[int, ...] = tuple(TABLE_HEADER.index(c) for c in MEASURE_SCORERS)
 ABSTENTION_MARK = "†"
 SIGNIFICANT_MARK = "*"
 SIGNIFICANCE_NOTE = (f"{SIGNIFICANT_MARK} q < 0.05: the reduction is significant after Benjamini–Hochberg correction "
@@ -171,7 +172,8 @@ def print_table(summary: dict) -> str:
             for row in rows
         )
         if hidden := [TABLE_HEADER[i] for i in MEASURE_COLUMNS if i not in shown]:
-            out.append(f"Not measured in this run: {', '.join(hidden)} (their scorers: {MEASURE_SCORERS}).")
+            scorers = ", ".join(dict.fromkeys(MEASURE_SCORERS[c] for c in hidden))
+            out.append(f"Not measured in this run: {', '.join(hidden)} (their scorers: {scorers}).")
         if any(r.q_value is not None and r.q_value < 0.05 for r in view.results):
             out.append(SIGNIFICANCE_NOTE)
         out.extend(flag_notes(view.results))
