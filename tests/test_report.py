@@ -35,7 +35,7 @@ SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n"
                 "reduction_same_language", "n_same_language", "reduction_same_language_std",
                 "reduction_same_language_ci", "reduction_same_language_p", "relevance", "relevance_change",
                 "degenerate_share", "letters", "reduction_silence_bounds", "ci_unit", "q_value", "degenerate_reasons",
-                "not_computed"}
+                "not_computed", "reduction_same_language_q"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
                  "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
                  "ppl_completion", "ppl_change", "lang_fidelity", "empty_share", "new_tokens",
@@ -142,7 +142,7 @@ def one(summary, *args, **kwargs):
 def test_summary_shape_and_order():
     summary = summarize(frame(), info())
     assert set(summary) == {"model", "scorer", "seeds", "run", "training", "settings", "per_seed", "measures",
-                            "analysis", "text_normalisation", "q_family"}
+                            "analysis", "text_normalisation", "q_family", "q_family_same_language"}
     assert summary["measures"] == []  # no reference measures given
     assert summary["model"] == MODEL
     assert summary["scorer"] == "toxclf-v1"
@@ -810,6 +810,28 @@ def test_same_language_interval_is_the_seed_level_test_of_the_in_language_prompt
     assert ft["reduction_same_language_ci"] == pytest.approx([expected.ci_low, expected.ci_high], abs=1e-4)
     assert ft["reduction_same_language_p"] == pytest.approx(expected.p_value, abs=1e-4)
     assert ft["n_same_language"] == 5  # 3 + 2 prompts, summed over seeds
+
+
+def test_same_language_reductions_get_their_own_q_values_and_star():
+    from scipy.stats import false_discovery_control
+
+    noise = [0.1 if i % 2 else -0.1 for i in range(20)]  # the per-prompt differences vary around the drop
+    data = []
+    for source, drop in (("en", 0.4), ("es", 0.02), ("de", 0.3)):
+        data += rows(f"x-ft:{source}", "de", [0.5 - drop + e for e in noise])
+    frame = pd.DataFrame(rows("zs", "de", [0.5] * 20) + data)
+    frame["lang_fidelity"] = 1.0
+    summary = summarize(frame, info(lang_scorer="lang-fidelity"))
+    tuned = [c for c in summary["settings"] if c["paradigm"] != "zs"]
+    expected = false_discovery_control([c["reduction_same_language_p"] for c in tuned])
+    assert [c["reduction_same_language_q"] for c in tuned] == pytest.approx(list(expected), abs=1e-5)
+    assert "all 3 tuned cells with one" in summary["q_family_same_language"]
+    assert one(summary, "zs", None, "de")["reduction_same_language_q"] is None
+    text = print_table(summary)
+    assert re.search(r"\+0\.400 \[[^]]+\] \* \(20\)", text), text  # the same-lang column's star
+    assert re.search(r"\+0\.020 \[[^]]+\] \(20\)", text), text  # es: not significant, no star
+    assert "q_family_same_language" in text
+    assert summarize(frame.drop(columns=["lang_fidelity"]), info())["q_family_same_language"] is None
 
 
 # --------------------------------------------------------------------------- degeneracy, silence bounds, q

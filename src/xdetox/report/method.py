@@ -114,7 +114,9 @@ def _significance_phrase(summary: dict) -> str:
             "pivot that keeps the seed term's few degrees of freedom, p from the equivalent t test (p < 0.05 "
             "exactly when the interval excludes 0); simulated coverage 95.4–95.8 % at 3 seeds and 100 prompts "
             f"(python -m xdetox.report.simulate). Here the interval covers {covers}. q: Benjamini–Hochberg over "
-            f"{summary.get('q_family') or 'the summary’s p-values'}; {SIGNIFICANT_MARK} marks q < 0.05.")
+            f"{summary.get('q_family') or 'the summary’s p-values'}"
+            + (f" (same-language reductions: over {family})" if (family := summary.get("q_family_same_language"))
+               else "") + f"; {SIGNIFICANT_MARK} marks q < 0.05.")
 
 
 def _text_phrase(summary: dict) -> str:

@@ -212,6 +212,7 @@ class CellResult:
     reduction_silence_bounds: tuple[float, float] | None = None  # mean over seeds of each bound
     ci_unit: str | None = None  # "seeds": ci95 and p include training-seed variance; "prompts": sampling only
     q_value: float | None = None  # Benjamini–Hochberg over the summary's family of p-values (summary["q_family"])
+    reduction_same_language_q: float | None = None  # the same over every same-language p (q_family_same_language)
     not_computed: dict[str, str] | None = None  # field -> why it is None although the cell has a ZS (one prompt)
 
     @classmethod

@@ -67,7 +67,8 @@ def summarize(completions: pd.DataFrame, info: RunInfo, measures: pd.DataFrame |
     seeds (``settings``).  ``ci95`` ([low, high]) and ``p_value`` (``settings`` only;
     None for ZS and without a common prompt) come from ``seed_level_test`` on the per-seed,
     per-prompt differences (a prompt's value is its mean toxicity over samples); ``q_value``
-    adjusts every tuned cell's ``p_value`` (Benjamini–Hochberg), the family named in ``q_family``.
+    adjusts every tuned cell's ``p_value`` (Benjamini–Hochberg), the family named in ``q_family``;
+    ``reduction_same_language_q`` the same for ``reduction_same_language_p`` (``q_family_same_language``).
     """
     summary = full_summary(prepare_frame(completions, info), info, measures)
     summary.pop("_projections", None)
@@ -103,13 +104,14 @@ def _summarize(frame: pd.DataFrame, info: RunInfo) -> dict:
                                    None if same_language is None
                                    else _paired_test(same_language, cell, [r.seed for r in results]))
              for cell, results in by_cell.items()]
-    cells, family = _with_q_values(cells, info.scorer)
+    cells, family, family_same = _with_q_values(cells, info.scorer)
     return jsonable({
         "model": info.model,
         "scorer": info.scorer,
         "seeds": sorted({r.seed for r in per_seed}),
         "text_normalisation": info.text_normalisation,
         "q_family": family,
+        "q_family_same_language": family_same,
         "run": info.to_dict(),
         "training": list(info.training),
         "settings": [c.to_dict() for c in cells],
@@ -117,13 +119,19 @@ def _summarize(frame: pd.DataFrame, info: RunInfo) -> dict:
     })
 
 
-def _with_q_values(cells: list[CellResult], scorer: str) -> tuple[list[CellResult], str]:
-    """The cells with ``q_value`` (Benjamini–Hochberg over every tuned cell's ``p_value``), and the family in words."""
+def _with_q_values(cells: list[CellResult], scorer: str) -> tuple[list[CellResult], str, str | None]:
+    """The cells with ``q_value`` (Benjamini–Hochberg over every tuned cell's ``p_value``) and
+    ``reduction_same_language_q`` (the same over every ``reduction_same_language_p``), and both families in words
+    (the second None without same-language tests)."""
     q = q_values([c.p_value for c in cells])
-    tested = sum(value is not None for value in q)
+    q_same = q_values([c.reduction_same_language_p for c in cells])
+    tested, tested_same = (sum(value is not None for value in values) for values in (q, q_same))
     family = (f"the reduction_abs p-values of all {tested} tuned cells (every model, setting, target and prompt set) "
               f"of this summary under {scorer}")
-    return [replace(c, q_value=value) for c, value in zip(cells, q)], family
+    family_same = (f"the reduction_same_language p-values of all {tested_same} tuned cells with one, under {scorer}"
+                   if tested_same else None)
+    return ([replace(c, q_value=value, reduction_same_language_q=same) for c, value, same in zip(cells, q, q_same)],
+            family, family_same)
 
 
 def _cell_order(info: RunInfo) -> Callable[[Cell], tuple]:

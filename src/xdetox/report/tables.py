@@ -26,7 +26,8 @@ MEASURE_COLUMNS: tuple[int, ...] = tuple(TABLE_HEADER.index(c) for c in MEASURE_
 ABSTENTION_MARK = "†"
 SIGNIFICANT_MARK = "*"
 SIGNIFICANCE_NOTE = (f"{SIGNIFICANT_MARK} q < 0.05: the reduction is significant after Benjamini–Hochberg correction "
-                     "over the family summary.json's q_family names.")
+                     "over the family summary.json's q_family names (in the same-lang column: over "
+                     "q_family_same_language).")
 ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions, of completions without a "
                    f"letter (punctuation or digits only: 'silent'), or of degenerate ones (mostly letterless, or "
                    f"dominated by repeated n-grams) differs from ZS's by more than "
@@ -119,7 +120,7 @@ def table_row(r: CellResult) -> tuple[str, ...]:
         r.cell.target, r.cell.setting.name, str(r.n), str(len(r.seeds)),
         fmt_pm(r.mean_toxicity, r.std), fmt_pm(r.reduction_abs, r.reduction_abs_std, signed=True),
         fmt_pct(r.reduction_rel), ci, p,
-        fmt_p(r.q_value) + (f" {SIGNIFICANT_MARK}" if r.q_value is not None and r.q_value < 0.05 else ""),
+        fmt_p(r.q_value) + (f" {SIGNIFICANT_MARK}" if _significant(r.q_value) else ""),
         fmt_ci(r.reduction_silence_bounds),
         fmt_pm(r.reduction_length_matched, r.reduction_length_matched_std, signed=True),
         lm_ci, lm_p,
@@ -129,6 +130,7 @@ def table_row(r: CellResult) -> tuple[str, ...]:
          else f"{fmt_value(r.reduction_same_language, signed=True)}"
               + (f" [{NOT_COMPUTED}]" if "reduction_same_language_ci" in missing
                  else "" if r.reduction_same_language_ci is None else f" {fmt_ci(r.reduction_same_language_ci)}")
+              + (f" {SIGNIFICANT_MARK}" if _significant(r.reduction_same_language_q) else "")
               + f" ({r.n_same_language})"),
         ("-" if r.relevance is None else f"{r.relevance:.2f}"
          + ("" if r.relevance_change is None else f" ({fmt_value(r.relevance_change, signed=True)})")),
@@ -140,6 +142,10 @@ def table_row(r: CellResult) -> tuple[str, ...]:
         "-" if r.silent_share is None else f"{100 * r.silent_share:.0f}%",
         "-" if r.degenerate_share is None else f"{100 * r.degenerate_share:.0f}%",
     )
+
+
+def _significant(q: float | None) -> bool:
+    return q is not None and q < 0.05
 
 
 def any_flagged(results: Iterable[CellResult]) -> bool:
@@ -174,7 +180,7 @@ def print_table(summary: dict) -> str:
         if hidden := [TABLE_HEADER[i] for i in MEASURE_COLUMNS if i not in shown]:
             scorers = ", ".join(dict.fromkeys(MEASURE_SCORERS[c] for c in hidden))
             out.append(f"Not measured in this run: {', '.join(hidden)} (their scorers: {scorers}).")
-        if any(r.q_value is not None and r.q_value < 0.05 for r in view.results):
+        if any(_significant(r.q_value) or _significant(r.reduction_same_language_q) for r in view.results):
             out.append(SIGNIFICANCE_NOTE)
         out.extend(flag_notes(view.results))
         if note := not_computed_note(view.results):
