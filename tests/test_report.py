@@ -678,6 +678,18 @@ def test_a_change_of_language_flags_the_cell():
     assert "‡" not in print_table(summarize(frame.drop(columns=["lang_fidelity"]), info()))
 
 
+def test_a_run_with_lang_fidelity_draws_the_same_language_heatmap_too(tmp_path):
+    frame = pd.DataFrame(rows("zs", "es", [0.5] * 4) + rows("x-ft:en", "es", [0.3] * 4))
+    frame["lang_fidelity"] = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+    write_report(tmp_path, frame, info(lang_scorer="lang-fidelity"))
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    alts = re.findall(r'<img class="heatmap" alt="([^"]+)"', page)
+    assert alts == ["X-FT toxicity reduction heatmap",
+                    "X-FT toxicity reduction heatmap, over the prompts both answered in the target language"]
+    write_report(tmp_path / "without", frame.drop(columns=["lang_fidelity"]), info())
+    assert len(re.findall(r'<img class="heatmap"', (tmp_path / "without" / "report.html").read_text())) == 1
+
+
 def test_a_cell_whose_every_completion_is_empty_has_no_toxicity():
     zs = rows("zs", "de", [0.8, 0.6])
     ft = _with_completions(rows("x-ft:en", "de", [0.19, 0.19]), ["", ""])

@@ -52,10 +52,14 @@ def zs_bars(view: View) -> str:
     return _png_data_uri(fig)
 
 
-def heatmap(view: View, paradigm: str) -> str:
+SAME_LANGUAGE_TITLE = "over the prompts both answered in the target language"
+
+
+def heatmap(view: View, paradigm: str, field: str = "reduction_abs") -> str:
+    """The paradigm's settings × targets, each cell's ``field`` (``reduction_abs``, or ``reduction_same_language``)."""
     import seaborn as sns
 
-    matrix = view_matrix(view, paradigm)
+    matrix = view_matrix(view, paradigm, field)
     rows, cols = matrix.shape
     fig, ax = _figure(max(6.0, 1.0 + 0.9 * cols), max(3.2, 1.6 + 0.5 * rows))
     label = PARADIGM_LABELS.get(paradigm, paradigm.upper())
@@ -66,7 +70,7 @@ def heatmap(view: View, paradigm: str) -> str:
             sns.heatmap(
                 matrix, ax=ax, cmap="RdBu", center=0.0, vmin=-limit, vmax=limit,
                 annot=True, fmt=".3f", linewidths=0.5, linecolor="white",
-                cbar_kws={"label": "reduction_abs (positive = less toxic)"},
+                cbar_kws={"label": f"{field} (positive = less toxic)"},
             )
         ax.set_xlabel("target (evaluated on)")
         ax.set_ylabel(matrix.index.name)
@@ -74,7 +78,8 @@ def heatmap(view: View, paradigm: str) -> str:
     else:
         ax.axis("off")
         ax.text(0.5, 0.5, f"no {label} results to compare with ZS", ha="center", va="center")
-    ax.set_title(_title(f"Toxicity reduction ZS − {label}", view), fontsize=9)
+    what = f"Toxicity reduction ZS − {label}" + (f", {SAME_LANGUAGE_TITLE}" if field == "reduction_same_language" else "")
+    ax.set_title(_title(what, view), fontsize=9)
     return _png_data_uri(fig)
 
 

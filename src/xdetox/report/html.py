@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from xdetox.report.examples import EXAMPLE_MAX_CHARS, pick_examples
-from xdetox.report.figures import heatmap, pft_curve, projection_plot, zs_bars
+from xdetox.report.figures import SAME_LANGUAGE_TITLE, heatmap, pft_curve, projection_plot, zs_bars
 from xdetox.report.formatting import fmt_pct, fmt_value, lang_title, seed_list
 from xdetox.report.measures import measures_projection
 from xdetox.report.method import method_notes
@@ -81,6 +81,9 @@ def _html_model(view: View, frame: pd.DataFrame) -> list[str]:
             label = PARADIGM_LABELS.get(paradigm, paradigm.upper())
             figures.append(("heatmap", f"{label} toxicity reduction heatmap",
                             heatmap(view, paradigm)))
+            if any(r.reduction_same_language is not None for r in view.of(paradigm)):
+                figures.append(("heatmap", f"{label} toxicity reduction heatmap, {SAME_LANGUAGE_TITLE}",
+                                heatmap(view, paradigm, "reduction_same_language")))
     if view.of("p-ft"):
         figures.append(("pft-curve", "P-FT reduction by percent", pft_curve(view)))
     for css, alt, uri in figures:
