@@ -56,10 +56,12 @@ SAME_LANGUAGE_TITLE = "over the prompts both answered in the target language"
 
 
 def heatmap(view: View, paradigm: str, field: str = "reduction_abs") -> str:
-    """The paradigm's settings × targets, each cell's ``field`` (``reduction_abs``, or ``reduction_same_language``)."""
+    """The paradigm's settings × targets, each cell's ``field`` (``reduction_abs``, or ``reduction_same_language``
+    with the number of prompt pairs under each value: a cell that rests on a few pairs says so)."""
     import seaborn as sns
 
     matrix = view_matrix(view, paradigm, field)
+    same_language = field == "reduction_same_language"
     rows, cols = matrix.shape
     fig, ax = _figure(max(6.0, 1.0 + 0.9 * cols), max(3.2, 1.6 + 0.5 * rows))
     label = PARADIGM_LABELS.get(paradigm, paradigm.upper())
@@ -70,15 +72,20 @@ def heatmap(view: View, paradigm: str, field: str = "reduction_abs") -> str:
             sns.heatmap(
                 matrix, ax=ax, cmap="RdBu", center=0.0, vmin=-limit, vmax=limit,
                 annot=True, fmt=".3f", linewidths=0.5, linecolor="white",
-                cbar_kws={"label": f"{field} (positive = less toxic)"},
+                cbar_kws={"label": f"{'same-language reduction' if same_language else field} (positive = less toxic)"},
             )
+        if same_language:  # under each value, the prompt pairs it rests on (seaborn keeps each text's colour)
+            pairs = view_matrix(view, paradigm, "n_same_language")
+            for text in ax.texts:
+                x, y = text.get_position()
+                text.set_text(f"{text.get_text()}\n({pairs.iloc[int(y), int(x)]:.0f})")
         ax.set_xlabel("target (evaluated on)")
         ax.set_ylabel(matrix.index.name)
         ax.tick_params(axis="y", rotation=0)
     else:
         ax.axis("off")
         ax.text(0.5, 0.5, f"no {label} results to compare with ZS", ha="center", va="center")
-    what = f"Toxicity reduction ZS − {label}" + (f", {SAME_LANGUAGE_TITLE}" if field == "reduction_same_language" else "")
+    what = f"Toxicity reduction ZS − {label}" + (f", {SAME_LANGUAGE_TITLE}" if same_language else "")
     ax.set_title(_title(what, view), fontsize=9)
     return _png_data_uri(fig)
 
