@@ -26,7 +26,7 @@ from xdetox._io import quiet_libraries
 from xdetox.data import parse_langs
 from xdetox.errors import ServiceUnavailable, XdetoxInputError, no_space
 from xdetox.grid import EvalOptions, GridConfig, RunOptions, load_config, make_plan, plan_table
-from xdetox.grid.options import QUICK_OUT, refuse_with_quick
+from xdetox.grid.options import QUICK_OUT, QUICK_RUN, refuse_with_quick
 from xdetox.grid.run import report_run, run_config
 from xdetox.hygiene import TEXT_NORMALISATIONS
 from xdetox.scorers.base import DEFAULT_TOXICITY_SCORER
@@ -56,10 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="ZS vs X-FT toxicity on every target language")
     o = RunOptions  # the defaults of xdetox run's options, shared with xdetox.run(**options)
     run.add_argument("--quick", action="store_true",
-                     help="a first run of minutes: --targets en,de --limit 20 --scorer offline (the fast lexical"
-                          " scorer) --epochs 1, without the reference measures (test_neutral perplexity and"
-                          f" embeddings), in {QUICK_OUT} unless --out; those four flags are refused beside it,"
-                          " every other flag applies as usual")
+                     help="a first run of minutes: " + " ".join(f"--{k} {v}" for k, v in QUICK_RUN.items())
+                          + ", without the reference measures (test_neutral perplexity and embeddings), in"
+                          f" {QUICK_OUT} unless --out; those four flags are refused beside it, every other flag applies")
     run.add_argument("--model", default=o.model, help=f"'{o.model}' (default), an HF model id or a local directory")
     run.add_argument("--data", default=o.data, help="JSONL/CSV/Parquet file, datasets directory or hub dataset id"
                                                    " with lang,toxic,neutral[,id,split] (default: bundled corpus)")
@@ -98,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-remote-code", action="store_true",
                      help="let transformers run the model repository's own code (off by default)")
     run.add_argument("--scorer", default=o.scorer, action=_Given,
-                     help=f"toxicity scorer (default {o.scorer}; see xdetox score --help for the others)")
+                     help=f"toxicity scorer (default {o.scorer}; see xdetox score --help for the others); "
+                          "lang-fidelity is scored beside it")
     run.add_argument("--no-zs", action="store_true", help="skip the zero-shot baseline")
     run.add_argument("--out", default=None, help=f"run directory (default runs/<timestamp>; {QUICK_OUT} with --quick);"
                                                 " an existing run resumes")
