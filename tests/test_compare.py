@@ -22,11 +22,14 @@ import xdetox
 from xdetox.cli import main
 from xdetox.compare import PER_DIFF, PER_RUN, compare_runs, run_labels, zs_difference
 from xdetox.errors import XdetoxInputError
+from xdetox.report.results import ONE_PROMPT
 from xdetox.report.stats import seed_level_test
 
-TINY = {"source": "en", "targets": ("en", "de"), "limit": 2, "epochs": 1, "max_new_tokens": 4, "scorer": "offline",
+TINY = {"source": "en", "targets": ("en", "de"), "limit": 4, "epochs": 1, "max_new_tokens": 4, "scorer": "offline",
         "train_batch_size": 16}
-"""The tiny run of tests/test_api.py, with fewer optimizer steps (16 sequences each)."""
+"""The tiny run of tests/test_api.py, with fewer optimizer steps (16 sequences each) and four prompts a target:
+the tiny model's random bytes now and then hold no letter (a silent completion, left out of the pairs), and how
+often depends on the CPU's arithmetic; the tests below read a cell left with one pair as the code must."""
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "compare.md"
 
 
@@ -77,23 +80,39 @@ def test_shared_zs_gives_the_paired_difference_and_its_seed_level_interval(runs)
         for run, label in ((base, "base"), (lr, "lr")):
             cell = xft(run.settings(), target)
             for field in PER_RUN:
-                assert row[f"{label}.{field}"] == pytest.approx(cell[field]), (label, field)
+                assert row[f"{label}.{field}"] == pytest.approx(cell[field], nan_ok=True), (label, field)
         # by hand: per prompt, the toxicity of base's X-FT minus lr's (ZS is shared, so this is the
         # difference of the reductions), through the report's seed-level test
         frames = [f[f["target"] == target] for f in (base.completions(), lr.completions())]
         zs_means = frames[0].query("paradigm == 'zs'").groupby("prompt_id")["toxicity"].mean().dropna()
         means = [f.query("paradigm == 'x-ft'").groupby("prompt_id")["toxicity"].mean().dropna() for f in frames]
         common = zs_means.index.intersection(means[0].index).intersection(means[1].index)  # all three wrote text
+        if zs_means.empty or any(m.empty for m in means):  # ZS or a tuned model wrote nothing: no reduction
+            assert row["lr.diff_note"].startswith("no reduction in") and pd.isna(row["lr.diff"])
+            continue
+        reductions = xft(lr.settings(), target)["reduction_abs"] - xft(base.settings(), target)["reduction_abs"]
+        if common.empty:
+            assert row["lr.diff_note"] == "no CI: no prompt where ZS and both settings wrote text"
+            assert row["lr.diff"] == pytest.approx(reductions)
+            continue
         test = seed_level_test({42: (means[0][common] - means[1][common]).to_dict()})
         assert row["lr.diff"] == test.reduction
+        if test.n < 2:  # one pair left: no interval, and the note says why
+            assert all(pd.isna(row[f"lr.{f}"]) for f in ("diff_ci95_low", "diff_ci95_high", "diff_p_value"))
+            assert row["lr.diff_note"] == f"no CI: {ONE_PROMPT}"
+            continue
         assert (row["lr.diff_ci95_low"], row["lr.diff_ci95_high"]) == (test.ci_low, test.ci_high)
         assert row["lr.diff_p_value"] == test.p_value and row["lr.diff_ci_unit"] == test.unit == "prompts"
-        reductions = xft(lr.settings(), target)["reduction_abs"] - xft(base.settings(), target)["reduction_abs"]
-        assert row["lr.diff"] == pytest.approx(reductions, abs=2e-6)  # summary.json rounds to 6 digits
-        assert pd.isna(row["lr.diff_note"])
-    assert result.notes == ()
+        if all(len(m.index.intersection(zs_means.index)) == len(common) for m in means):
+            # the same prompts in both reductions: their difference is the paired one
+            assert row["lr.diff"] == pytest.approx(reductions, abs=2e-6)  # summary.json rounds to 6 digits
+            assert pd.isna(row["lr.diff_note"])
+        else:
+            assert row["lr.diff_note"].startswith("paired over the prompts ZS and both settings wrote text for")
+    assert set(result.notes) == set(table["lr.diff_note"].dropna())  # none where every prompt wrote text
     text = result.to_text()
-    assert "lr − base" in text and f"{xft(table, 'en')['lr.diff']:+.3f}" in text and "[1]" not in text
+    assert "lr − base" in text and f"{xft(table, 'en')['lr.diff']:+.3f}" in text
+    assert ("[1]" in text) == bool(result.notes)
 
 
 def test_without_shared_zs_the_difference_has_no_interval_and_says_why(runs):
@@ -102,7 +121,7 @@ def test_without_shared_zs_the_difference_has_no_interval_and_says_why(runs):
     for target in ("en", "de"):
         row = xft(result.table, target)
         reductions = xft(seed, target)["reduction_abs"] - xft(base, target)["reduction_abs"]
-        assert row["seed.diff"] == pytest.approx(reductions)
+        assert row["seed.diff"] == pytest.approx(reductions, nan_ok=True)
         assert all(pd.isna(row[f"seed.{f}"]) for f in ("diff_ci95_low", "diff_ci95_high", "diff_p_value"))
         assert row["seed.diff_note"] == "no CI: ZS not shared with base: other seeds (42 vs 7)"
     assert result.notes == ("no CI: ZS not shared with base: other seeds (42 vs 7)",)
@@ -162,7 +181,7 @@ def test_csv_and_markdown_parse(runs):
     assert re.fullmatch(r"\|(---\|)+", lines[1]) and lines[1].count("|") == len(header) + 1
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:6]]
     assert all(len(r) == len(header) for r in rows) and {r[1] for r in rows} == {"ZS", "X-FT from en"}
-    assert lines[6] == "" and any(line.startswith("* [1] no CI: ZS not shared") for line in lines)
+    assert lines[6] == "" and any(re.match(r"\* \[\d\] no CI: ZS not shared", line) for line in lines)
 
 
 def test_cli_exit_codes_and_formats(runs, tmp_path, capsys):
@@ -198,4 +217,11 @@ def test_the_docs_example_runs(runs, capsys):
     assert len(blocks) == 1
     exec(compile(blocks[0], str(DOCS), "exec"), {"run_a": str(runs["base"]), "run_b": str(runs["lr"])})  # noqa: S102
     printed = capsys.readouterr().out
-    assert "lr.diff_ci95_low" in printed and re.search(r"^en .*\d$", printed, re.M) and "nan" not in printed.lower()
+    assert "lr.diff_ci95_low" in printed
+    table = compare_runs([runs["base"], runs["lr"]]).table
+    for row in table[table["paradigm"] != "zs"].to_dict("records"):  # numbers, or NaN where a note says why
+        line = re.search(rf"^{row['target']} .*$", printed, re.M).group(0)
+        if pd.isna(row["lr.diff_ci95_low"]):
+            assert line.endswith("NaN") and row["lr.diff_note"].startswith("no ")
+        else:
+            assert re.search(r"\d$", line) and "nan" not in line.lower()

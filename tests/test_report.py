@@ -453,6 +453,19 @@ def test_write_report_parquet_files_read_back_as_the_frames(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "completions.parquet"), completions)
 
 
+def test_summary_frame_keeps_interval_columns_where_every_row_is_null():
+    """A run whose cells all have one prompt (every ci95 null) has the columns of any other run."""
+    from xdetox.report import summary_frame
+
+    rows = [{"target": "en", "ci95": None, "reduction_silence_bounds": None, "seeds": [42], "note": None},
+            {"target": "de", "ci95": None, "reduction_silence_bounds": [0.1, 0.3], "seeds": [42], "note": None}]
+    frame = summary_frame(rows)
+    assert list(frame.columns) == ["target", "ci95_low", "ci95_high", "reduction_silence_bounds_low",
+                                   "reduction_silence_bounds_high", "seeds", "note"]
+    assert frame["ci95_low"].isna().all() and frame["reduction_silence_bounds_high"].tolist()[1] == 0.3
+    assert frame["seeds"].tolist() == [(42,), (42,)]
+
+
 def test_report_html_is_escaped_offline_and_captioned(tmp_path):
     write_report(tmp_path, evil_frame(), info(seeds=(1, 2)))
     page = (tmp_path / "report.html").read_text(encoding="utf-8")

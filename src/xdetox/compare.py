@@ -267,7 +267,7 @@ def zs_difference(zs_a: pd.DataFrame | None, zs_b: pd.DataFrame | None, seed: in
 
 def paired_difference(cell: tuple, seeds: Sequence[int], groups_a: dict, groups_b: dict, labels: tuple[str, str]):
     """``seed_level_test`` on d = toxicity in run A − toxicity in run B per seed and prompt (sample means),
-    over the prompts where ZS and both settings wrote text; (test, None) or (None, why ZS is not shared)."""
+    over the prompts where ZS and both settings wrote text; (test, None) or (None, why there is no test)."""
     from xdetox.report.stats import seed_level_test
 
     model, _, _, _, target, split = cell
@@ -276,7 +276,7 @@ def paired_difference(cell: tuple, seeds: Sequence[int], groups_a: dict, groups_
         zs_key = (model, "zs", None, None, target, split, seed)
         why = zs_difference(groups_a.get(zs_key), groups_b.get(zs_key), seed, labels)
         if why:
-            return None, why
+            return None, f"ZS not shared with {labels[0]}: {why}"
         zs = groups_a[zs_key].groupby("prompt_id")["toxicity"].mean().dropna()
         a, b = (g[(*cell, seed)].groupby("prompt_id")["toxicity"].mean().dropna() for g in (groups_a, groups_b))
         common = zs.index.intersection(a.index).intersection(b.index)
@@ -303,11 +303,12 @@ def difference(cell: tuple, ours: dict | None, first: dict | None, groups_a: dic
     plain_diff = r_b - r_a
     seeds_a, seeds_b = tuple(first["seeds"]), tuple(ours["seeds"])
     if seeds_a != seeds_b:
-        test, why = None, f"other seeds ({', '.join(map(str, seeds_a))} vs {', '.join(map(str, seeds_b))})"
+        test, why = None, (f"ZS not shared with {first_label}: other seeds ({', '.join(map(str, seeds_a))} vs"
+                           f" {', '.join(map(str, seeds_b))})")
     else:
         test, why = paired_difference(cell, seeds_a, groups_a, groups_b, (first_label, label))
     if test is None:
-        out["diff"], out["diff_note"] = plain_diff, f"no CI: ZS not shared with {first_label}: {why}"
+        out["diff"], out["diff_note"] = plain_diff, f"no CI: {why}"
         return out
     if test.n < 2:  # as a cell's ci95: not an interval of width 0
         out["diff"], out["diff_note"] = test.reduction, f"no CI: {ONE_PROMPT}"
@@ -340,4 +341,6 @@ def side_by_side(runs, labels: Sequence[str], completions: Sequence[pd.DataFrame
         records.append(record)
     columns = [*KEY, *(f"{label}.{f}" for label in labels for f in PER_RUN),
                *(f"{label}.{f}" for label in labels[1:] for f in PER_DIFF)]
-    return pd.DataFrame.from_records(records, columns=columns), notes
+    table = pd.DataFrame.from_records(records, columns=columns)
+    numeric = [c for c in columns[len(KEY):] if not c.endswith(("_unit", "_note"))]
+    return table.astype(dict.fromkeys(numeric, float)), notes  # a missing number is NaN, in every column

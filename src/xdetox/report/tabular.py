@@ -12,6 +12,10 @@ from xdetox.errors import XdetoxInputError
 
 KEPT_LISTS = frozenset({"seeds"})
 """Summary fields whose list stays whole (a tuple) in a frame; every other list is an interval [low, high]."""
+INTERVALS = frozenset({"ci95", "reduction_length_matched_ci", "reduction_same_language_ci",
+                       "reduction_silence_bounds"})
+"""The interval fields summary.json writes: ``<field>_low``/``_high`` columns even where every row holds null
+(a run whose cells all have one prompt has the same columns as any other)."""
 
 
 def summary_frame(rows: list[dict]) -> pd.DataFrame:
@@ -24,7 +28,7 @@ def summary_frame(rows: list[dict]) -> pd.DataFrame:
     """
     order: dict[str, None] = {}
     dict_keys: dict[str, dict[str, None]] = {}
-    intervals: set[str] = set()
+    intervals = set(INTERVALS)
     for row in rows:
         for key, value in row.items():
             order.setdefault(key)
