@@ -107,8 +107,9 @@ def test_card_numbers_are_the_summary(run_dir, merged):
         assert float(cells[2]) == round(zs["mean_toxicity"], 3)
         assert float(cells[3]) == round(tuned["mean_toxicity"], 3)
         numbers = [float(x) for x in re.findall(r"[+-]?\d+\.\d+", cells[4])]
-        assert numbers == [round(v, 3) for v in [tuned["reduction_abs"], *tuned["ci95"]]]
-        assert float(cells[5]) == round(tuned["p_value"], 3)
+        # the interval and p where the cell has two or more pairs (the random tiny model can write letterless text)
+        assert numbers == [round(v, 3) for v in [tuned["reduction_abs"], *(tuned["ci95"] or ())]]
+        assert cells[5].strip() == ("–" if tuned["p_value"] is None else f"{tuned['p_value']:.3f}")
         assert f"{100 * tuned['empty_share']:.0f} %" in cells[7]
     assert "## Training" in card and "LoRA r = 16, alpha = 32, dropout = 0.05" in card
     assert "n = 3 prompts per target" in card and "seeds: 42" in card and "by more than 5 points" in card
