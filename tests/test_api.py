@@ -198,6 +198,13 @@ def test_open_run_refuses_what_is_not_a_finished_run(tmp_path, tiny_run):
         store.set_meta("planned_evaluations", 4)
     message = one_line_error(lambda: xdetox.open_run(unfinished))
     assert "is not finished (0 of 4 evaluations started" in message and "run the same command again" in message
+    message = one_line_error(lambda: xdetox.open_run(unfinished, partial=True))
+    assert message == f"{unfinished} is not finished and has no partial report yet: `xdetox report --partial" \
+                      f" {unfinished}` writes one"
+    (unfinished / "partial").mkdir()
+    (unfinished / "partial" / "summary.json").write_text("{")
+    assert "is not valid JSON" in one_line_error(lambda: xdetox.open_run(unfinished, partial=True))
+    assert "partial must be True or False" in one_line_error(lambda: xdetox.open_run(unfinished, partial="yes"))
 
     copy = copy_run(tiny_run, tmp_path)
     (copy / "summary.json").unlink()

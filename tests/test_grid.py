@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import xdetox
 from xdetox import data, grid
 from xdetox.cli import main
 from xdetox.errors import XdetoxInputError
@@ -256,6 +257,9 @@ def test_partial_report_holds_the_finished_settings_exactly_and_says_what_is_mis
     run = tmp_path / "run"
     assert main(["grid", "run", str(config), "--out", str(run), "--quiet"]) == 0
     full = json.loads((run / "summary.json").read_text())
+    whole = xdetox.open_run(run, partial=True)  # a finished run opens whole
+    assert whole.partial is None and whole.summary == full
+    run_measures = whole.measures()
     capsys.readouterr()
     assert main(["report", str(run), "--partial"]) == 2 and "is finished" in capsys.readouterr().err
     with sqlite3.connect(run / grid.STORE_FILE) as conn:  # X-FT from de loses one generated batch: unfinished
@@ -267,8 +271,21 @@ def test_partial_report_holds_the_finished_settings_exactly_and_says_what_is_mis
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err
     assert "not finished (1 batches not generated)" in err and "--partial" in err
+    with pytest.raises(XdetoxInputError, match=r"not finished .*open_run\(path, partial=True\)"):
+        xdetox.open_run(run)
+    with pytest.raises(XdetoxInputError, match="has no partial report yet: `xdetox report --partial .*` writes one"):
+        xdetox.open_run(run, partial=True)
     assert main(["report", str(run), "--partial"]) == 0
     part = json.loads((run / "partial" / "summary.json").read_text())
+    opened = xdetox.open_run(run, partial=True)  # the partial report from Python: only what it holds
+    assert opened.summary == part and opened.partial == part["run"]["partial"] and "partial)" in repr(opened)
+    finished = {("zs", 42), ("x-ft:en", 42)}
+    assert set(zip(opened.completions()["setting"], opened.completions()["seed"])) == finished
+    assert len(opened.completions()) == 2 * 2 * 2  # two settings x two targets x two prompts
+    measures = opened.measures()
+    assert set(zip(measures["setting"], measures["seed"])) == finished and len(measures) < len(run_measures)
+    assert {(s["paradigm"], s["source"]) for s in opened.report()["settings"]} == {("zs", None), ("x-ft", "en")}
+    assert opened.partial == part["run"]["partial"]
     assert not (run / "summary.json").exists(), "a partial report never takes the run's own files"
     note = part["run"]["partial"]
     assert "1 batches not generated" in note and "zs (seed 42), x-ft:en (seed 42)" in note

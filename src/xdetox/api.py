@@ -13,6 +13,8 @@
     run.measures()    # the reference measures (perplexity, silhouette, ...) per setting
     run.report()      # the report files rebuilt from the store, as ``xdetox report`` does
 
+    part = xdetox.open_run("runs/embedded", partial=True)  # a grid still running: its finished settings
+
     run = xdetox.run(source="en", targets="en,de", limit=20, out="runs/en-de")  # options of ``xdetox run``
     run = xdetox.evaluate("runs/export", baseline="embedded", out="runs/eval")  # options of ``xdetox eval``
 
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from xdetox.errors import XdetoxInputError
 from xdetox.grid import STORE_FILE, EvalOptions, GridConfig, RunOptions, config_from_stored, load_config
-from xdetox.grid.run import RunScorers, completions_frame, report_run, run_config
+from xdetox.grid.run import PARTIAL_DIR, RunScorers, completions_frame, report_run, run_config
 from xdetox.report import SUMMARY_JSON
 from xdetox.report.tabular import summary_frame  # defined beside write_report, which writes settings.parquet
 from xdetox.store import Store
@@ -47,6 +49,11 @@ class Run:
     ``path`` is the directory, ``config`` the ``GridConfig`` the run was made with (rebuilt from the
     store), ``summary`` the content of ``summary.json``. The methods return pandas frames read afresh
     on every call; only ``report()`` writes (the report files, as ``xdetox report`` does).
+
+    Opened with ``partial=True`` while unfinished, it is the run's partial report (``xdetox report
+    --partial``): ``summary`` is ``partial/summary.json`` as last written, ``partial`` says what it lacks,
+    ``completions()`` and ``measures()`` keep the settings that summary holds, and ``report()`` rewrites it
+    from the store as it is now.
     """
 
     path: Path
@@ -55,10 +62,15 @@ class Run:
     """The configuration the run was made with: ``GridConfig.to_dict`` of it is what the store holds."""
     summary: dict
     """``summary.json``: settings, per_seed, measures, analysis, training, run (times, device, versions)."""
+    partial: str | None
+    """None for a finished run; for an unfinished one opened with ``partial=True``, what its report lacks."""
 
-    def __init__(self, path: str | os.PathLike):
-        """Open the finished run in ``path``; every reason it cannot be read is one ``XdetoxInputError``."""
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, partial: bool = False):
+        """Open the finished run in ``path`` (with ``partial``, an unfinished one's partial report); every
+        reason it cannot be read is one ``XdetoxInputError``."""
+        if not isinstance(partial, bool):
+            raise XdetoxInputError(f"partial must be True or False, got {partial!r}")
+        self.path, self.partial = Path(path), None
         try:
             exists, is_dir, has_store = (self.path.exists(), self.path.is_dir(),
                                          (self.path / STORE_FILE).is_file())
@@ -78,32 +90,46 @@ class Run:
                                    " first write; run the same command again to resume it")
         self.config = config_from_stored(stored, f"{self.path / STORE_FILE}: the stored config")
         resume = f"run the same command again (or xdetox.run(config, out={str(self.path)!r})) to finish it"
+        if missing and not partial:
+            raise XdetoxInputError(f"{self.path} is not finished ({missing}; no {SUMMARY_JSON}): {resume},"
+                                   " or open what it has finished with open_run(path, partial=True)")
         if missing:
-            raise XdetoxInputError(f"{self.path} is not finished ({missing}; no {SUMMARY_JSON}): {resume}")
-        self.summary = self._read_summary(resume)
+            self.summary = self._read_summary(resume, PARTIAL_DIR)
+            self.partial = str(self.summary.get("run", {}).get("partial") or missing)
+        else:
+            self.summary = self._read_summary(resume)
 
     def _store(self) -> Store:
         return Store(self.path / STORE_FILE, readonly=True)
 
-    def _read_summary(self, resume: str) -> dict:
-        """``summary.json``, checked to be a summary."""
-        file = self.path / SUMMARY_JSON
+    def _read_summary(self, resume: str, folder: str = "") -> dict:
+        """``summary.json`` (of the partial report in ``folder``), checked to be a summary."""
+        file = self.path / folder / SUMMARY_JSON
+        rewrite = f"`xdetox report {'--partial ' if folder else ''}{self.path}`"
         if not file.is_file():
-            raise XdetoxInputError(f"{self.path} has no {SUMMARY_JSON}: its run is not finished; {resume}"
-                                   f" (`xdetox report {self.path}` rewrites the files of a finished run)")
+            raise XdetoxInputError(
+                f"{self.path} is not finished and has no partial report yet: {rewrite} writes one" if folder else
+                f"{self.path} has no {SUMMARY_JSON}: its run is not finished; {resume}"
+                f" ({rewrite} rewrites the files of a finished run)")
         try:
             summary = json.loads(file.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise XdetoxInputError(
-                f"{file} is not valid JSON ({err}); `xdetox report {self.path}` rewrites it") from None
+            raise XdetoxInputError(f"{file} is not valid JSON ({err}); {rewrite} rewrites it") from None
         if not isinstance(summary, dict) or not isinstance(summary.get("settings"), list):
-            raise XdetoxInputError(f"{file} is not an xdetox summary (no settings list);"
-                                   f" `xdetox report {self.path}` rewrites it")
+            raise XdetoxInputError(f"{file} is not an xdetox summary (no settings list); {rewrite} rewrites it")
         return summary
+
+    def _in_summary(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame``'s rows of the settings (model, label, seed) the summary holds: all of a finished run's."""
+        if self.partial is None:
+            return frame
+        held = {(t.get("model"), t.get("setting"), t.get("seed")) for t in self.summary.get("training", [])}
+        keep = [key in held for key in zip(frame["model"], frame["setting"], frame["seed"])]
+        return frame[keep].reset_index(drop=True)
 
     def __repr__(self) -> str:
         return (f"Run({str(self.path)!r}, name={self.config.name!r}, settings={len(self.summary['settings'])},"
-                f" scorers={list(self.config.scorers)})")
+                f" scorers={list(self.config.scorers)}{', partial' if self.partial else ''})")
 
     def settings(self) -> pd.DataFrame:
         """One row per setting of ``summary["settings"]`` (model, paradigm, source, percent, target, split)
@@ -123,26 +149,33 @@ class Run:
         (never scored). The rows of ``completions.jsonl``, read from the store."""
         scorers = RunScorers.of(self.config.scorers)
         with self._store() as store:
-            return completions_frame(store, scorers)
+            return self._in_summary(completions_frame(store, scorers))
 
     def measures(self) -> pd.DataFrame:
         """One row per reference measure of a setting (model, setting, paradigm, source, percent, seed,
         lang, name, value): perplexity of the test_neutral texts, silhouette, language similarity."""
         with self._store() as store:
-            return store.measures_frame()
+            return self._in_summary(store.measures_frame())
 
     def report(self) -> dict:
         """Rebuild ``completions.jsonl``, the matrices, ``report.html``, ``report.md``, ``settings.parquet``,
         ``completions.parquet`` and ``summary.json`` from the store, as ``xdetox report`` does, and return (and
-        keep as ``summary``) the summary."""
-        self.summary = report_run(self.path)
+        keep as ``summary``) the summary. A partial run's report is rewritten (``xdetox report --partial``)
+        with what the store has finished by now; a run that has finished since is opened whole."""
+        with self._store() as store:
+            missing = store.missing_work(store.get_meta("planned_evaluations", 0))
+        self.summary = report_run(self.path, partial=bool(missing))
+        self.partial = str(self.summary["run"].get("partial") or missing) if missing else None
         return self.summary
 
 
-def open_run(path: str | os.PathLike) -> Run:
+def open_run(path: str | os.PathLike, partial: bool = False) -> Run:
     """The finished run in directory ``path``; a missing directory, a directory without a store, a foreign
-    or damaged store and an unfinished run are each one ``XdetoxInputError`` line saying what to do."""
-    return Run(path)
+    or damaged store and an unfinished run are each one ``XdetoxInputError`` line saying what to do.
+
+    ``partial=True`` also opens an unfinished run, as its partial report (``xdetox report --partial``, which
+    ``Run.report()`` rewrites): the settings it has finished, ``Run.partial`` saying what it lacks."""
+    return Run(path, partial=partial)
 
 
 def run(config_or_path: GridConfig | str | os.PathLike | None = None, /, out: str | os.PathLike | None = None,
