@@ -257,6 +257,13 @@ def test_partial_report_holds_the_finished_settings_exactly_and_says_what_is_mis
     run = tmp_path / "run"
     assert main(["grid", "run", str(config), "--out", str(run), "--quiet"]) == 0
     full = json.loads((run / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["status", str(run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1:] for line in lines[1:5]] == [["zs", "42", "done"], ["x-ft:en", "42", "done"],
+                                                        ["x-ft:de", "42", "done"]] + [[]]
+    assert "finished (summary.json written): 3 of 3 training settings done, 6 of 6 evaluations started" in lines[5]
+    assert f"{2 * 3 * 2} completions stored" in lines[5] and "ended finished" in lines[6]
     whole = xdetox.open_run(run, partial=True)  # a finished run opens whole
     assert whole.partial is None and whole.summary == full
     run_measures = whole.measures()
@@ -271,6 +278,11 @@ def test_partial_report_holds_the_finished_settings_exactly_and_says_what_is_mis
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err
     assert "not finished (1 batches not generated)" in err and "--partial" in err
+    before = sorted(p.stat().st_mtime_ns for p in run.rglob("*"))
+    assert main(["status", str(run)]) == 0
+    table = {tuple(line.split()[1:3]): line.split(None, 3)[3] for line in capsys.readouterr().out.splitlines()[1:4]}
+    assert table == {("zs", "42"): "done", ("x-ft:en", "42"): "done", ("x-ft:de", "42"): "evaluating 1 of 2"}
+    assert sorted(p.stat().st_mtime_ns for p in run.rglob("*")) == before, "status writes nothing"
     with pytest.raises(XdetoxInputError, match=r"not finished .*open_run\(path, partial=True\)"):
         xdetox.open_run(run)
     with pytest.raises(XdetoxInputError, match="has no partial report yet: `xdetox report --partial .*` writes one"):
@@ -567,3 +579,19 @@ def test_a_model_let_go_is_freed_though_what_survives_is_set_aside(tiny_model_di
         session.release()
         assert gc.get_freeze_count() > 0, "what survives is set aside"
         assert all(ref() is None for ref in gone), "a released model is still in memory"
+
+
+def test_status_states_of_a_setting():
+    from xdetox.grid.status import NOT_STARTED, state
+
+    assert state(None, 0, 0, 9) == NOT_STARTED
+    assert state("pending", 0, 0, 9) == "training"
+    assert state("done", 0, 0, 9) == "trained"
+    assert state("done", 3, 2, 9) == "evaluating 2 of 9"
+    assert state("done", 9, 9, 9) == "done"
+
+
+def test_status_refuses_what_is_not_a_run(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not an xdetox run directory (no xdetox.sqlite)" in err

@@ -25,7 +25,8 @@ import xdetox
 from xdetox._io import quiet_libraries
 from xdetox.data import parse_langs
 from xdetox.errors import ServiceUnavailable, XdetoxInputError, no_space
-from xdetox.grid import EvalOptions, GridConfig, RunOptions, load_config, make_plan, plan_table
+from xdetox.grid import EvalOptions, GridConfig, RunOptions, load_config
+from xdetox.grid.plan import describe_plan
 from xdetox.grid.options import QUICK_OUT, QUICK_RUN, refuse_with_quick
 from xdetox.grid.run import report_run, run_config
 from xdetox.hygiene import TEXT_NORMALISATIONS
@@ -156,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="then upload the export to this hub model repo (needs a token); offline: exit 3,"
                              " the local export stays")
 
+    status = sub.add_parser("status", help="how far a run has got: each training setting's state, counts, time")
+    status.add_argument("run_dir", help="a run directory, finished or not (read while its run writes it)")
+
     report = sub.add_parser("report", help="rebuild a run's report from its store")
     report.add_argument("run_dir")
     report.add_argument("--partial", action="store_true",
@@ -194,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare_format.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     compare.set_defaults(handler=cmd_compare)
     for command, handler in ((run, cmd_run), (plan, cmd_grid_plan), (grid_run, cmd_grid_run), (bench, cmd_bench),
-                             (export, cmd_export), (report, cmd_report), (score, cmd_score),
+                             (export, cmd_export), (report, cmd_report), (status, cmd_status), (score, cmd_score),
                              (ev, cmd_scorer_eval), (check, cmd_scorer_check), (train_scorer, cmd_scorer_train)):
         command.set_defaults(handler=handler)
     ev_.set_defaults(handler=cmd_eval)
@@ -274,20 +278,14 @@ def cmd_eval(args) -> int:
 
 
 def cmd_grid_plan(args) -> int:
-    from xdetox import data
-    from xdetox.scorers.registry import check_languages, check_scorer
+    print(describe_plan(load_config(args.config)))
+    return 0
 
-    from xdetox.hygiene import clean_corpus
 
-    config = load_config(args.config)
-    corpus = clean_corpus(data.load(config.data_path), config.text_normalisation)
-    plan = make_plan(config, corpus)
-    for scorer in config.scorers:  # a scorer the run would refuse is refused by its plan too
-        check_scorer(scorer)
-        check_languages(scorer, config.targets)
-    print(plan_table(plan, corpus))
-    print()
-    print(plan.decomposition())
+def cmd_status(args) -> int:
+    from xdetox.grid.status import run_status
+
+    print(run_status(args.run_dir).to_text())
     return 0
 
 

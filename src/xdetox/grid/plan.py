@@ -170,3 +170,16 @@ def plan_table(plan: Plan, corpus: Corpus) -> str:
         rows.append((s.model.name, s.label, str(s.spec.seed), n, recipe, length, str(counts[s.key])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def describe_plan(config: GridConfig) -> str:
+    """``xdetox grid plan``: the config's ``plan_table`` and how its evaluations decompose, after the checks a
+    run makes before any work (the data, and each scorer and its languages: a run would refuse them too)."""
+    from xdetox.scorers.registry import check_languages, check_scorer
+
+    corpus = clean_corpus(data_mod.load(config.data_path), config.text_normalisation)
+    plan = make_plan(config, corpus)
+    for scorer in config.scorers:
+        check_scorer(scorer)
+        check_languages(scorer, config.targets)
+    return f"{plan_table(plan, corpus)}\n\n{plan.decomposition()}"

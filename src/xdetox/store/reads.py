@@ -47,6 +47,27 @@ class StoreReads:
         return {"wall_time_s": round(seconds[-1], 1), "total_time_s": round(sum(seconds), 1),
                 "attempts": len(seconds)}
 
+    def latest_attempt(self) -> dict | None:
+        """The latest attempt's ``started`` (ISO time), ``last_s`` (its last commit), ``end_s`` (None: running,
+        or killed) and ``outcome``; None where none is recorded."""
+        has_table = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'attempts'").fetchone()
+        row = self.conn.execute("SELECT started, last_s, end_s, outcome FROM attempts ORDER BY id DESC LIMIT 1"
+                                ).fetchone() if has_table else None
+        return None if row is None else dict(zip(("started", "last_s", "end_s", "outcome"), row))
+
+    def progress(self) -> dict[str, tuple[str, int, int]]:
+        """Per training setting in the store (by key): its status, its evaluations started and those complete
+        (every batch committed)."""
+        rows = self.conn.execute(
+            "SELECT t.key, t.status, COUNT(e.key), COALESCE(SUM(e.n_batches = (SELECT COUNT(*) FROM batches b"
+            " WHERE b.eval_key = e.key)), 0) FROM train_settings t LEFT JOIN evaluations e ON e.train_key = t.key"
+            " GROUP BY t.key")
+        return {key: (status, started, complete) for key, status, started, complete in rows}
+
+    def count_completions(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+
     def get_meta(self, key: str, default: object = None) -> object:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
