@@ -53,13 +53,14 @@ class RunStatus:
 
     def _time_line(self, now: float) -> str:
         total, attempts = self.times.get("total_time_s"), self.times.get("attempts")
-        spent = "no attempt recorded" if total is None else f"{_duration(total)} over {attempts or '?'} attempt(s)"
+        spent = ("no attempt recorded" if total is None else
+                 f"{_duration(total)} over {attempts or '?'} attempt(s), each from its start to its last write")
         if self.latest is None:
-            return f"time: {spent}"
+            return f"wall-clock time: {spent}"
         latest = f"the latest started {self.latest['started']}"
         if self.latest["end_s"] is not None:
-            return f"time: {spent}; {latest} and ended {self.latest['outcome']}"
-        return (f"time: {spent}; {latest}, its last write {_duration(now - self.latest['last_s'])} ago"
+            return f"wall-clock time: {spent}; {latest} and ended {self.latest['outcome']}"
+        return (f"wall-clock time: {spent}; {latest}, its last write {_duration(now - self.latest['last_s'])} ago"
                 " (running, or stopped without an end: a kill)")
 
 
