@@ -263,7 +263,7 @@ def test_partial_report_holds_the_finished_settings_exactly_and_says_what_is_mis
     assert [line.split()[1:] for line in lines[1:5]] == [["zs", "42", "done"], ["x-ft:en", "42", "done"],
                                                         ["x-ft:de", "42", "done"]] + [[]]
     assert "finished (summary.json written): 3 of 3 training settings done, 6 of 6 evaluations started" in lines[5]
-    assert f"{2 * 3 * 2} completions stored" in lines[5] and "ended finished" in lines[6]
+    assert f"{2 * 3 * 2} completions stored" in lines[5] and "ended finished" in lines[6] and len(lines) == 7
     whole = xdetox.open_run(run, partial=True)  # a finished run opens whole
     assert whole.partial is None and whole.summary == full
     run_measures = whole.measures()
@@ -283,6 +283,11 @@ def test_partial_report_holds_the_finished_settings_exactly_and_says_what_is_mis
     table = {tuple(line.split()[1:3]): line.split(None, 3)[3] for line in capsys.readouterr().out.splitlines()[1:4]}
     assert table == {("zs", "42"): "done", ("x-ft:en", "42"): "done", ("x-ft:de", "42"): "evaluating 1 of 2"}
     assert sorted(p.stat().st_mtime_ns for p in run.rglob("*")) == before, "status writes nothing"
+    from xdetox.grid.status import run_status
+
+    status = run_status(run)  # the one attempt began with nothing and completed 5 of the 6 evaluations left now
+    assert status.complete == 5 and status.evaluations == (6, 6) and status.pace[0] == 5
+    assert "left: 1 evaluations; at the latest attempt's pace (5 in " in status.to_text()
     with pytest.raises(XdetoxInputError, match=r"not finished .*open_run\(path, partial=True\)"):
         xdetox.open_run(run)
     with pytest.raises(XdetoxInputError, match="has no partial report yet: `xdetox report --partial .*` writes one"):
@@ -595,3 +600,20 @@ def test_status_refuses_what_is_not_a_run(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not an xdetox run directory (no xdetox.sqlite)" in err
+
+
+def test_status_text_says_what_is_left_at_the_latest_attempts_pace():
+    from xdetox.grid.status import RunStatus
+
+    rows = (("m", "zs", 42, "done"), ("m", "x-ft:en", 42, "evaluating 4 of 9"), ("m", "x-ft:de", 42, "-"))
+    latest = {"id": 3, "started": "2026-01-01T00:00:00+00:00", "start_s": 1000.0, "last_s": 1600.0, "end_s": None,
+              "outcome": "running"}
+    status = RunStatus(Path("runs/g"), "g", rows, (14, 27), 13, 1300, False,
+                       {"total_time_s": 7200.0, "attempts": 3}, latest, (10, 600.0))
+    text = status.to_text(now=1630.0)
+    assert "runs/g: g, not finished: 1 of 3 training settings done, 14 of 27 evaluations started" in text
+    assert "1,300 completions stored" in text and "2 h 00 min over 3 attempt(s)" in text
+    assert "its last write 0 min 30 s ago (running, or stopped without an end: a kill)" in text
+    # 27 - 13 = 14 evaluations at 10 per 600 s: 840 s
+    assert "left: 14 evaluations; at the latest attempt's pace (10 in 10 min 00 s) about 14 min 00 s" in text
+    assert "left:" not in RunStatus(**{**status.__dict__, "pace": (0, 600.0)}).to_text(now=1630.0)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ATTEMPT_ENVIRONMENT = "environment/attempt-"
+ATTEMPT_PROGRESS = "progress/attempt-"  # evaluations complete when the attempt began its own work (xdetox status)
 """Meta key prefix of each attempt's environment (device, dtype, linear kernels, generator), by attempt id."""
 
 RECIPE_KEYS = ("objective", "epochs", "batch_size", "gradient_accumulation_steps", "max_length", "learning_rate",
@@ -102,6 +103,7 @@ def run_config(config: grid.GridConfig, out: str | None, quiet: bool = False, ba
 
             for done in reuse_work(found, config.scorers, run_dir, store):
                 print(f"xdetox: {done.line()}", file=sys.stderr)
+        store.set_meta(f"{ATTEMPT_PROGRESS}{attempt}", sum(done for *_, done in store.progress().values()))
         try:
             if backend == "ray":
                 devices = distributed.execute(plan, corpus, run_dir, store, progress=not quiet, address=address)

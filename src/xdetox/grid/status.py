@@ -5,6 +5,10 @@ being worked on and which are still to come, how many evaluations and completion
 time its attempts have taken. The plan is rebuilt from the configuration the store records (so a setting
 not started yet is listed too); the store is opened read-only, beside a run that is writing it.
 
+With the latest attempt's pace (the evaluations it completed, over its time; recorded since attempts note
+where they began) the status says about how long is left: a rough guide, as training settings differ in cost
+(a pooled or DPO setting trains longer than an X-FT one) and a paused process counts its pause.
+
 A setting's state is its generation's: ``done`` once every evaluation of it has all its batches (its
 scoring and measures follow within minutes; ``summary.json`` appears when the whole run has finished),
 ``evaluating k of n`` while some have, ``trained`` or ``training`` before its first evaluation, and
@@ -30,10 +34,12 @@ class RunStatus:
     name: str
     rows: tuple[tuple[str, str, int, str], ...]  # model, setting, seed, state — in plan order
     evaluations: tuple[int, int]  # started, planned
+    complete: int  # evaluations with every batch generated
     completions: int
     finished: bool  # summary.json written: the run ended with its report
     times: dict  # StoreReads.times(): total_time_s, attempts
     latest: dict | None  # StoreReads.latest_attempt(): started, last_s, end_s, outcome
+    pace: tuple[int, float] | None = None  # evaluations the latest attempt completed, in how many seconds
 
     @property
     def done(self) -> int:
@@ -49,6 +55,11 @@ class RunStatus:
         lines += ["", f"{self.path}: {self.name}, {head}: {self.done} of {len(self.rows)} training settings done,"
                       f" {started} of {planned} evaluations started, {self.completions:,} completions stored"]
         lines.append(self._time_line(time.time() if now is None else now))
+        if self.pace and self.pace[0] > 0 and not self.finished:
+            done, seconds = self.pace
+            left = self.evaluations[1] - self.complete
+            lines.append(f"left: {left} evaluations; at the latest attempt's pace ({done} in {_duration(seconds)})"
+                         f" about {_duration(left * seconds / done)} (a rough guide: settings differ in cost)")
         return "\n".join(lines)
 
     def _time_line(self, now: float) -> str:
@@ -74,6 +85,7 @@ def run_status(run_dir: str | Path) -> RunStatus:
     """The ``RunStatus`` of the run in ``run_dir``; what is not a run directory is one ``XdetoxInputError``."""
     from xdetox import data
     from xdetox.grid import STORE_FILE, config_from_stored, make_plan
+    from xdetox.grid.run import ATTEMPT_PROGRESS
     from xdetox.hygiene import clean_corpus
     from xdetox.report import SUMMARY_JSON
     from xdetox.store import Store
@@ -88,15 +100,18 @@ def run_status(run_dir: str | Path) -> RunStatus:
         config = config_from_stored(stored, f"{path / STORE_FILE}: the stored config")
         progress, completions = store.progress(), store.count_completions()
         planned, times, latest = store.get_meta("planned_evaluations", 0), store.times(), store.latest_attempt()
+        began = None if latest is None else store.get_meta(f"{ATTEMPT_PROGRESS}{latest['id']}")
     plan = make_plan(config, clean_corpus(data.load(config.data_path), config.text_normalisation))
     rows = []
     for setting in plan.settings:
         status, started, complete = progress.get(setting.key, (None, 0, 0))
         rows.append((setting.model.name, setting.label, setting.spec.seed,
                      state(status, started, complete, len(plan.evaluations_of(setting)))))
+    complete = sum(p[2] for p in progress.values())
+    pace = None if began is None else (complete - began, (latest["end_s"] or latest["last_s"]) - latest["start_s"])
     return RunStatus(path, config.name, tuple(rows), (sum(p[1] for p in progress.values()), planned or
                                                       len(plan.evaluations)),
-                     completions, (path / SUMMARY_JSON).is_file(), times, latest)
+                     complete, completions, (path / SUMMARY_JSON).is_file(), times, latest, pace)
 
 
 def state(status: str | None, started: int, complete: int, planned: int) -> str:

@@ -48,13 +48,14 @@ class StoreReads:
                 "attempts": len(seconds)}
 
     def latest_attempt(self) -> dict | None:
-        """The latest attempt's ``started`` (ISO time), ``last_s`` (its last commit), ``end_s`` (None: running,
-        or killed) and ``outcome``; None where none is recorded."""
+        """The latest attempt's ``id``, ``started`` (ISO time), ``start_s``, ``last_s`` (its last commit), ``end_s``
+        (None: running, or killed) and ``outcome``; None where none is recorded."""
         has_table = self.conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'attempts'").fetchone()
-        row = self.conn.execute("SELECT started, last_s, end_s, outcome FROM attempts ORDER BY id DESC LIMIT 1"
+        fields = ("id", "started", "start_s", "last_s", "end_s", "outcome")
+        row = self.conn.execute(f"SELECT {', '.join(fields)} FROM attempts ORDER BY id DESC LIMIT 1"  # noqa: S608
                                 ).fetchone() if has_table else None
-        return None if row is None else dict(zip(("started", "last_s", "end_s", "outcome"), row))
+        return None if row is None else dict(zip(fields, row))
 
     def progress(self) -> dict[str, tuple[str, int, int]]:
         """Per training setting in the store (by key): its status, its evaluations started and those complete
