@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ATTEMPT_ENVIRONMENT = "environment/attempt-"
-ATTEMPT_PROGRESS = "progress/attempt-"  # evaluations complete when the attempt began its own work (xdetox status)
 """Meta key prefix of each attempt's environment (device, dtype, linear kernels, generator), by attempt id."""
+ATTEMPT_PROGRESS = "progress/attempt-"
+"""Meta key prefix of the evaluations complete when each attempt began its own work (``xdetox status``'s pace)."""
 
 RECIPE_KEYS = ("objective", "epochs", "batch_size", "gradient_accumulation_steps", "max_length", "learning_rate",
                "sentences_per_sequence")
