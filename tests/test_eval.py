@@ -55,6 +55,11 @@ def with_adapter(tmp_path_factory, tiny_model_dir, adapter_dir) -> Path:
     assert main(argv) == 0  # the same command again: a finished run, nothing to compute, the same results
     assert (out / "completions.jsonl").read_text(encoding="utf-8") == completions
     assert json.loads((out / "summary.json").read_text())["run"]["attempts"] == 2
+    from xdetox.grid.status import run_status
+
+    status = run_status(out)  # the plan rebuilt from an eval run's stored config: its given model and adapter
+    assert [row[1:] for row in status.rows] == [("zs", 42, "done"), ("eval", 42, "done")] and status.finished
+    assert status.pace == (0, pytest.approx(status.pace[1])) and "left:" not in status.to_text()
     return out
 
 
