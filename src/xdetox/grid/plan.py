@@ -168,8 +168,14 @@ def plan_table(plan: Plan, corpus: Corpus) -> str:
         recipe = "-" if zs else f"{s.spec.epochs} x {s.spec.batch_size * s.spec.gradient_accumulation_steps}"
         length = "-" if zs else str(s.spec.max_length)
         rows.append((s.model.name, s.label, str(s.spec.seed), n, recipe, length, str(counts[s.key])))
+    return "\n".join(left_aligned(rows))
+
+
+def left_aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """``rows`` (a header first) as lines of left-aligned columns two spaces apart (``plan_table``,
+    ``xdetox status``)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
 
 def describe_plan(config: GridConfig) -> str:

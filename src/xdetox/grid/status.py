@@ -47,9 +47,10 @@ class RunStatus:
 
     def to_text(self, now: float | None = None) -> str:
         """A table like ``xdetox grid plan``'s with the state of each setting, then the counts and times."""
-        rows = [("model", "setting", "seed", "state"), *((m, s, str(seed), st) for m, s, seed, st in self.rows)]
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        from xdetox.grid.plan import left_aligned
+
+        lines = left_aligned([("model", "setting", "seed", "state"),
+                              *((m, s, str(seed), st) for m, s, seed, st in self.rows)])
         started, planned = self.evaluations
         head = "finished (summary.json written)" if self.finished else "not finished"
         lines += ["", f"{self.path}: {self.name}, {head}: {self.done} of {len(self.rows)} training settings done,"

@@ -16,7 +16,7 @@ from xdetox.report.measures import measures_projection
 from xdetox.report.method import method_notes
 from xdetox.report.results import SUMMARY_JSON, Setting, View, by_target
 from xdetox.report.stats import TOXIC_THRESHOLD
-from xdetox.report.tables import (SIGNIFICANCE_NOTE, TABLE_HEADER, flag_notes, not_computed_note,
+from xdetox.report.tables import (SIGNIFICANCE_NOTE, TABLE_HEADER, flag_notes, not_computed_note, significant,
                                   table_row)
 from xdetox.report.transfer import analysis_html
 from xdetox.report.values import lang_rank
@@ -193,8 +193,8 @@ def _html_scorers(summary: dict, views: list[View]) -> list[str]:
                 cells.append("-")
                 continue
             mean = sum(e["reduction_abs"] for e in entries) / len(entries)
-            significant = sum(e.get("q_value") is not None and e["q_value"] < 0.05 for e in entries)
-            cells.append(f"{mean:+.3f} ({significant}/{len(entries)} significant)")
+            n_significant = sum(significant(e.get("q_value")) for e in entries)
+            cells.append(f"{mean:+.3f} ({n_significant}/{len(entries)} significant)")
         parts.append(f"<tr><td>{_h(model)}</td><td>{_h(setting.name)}</td>"
                      + "".join(f'<td class="num">{_h(c)}</td>' for c in cells) + "</tr>")
     parts.append("</table>")

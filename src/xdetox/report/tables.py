@@ -120,7 +120,7 @@ def table_row(r: CellResult) -> tuple[str, ...]:
         r.cell.target, r.cell.setting.name, str(r.n), str(len(r.seeds)),
         fmt_pm(r.mean_toxicity, r.std), fmt_pm(r.reduction_abs, r.reduction_abs_std, signed=True),
         fmt_pct(r.reduction_rel), ci, p,
-        fmt_p(r.q_value) + (f" {SIGNIFICANT_MARK}" if _significant(r.q_value) else ""),
+        fmt_p(r.q_value) + (f" {SIGNIFICANT_MARK}" if significant(r.q_value) else ""),
         fmt_ci(r.reduction_silence_bounds),
         fmt_pm(r.reduction_length_matched, r.reduction_length_matched_std, signed=True),
         lm_ci, lm_p,
@@ -130,7 +130,7 @@ def table_row(r: CellResult) -> tuple[str, ...]:
          else f"{fmt_value(r.reduction_same_language, signed=True)}"
               + (f" [{NOT_COMPUTED}]" if "reduction_same_language_ci" in missing
                  else "" if r.reduction_same_language_ci is None else f" {fmt_ci(r.reduction_same_language_ci)}")
-              + (f" {SIGNIFICANT_MARK}" if _significant(r.reduction_same_language_q) else "")
+              + (f" {SIGNIFICANT_MARK}" if significant(r.reduction_same_language_q) else "")
               + f" ({r.n_same_language})"),
         ("-" if r.relevance is None else f"{r.relevance:.2f}"
          + ("" if r.relevance_change is None else f" ({fmt_value(r.relevance_change, signed=True)})")),
@@ -144,7 +144,8 @@ def table_row(r: CellResult) -> tuple[str, ...]:
     )
 
 
-def _significant(q: float | None) -> bool:
+def significant(q: float | None) -> bool:
+    """q < 0.05: the mark ``SIGNIFICANT_MARK`` stands for."""
     return q is not None and q < 0.05
 
 
@@ -180,7 +181,7 @@ def print_table(summary: dict) -> str:
         if hidden := [TABLE_HEADER[i] for i in MEASURE_COLUMNS if i not in shown]:
             scorers = ", ".join(dict.fromkeys(MEASURE_SCORERS[c] for c in hidden))
             out.append(f"Not measured in this run: {', '.join(hidden)} (their scorers: {scorers}).")
-        if any(_significant(r.q_value) or _significant(r.reduction_same_language_q) for r in view.results):
+        if any(significant(r.q_value) or significant(r.reduction_same_language_q) for r in view.results):
             out.append(SIGNIFICANCE_NOTE)
         out.extend(flag_notes(view.results))
         if note := not_computed_note(view.results):
