@@ -106,6 +106,12 @@ def test_run_and_open_run(tiny_run, tiny_model_dir):
         ("zs", "en"), ("zs", "de"), ("x-ft", "en"), ("x-ft", "de")]
     assert {"ci95_low", "ci95_high", "flags.short", "degenerate_reasons.silent", "seeds"} <= set(settings.columns)
     assert "ci95" not in settings.columns and "flags" not in settings.columns
+    # every run reads its scorer by sentence too: the summary's by_scorer holds it, each tuned row its reduction
+    assert summary["scorers"] == ["offline", "sentences:offline"]
+    assert {"reduction_sentence", "reduction_sentence_ci_low", "reduction_sentence_q"} <= set(settings.columns)
+    by_sentence = {(e["paradigm"], e["target"]): e["reduction_abs"] for e in summary["by_scorer"]["sentences:offline"]}
+    assert [by_sentence[k] for k in zip(settings["paradigm"], settings["target"]) if k[0] == "x-ft"] \
+        == [None if math.isnan(v) else v for v in settings.loc[settings["paradigm"] == "x-ft", "reduction_sentence"]]
     for row, entry in zip(settings.to_dict("records"), summary["settings"]):
         for key, value in entry.items():
             columns = [c for c in row if c.startswith(f"{key}.")]

@@ -219,7 +219,8 @@ def test_quick_is_a_preset_of_the_run_options_the_api_shares(monkeypatch):
     assert (options.targets, options.limit, options.scorer, options.epochs) == ("en,de", 20, "offline-tuned", 1)
     assert options == RunOptions(quick=True) == RunOptions.from_mapping({"quick": True})
     config = options.to_config()
-    assert config.targets == ("en", "de") and config.limit == 20 and config.scorers == ("offline-tuned", "lang-fidelity")
+    assert config.targets == ("en", "de") and config.limit == 20
+    assert config.scorers == ("offline-tuned", "sentences:offline-tuned", "lang-fidelity")
     assert config.train.epochs == 1 and config.paradigms == ("zs", "x-ft") and not config.measure_references
     # every other flag applies as usual
     other = _run_options(build_parser().parse_args(["run", "--quick", "--seed", "7", "--max-new-tokens", "4"]))

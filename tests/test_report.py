@@ -13,7 +13,8 @@ import pytest
 
 from xdetox.errors import XdetoxInputError
 from xdetox.report.stats import seed_level_test
-from xdetox.report.results import ONE_PROMPT
+from xdetox.report.results import ONE_PROMPT, by_target, summary_views
+from xdetox.report.tables import TABLE_HEADER, table_row
 from xdetox.report import (
     RunInfo,
     matrix_filename,
@@ -35,7 +36,8 @@ SETTING_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "n"
                 "reduction_same_language", "n_same_language", "reduction_same_language_std",
                 "reduction_same_language_ci", "reduction_same_language_p", "relevance", "relevance_change",
                 "degenerate_share", "letters", "reduction_silence_bounds", "ci_unit", "q_value", "degenerate_reasons",
-                "not_computed", "reduction_same_language_q"}
+                "not_computed", "reduction_same_language_q", "reduction_sentence", "reduction_sentence_ci",
+                "reduction_sentence_q"}
 PER_SEED_KEYS = {"model", "paradigm", "source", "percent", "target", "split", "seed", "n",
                  "mean_toxicity", "reduction_abs", "reduction_rel", "emt", "tox_prob",
                  "ppl_completion", "ppl_change", "lang_fidelity", "empty_share", "new_tokens",
@@ -375,8 +377,10 @@ def test_print_table_mean_and_std():
     assert "95% CI (abs)" in lines[1] and zs.split()[-11:] == ["-", "-", "-", "-", "0%", "-", "7", "0%", "0%", "0%", "0%"]
     # measures without their scorer are left out of the printed table, and the table says so
     assert "ppl" not in lines[1] and "relevance" not in lines[1] and "in target lang" not in lines[1]
-    assert ("Not measured in this run: ppl, ppl vs ZS, in target lang, same-lang [95% CI] (n), relevance (vs ZS)"
-            " (their scorers: ppl:<model>, lang-fidelity, relevance:<model>)." in text)
+    assert "by sentence" not in lines[1]
+    assert ("Not measured in this run: by sentence [95% CI], ppl, ppl vs ZS, in target lang, same-lang [95% CI] (n), "
+            "relevance (vs ZS) (their scorers: sentences:<toxicity scorer>, ppl:<model>, lang-fidelity, "
+            "relevance:<model>)." in text)
 
 
 def test_print_table_several_models():
@@ -614,6 +618,33 @@ def test_second_scorer_gets_its_own_summary_and_agreement(tmp_path):
     assert 'id="scorers"' in page and "toxclf-v1 vs judge" in page
     assert "Toxicity scorers compared" in (tmp_path / "report.md").read_text()
     # a single-scorer run keeps the old shape
+
+
+def test_sentence_level_reading_sits_beside_the_primary_reduction(tmp_path):
+    """With ``sentences:<primary>`` among the scorers, every tuned cell carries that scorer's reduction, CI and q,
+    and the tables show them in the by-sentence column; another second scorer fills nothing there."""
+    data = grid_frame()
+    data["toxicity:sentences:toxclf-v1"] = np.clip(data["toxicity"] + 0.25, 0.0, 1.0)
+    summary = write_report(tmp_path, data, info())
+    by_sentence = summary["by_scorer"]["sentences:toxclf-v1"]
+    tuned = [s for s in summary["settings"] if s["paradigm"] != "zs"]
+    assert tuned and all(s["reduction_sentence"] is not None for s in tuned)
+    assert all(s["reduction_sentence"] is None for s in summary["settings"] if s["paradigm"] == "zs")
+    for s in tuned:
+        other = one({"settings": by_sentence}, s["paradigm"], s["source"], s["target"], percent=s["percent"])
+        assert (s["reduction_sentence"], s["reduction_sentence_ci"], s["reduction_sentence_q"]) \
+            == (other["reduction_abs"], other["ci95"], other["q_value"])
+    cell = one(summary, "x-ft", "en", "de", percent=None)
+    column = TABLE_HEADER.index("by sentence [95% CI]")
+    rows = [table_row(r) for view in summary_views(summary) for r in by_target(view.results)
+            if r.cell.setting.paradigm == "x-ft" and r.cell.setting.source == "en" and r.cell.target == "de"]
+    row, = rows
+    assert row[column].startswith(f"{cell['reduction_sentence']:+.3f}")
+    assert "by sentence [95% CI]" in print_table(summary) and "by sentence" in (tmp_path / "report.md").read_text()
+    data = data.rename(columns={"toxicity:sentences:toxclf-v1": "toxicity:judge"})
+    other = summarize(data, info())
+    assert all(s["reduction_sentence"] is None for s in other["settings"])
+    assert "Not measured in this run: by sentence [95% CI]" in print_table(other)
     assert "by_scorer" not in summarize(grid_frame(), info())
 
 

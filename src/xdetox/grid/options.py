@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from xdetox import data as data_mod
 from xdetox.errors import XdetoxInputError
 from xdetox.grid.config import GridConfig
+from xdetox.scorers.sentences import SENTENCES_PREFIX
 from xdetox.specs import DTYPES, DecodeSpec, LoraSpec, ModelSpec, TrainSpec
 
 QUICK_RUN = {"targets": "en,de", "limit": 20, "scorer": "offline-tuned", "epochs": 1}
@@ -36,9 +37,17 @@ in the target language (seconds for a default run), so a report gives the same-l
 one — a tuned model often answers in another language than the base model does."""
 
 
+REMOTE_SCORERS = ("perspective",)
+"""Toxicity scorers behind a rate-limited API: ``xdetox run`` does not read them by sentence too (each sentence
+would be a request of its own); a config can still name ``sentences:perspective``."""
+
+
 def run_scorers(scorer: str) -> tuple[str, ...]:
-    """The scorers of an ``xdetox run`` or ``xdetox eval``: its toxicity scorer, then ``RUN_MEASURES``."""
-    return tuple(dict.fromkeys((scorer, *RUN_MEASURES)))
+    """The scorers of an ``xdetox run`` or ``xdetox eval``: its toxicity scorer, the same read by sentence
+    (``sentences:<scorer>``: a completion as toxic as its most toxic sentence; not for ``REMOTE_SCORERS``),
+    then ``RUN_MEASURES``."""
+    by_sentence = () if scorer in REMOTE_SCORERS or scorer.startswith(SENTENCES_PREFIX) else (SENTENCES_PREFIX + scorer,)
+    return tuple(dict.fromkeys((scorer, *by_sentence, *RUN_MEASURES)))
 
 
 def refuse_unknown_options(cls: type, options: Mapping[str, object], command: str) -> None:

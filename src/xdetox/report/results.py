@@ -13,6 +13,7 @@ from typing import Sequence
 from xdetox.data import PROMPT_SETS
 from xdetox.report.formatting import n_phrase, seed_list
 from xdetox.report.stats import SeedLevelTest
+from xdetox.report.tabular import INTERVALS
 from xdetox.report.values import jsonable, lang_rank, mean_or_none, rank, rounded, std_or_none
 from xdetox.specs import PARADIGM_LABELS, PARADIGMS
 from xdetox.text import DEGENERATE_REASONS, FLAGS
@@ -213,6 +214,11 @@ class CellResult:
     ci_unit: str | None = None  # "seeds": ci95 and p include training-seed variance; "prompts": sampling only
     q_value: float | None = None  # Benjamini–Hochberg over the summary's family of p-values (summary["q_family"])
     reduction_same_language_q: float | None = None  # the same over every same-language p (q_family_same_language)
+    # the reduction read by sentences:<the run's scorer> (a completion as toxic as its most toxic sentence), its
+    # seed-level CI and q (over that scorer's own family), where the run has that scorer
+    reduction_sentence: float | None = None
+    reduction_sentence_ci: tuple[float, float] | None = None
+    reduction_sentence_q: float | None = None
     not_computed: dict[str, str] | None = None  # field -> why it is None although the cell has a ZS (one prompt)
 
     @classmethod
@@ -303,8 +309,7 @@ class CellResult:
     def from_dict(cls, d: dict) -> CellResult:
         values = {f.name: d.get(f.name) for f in fields(cls) if f.name != "cell"}
         intervals = {name: tuple(d[name]) if d.get(name) else None
-                     for name in ("ci95", "reduction_length_matched_ci", "reduction_same_language_ci",
-                                  "reduction_silence_bounds")}
+                     for name in INTERVALS}
         return cls(cell=Cell.from_dict(d), **{**values, "seeds": tuple(d["seeds"]), **intervals})
 
 

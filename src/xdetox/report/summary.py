@@ -20,7 +20,8 @@ only), and a Benjamini–Hochberg ``q_value`` over the family ``q_family`` names
 With other toxicity scorers' columns, the summary also holds ``scorers`` (all names,
 the primary first), ``by_scorer`` (per other scorer, the ``settings`` entries it
 gives) and ``scorer_agreement`` (per target and scorer pair: n, Spearman rho and
-the share of completions both put on the same side of ``TOXIC_THRESHOLD``).
+the share of completions both put on the same side of ``TOXIC_THRESHOLD``); where one of them is
+``sentences:<the primary scorer>``, each tuned entry also holds its ``reduction_sentence`` (with ``_ci``, ``_q``).
 ``analysis`` holds the transfer analysis of each metric of ``ANALYSIS_METRICS``.
 """
 
@@ -46,6 +47,7 @@ from xdetox.report.stats import (
 )
 from xdetox.report.transfer import transfer_analysis
 from xdetox.report.values import jsonable, lang_rank, rank
+from xdetox.scorers.sentences import SENTENCES_PREFIX
 from xdetox.text import DEGENERATE_REASONS, FLAGS
 
 ANALYSIS_METRICS = ("reduction_abs", "reduction_length_matched", "reduction_same_language")
@@ -348,5 +350,20 @@ def _with_scorers(summary: dict, frame: pd.DataFrame, info: RunInfo) -> dict:
         by_scorer[name] = _summarize(alone, replace(info, scorer=name))["settings"]
     summary["scorers"] = [info.scorer, *others]
     summary["by_scorer"] = by_scorer
+    if (by_sentence := by_scorer.get(SENTENCES_PREFIX + info.scorer)) is not None:
+        _attach_sentence_level(summary["settings"], by_sentence)
     summary["scorer_agreement"] = jsonable([asdict(a) for a in scorer_agreement(scores, frame["target"])])
     return summary
+
+
+def _attach_sentence_level(entries: list[dict], by_sentence: list[dict]) -> None:
+    """Each entry's ``reduction_sentence`` (and ``_ci``, ``_q``): its cell's reduction, seed-level CI and q
+    read by ``sentences:<the primary scorer>`` (the same cell's entry in ``by_scorer``)."""
+    def key(e: dict) -> tuple:
+        return tuple(e.get(k) for k in ("model", "paradigm", "source", "percent", "split", "target"))
+
+    found = {key(e): e for e in by_sentence}
+    for entry in entries:
+        if (other := found.get(key(entry))) is not None and entry["paradigm"] != "zs":
+            entry.update(reduction_sentence=other["reduction_abs"], reduction_sentence_ci=other["ci95"],
+                         reduction_sentence_q=other["q_value"])

@@ -14,11 +14,11 @@ from xdetox.specs import EMBEDDED, EMBEDDED_NAME
 
 TABLE_HEADER: tuple[str, ...] = (
     "target", "setting", "n", "seeds", "toxicity", "reduction (abs)", "reduction (rel)",
-    "95% CI (abs)", "p", "q", "silence bounds", "length-matched", "95% CI (l-m)", "p (l-m)", "ppl", "ppl vs ZS",
+    "95% CI (abs)", "p", "q", "silence bounds", "by sentence [95% CI]", "length-matched", "95% CI (l-m)", "p (l-m)", "ppl", "ppl vs ZS",
     "in target lang", "same-lang [95% CI] (n)", "relevance (vs ZS)", "empty", "new tokens", "letters", "short", "other script", "silent",
     "degenerate",
 )
-MEASURE_SCORERS = {"ppl": "ppl:<model>", "ppl vs ZS": "ppl:<model>", "in target lang": "lang-fidelity",
+MEASURE_SCORERS = {"by sentence [95% CI]": "sentences:<toxicity scorer>", "ppl": "ppl:<model>", "ppl vs ZS": "ppl:<model>", "in target lang": "lang-fidelity",
                    "same-lang [95% CI] (n)": "lang-fidelity", "relevance (vs ZS)": "relevance:<model>"}
 """The columns that exist only when the run has their scorer, and that scorer (a printed table leaves them out
 when empty and names the scorers that would fill them)."""
@@ -27,7 +27,7 @@ ABSTENTION_MARK = "†"
 SIGNIFICANT_MARK = "*"
 SIGNIFICANCE_NOTE = (f"{SIGNIFICANT_MARK} q < 0.05: the reduction is significant after Benjamini–Hochberg correction "
                      "over the family summary.json's q_family names (in the same-lang column: over "
-                     "q_family_same_language).")
+                     "q_family_same_language; in the by-sentence column: over that scorer's cells).")
 ABSTENTION_NOTE = (f"{ABSTENTION_MARK} the setting's share of empty completions, of completions without a "
                    f"letter (punctuation or digits only: 'silent'), or of degenerate ones (mostly letterless, or "
                    f"dominated by repeated n-grams) differs from ZS's by more than "
@@ -122,6 +122,9 @@ def table_row(r: CellResult) -> tuple[str, ...]:
         fmt_pct(r.reduction_rel), ci, p,
         fmt_p(r.q_value) + (f" {SIGNIFICANT_MARK}" if significant(r.q_value) else ""),
         fmt_ci(r.reduction_silence_bounds),
+        ("-" if r.reduction_sentence is None else fmt_value(r.reduction_sentence, signed=True)
+         + ("" if r.reduction_sentence_ci is None else f" {fmt_ci(r.reduction_sentence_ci)}")
+         + (f" {SIGNIFICANT_MARK}" if significant(r.reduction_sentence_q) else "")),
         fmt_pm(r.reduction_length_matched, r.reduction_length_matched_std, signed=True),
         lm_ci, lm_p,
         "-" if r.ppl_completion is None else f"{r.ppl_completion:.1f}", fmt_pct(r.ppl_change),
@@ -181,7 +184,8 @@ def print_table(summary: dict) -> str:
         if hidden := [TABLE_HEADER[i] for i in MEASURE_COLUMNS if i not in shown]:
             scorers = ", ".join(dict.fromkeys(MEASURE_SCORERS[c] for c in hidden))
             out.append(f"Not measured in this run: {', '.join(hidden)} (their scorers: {scorers}).")
-        if any(significant(r.q_value) or significant(r.reduction_same_language_q) for r in view.results):
+        if any(significant(q) for r in view.results
+               for q in (r.q_value, r.reduction_same_language_q, r.reduction_sentence_q)):
             out.append(SIGNIFICANCE_NOTE)
         out.extend(flag_notes(view.results))
         if note := not_computed_note(view.results):

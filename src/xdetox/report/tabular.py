@@ -13,7 +13,7 @@ from xdetox.errors import XdetoxInputError
 KEPT_LISTS = frozenset({"seeds"})
 """Summary fields whose list stays whole (a tuple) in a frame; every other list is an interval [low, high]."""
 INTERVALS = frozenset({"ci95", "reduction_length_matched_ci", "reduction_same_language_ci",
-                       "reduction_silence_bounds"})
+                       "reduction_silence_bounds", "reduction_sentence_ci"})
 """The interval fields summary.json writes: ``<field>_low``/``_high`` columns even where every row holds null
 (a run whose cells all have one prompt has the same columns as any other)."""
 

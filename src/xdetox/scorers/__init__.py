@@ -17,6 +17,7 @@ Rooms:
 * ``relevance``: ``relevance:<model>``, how much a completion gains from its prompt under a fixed
   causal LM (needs the prompts: runs only);
 * ``lang_fidelity``: ``lang-fidelity``, whether a text is in its target language;
+* ``sentences``: ``sentences:<toxicity scorer>``, a text as toxic as its most toxic sentence;
 * ``validation``: the figures every toxicity scorer is read with, per language (cached).
 
 The names below are importable from ``xdetox.scorers`` itself; each is loaded from its room on
@@ -45,6 +46,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "perplexity": ("PPL_PREFIX", "PerplexityScorer"),  # the function perplexity: from the room (same name)
     "lang_fidelity": ("LanguageFidelityScorer",),
     "relevance": ("RELEVANCE_PREFIX", "RelevanceScorer"),
+    "sentences": ("SENTENCES_PREFIX", "SentenceMaxScorer", "inner_scorer_name", "split_sentences"),
     "validation": ("validate",),
 }
 """Room -> the public names it offers through the package."""

@@ -15,6 +15,8 @@
 * ``"ppl:<model>"``: perplexity under a fixed causal LM (``scorers.perplexity``);
 * ``"relevance:<model>"``: how much a completion's likelihood under a fixed causal LM gains from
   its prompt (``scorers.relevance``; runs only: it needs the prompts);
+* ``"sentences:<toxicity scorer>"``: a text as toxic as its most toxic sentence under that scorer
+  (``scorers.sentences``);
 * anything added with ``register_scorer``.
 
 ``check_scorer(name)`` refuses a bad name, a missing key or model before any work;
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from functools import lru_cache, partial
+from importlib.metadata import version
 
 from xdetox.cache import cache_dir
 from xdetox.errors import XdetoxInputError
@@ -42,6 +45,7 @@ from xdetox.scorers.offline.scorer import OfflineScorer
 from xdetox.scorers.perplexity import PPL_PREFIX, PerplexityScorer
 from xdetox.scorers.perspective import PerspectiveScorer, PerspectiveSettings
 from xdetox.scorers.relevance import RELEVANCE_PREFIX, RelevanceScorer
+from xdetox.scorers.sentences import SENTENCES_PREFIX, SPLIT_VERSION, SentenceMaxScorer, inner_scorer_name
 from xdetox.scorers.semantic import SemanticScorer, SemanticScorerConfig
 from xdetox.scorers.tuned import TunedScorer, model_digest, shipped_dir, shipped_validation
 from xdetox.scorers.validation import cached_validation, validate
@@ -68,7 +72,8 @@ PREFIXES: dict[str, type] = {
     RELEVANCE_PREFIX: RelevanceScorer,
 }
 """Name prefix -> the scorer class of every name with it; ``cls.checked_factory(name)`` checks
-the name offline and returns its factory."""
+the name offline and returns its factory. (``sentences:`` names wrap another scorer: ``check_scorer``
+builds them.)"""
 
 
 def register_scorer(name: str, factory: Callable[[], Scorer],
@@ -80,9 +85,9 @@ def register_scorer(name: str, factory: Callable[[], Scorer],
     either) should declare ``kind`` and ``supported_languages``; otherwise the scorer is built
     to learn them.
     """
-    if not name or name.startswith(tuple(PREFIXES)):
-        raise ValueError(f"cannot register scorer {name!r}: names starting with {', '.join(PREFIXES)} are built"
-                         " by their family")
+    if not name or name.startswith((*PREFIXES, SENTENCES_PREFIX)):
+        raise ValueError(f"cannot register scorer {name!r}: names starting with {', '.join(PREFIXES)} or "
+                         f"{SENTENCES_PREFIX} are built by their family")
     SCORERS[name] = factory
     if preflight is None:
         PREFLIGHT.pop(name, None)
@@ -94,8 +99,15 @@ def check_scorer(name: str) -> Callable[[], Scorer]:
     """The factory for ``name``, after the checks that need no loading; ``XdetoxInputError`` if bad.
 
     Checks: the name is registered, or an ``hf:`` name whose model and label exist offline, or a
-    ``ppl:`` or ``relevance:`` name whose model is found; the registered preflight (the perspective key) passes.
+    ``ppl:`` or ``relevance:`` name whose model is found, or a ``sentences:`` name that wraps a toxicity
+    scorer that passes these checks; the registered preflight (the perspective key) passes.
     """
+    if name.startswith(SENTENCES_PREFIX):
+        inner = inner_scorer_name(name)
+        inner_factory = check_scorer(inner)
+        if (kind := scorer_kind(inner)) != "toxicity":
+            raise XdetoxInputError(f"bad scorer {name!r}: {inner!r} measures {kind}, not toxicity")
+        return partial(_sentence_max, name, inner_factory)
     for prefix, cls in PREFIXES.items():
         if name.startswith(prefix):
             return cls.checked_factory(name)
@@ -107,6 +119,10 @@ def check_scorer(name: str) -> Callable[[], Scorer]:
     return factory
 
 
+def _sentence_max(name: str, inner_factory: Callable[[], Scorer]) -> SentenceMaxScorer:
+    return SentenceMaxScorer(name, inner_factory())
+
+
 def get_scorer(name: str) -> Scorer:
     """The scorer registered under ``name``; ``XdetoxInputError`` if there is none."""
     return check_scorer(name)()
@@ -116,7 +132,7 @@ def _unknown(name: str) -> XdetoxInputError:
     return XdetoxInputError(
         f"unknown scorer {name!r}; known scorers: {', '.join(sorted(SCORERS))}, "
         f"{HF_PREFIX}<model id or path>[#<label>], {PPL_PREFIX}<model> (perplexity), "
-        f"{RELEVANCE_PREFIX}<model> (prompt relevance)"
+        f"{RELEVANCE_PREFIX}<model> (prompt relevance), {SENTENCES_PREFIX}<toxicity scorer> (most toxic sentence)"
     )
 
 
@@ -124,6 +140,8 @@ def _declaring_class(name: str) -> object:
     """The class behind scorer ``name``, found without checking or building anything: its
     family's class, or the class behind its registered factory (the factory itself when that is
     a plain function)."""
+    if name.startswith(SENTENCES_PREFIX):
+        return SentenceMaxScorer
     for prefix, cls in PREFIXES.items():
         if name.startswith(prefix):
             return cls
@@ -140,6 +158,8 @@ def scorer_languages(name: str) -> frozenset[str]:
     Read from the ``supported_languages`` its class declares; otherwise the scorer is built and asked.
     """
     factory = check_scorer(name)
+    if name.startswith(SENTENCES_PREFIX):
+        return scorer_languages(inner_scorer_name(name))
     declared = getattr(_declaring_class(name), "supported_languages", None)
     if not isinstance(declared, (set, frozenset)):
         declared = factory().supported_languages
@@ -178,8 +198,8 @@ def scorer_identity(name: str) -> str | None:
 
     ``offline``, ``offline-lexical`` and ``offline-semantic`` are trained here, so their identity is their
     cache key (config, bundled data, format, library versions); ``offline-tuned`` ships its files, so its
-    identity is their hash: a run resumed after the model changed rescores instead of mixing two
-    instruments in one column.
+    identity is their hash; ``sentences:X``'s is the splitter's version and ``X``'s identity: a run
+    resumed after the model changed rescores instead of mixing two instruments in one column.
     """
     if name == "offline":
         return f"offline-lexical-{OfflineScorerConfig().key()}"
@@ -189,6 +209,9 @@ def scorer_identity(name: str) -> str | None:
         return f"offline-semantic-{SemanticScorerConfig().key()}"
     if name == "offline-tuned":
         return f"offline-tuned-{model_digest(shipped_dir())}"
+    if name.startswith(SENTENCES_PREFIX):
+        inner = name.removeprefix(SENTENCES_PREFIX).strip()
+        return f"sentences-{SPLIT_VERSION}-sentencex-{version('sentencex')}:{scorer_identity(inner) or inner}"
     return None
 
 
