@@ -617,3 +617,9 @@ def test_status_text_says_what_is_left_at_the_latest_attempts_pace():
     # 27 - 13 = 14 evaluations at 10 per 600 s: 840 s
     assert "left: 14 evaluations; at the latest attempt's pace (10 in 10 min 00 s) about 14 min 00 s" in text
     assert "left:" not in RunStatus(**{**status.__dict__, "pace": (0, 600.0)}).to_text(now=1630.0)
+    # every evaluation generated, the run not finished: what remains is said, not a pace of zero
+    generated = RunStatus(**{**status.__dict__, "evaluations": (27, 27), "complete": 27}).to_text(now=1630.0)
+    assert "every evaluation is generated: scoring, measures and the report remain" in generated
+    assert "left:" not in generated
+    assert "remain" not in RunStatus(**{**status.__dict__, "evaluations": (27, 27), "complete": 27,
+                                        "finished": True}).to_text(now=1630.0)

@@ -56,9 +56,11 @@ class RunStatus:
         lines += ["", f"{self.path}: {self.name}, {head}: {self.done} of {len(self.rows)} training settings done,"
                       f" {started} of {planned} evaluations started, {self.completions:,} completions stored"]
         lines.append(self._time_line(time.time() if now is None else now))
-        if self.pace and self.pace[0] > 0 and not self.finished:
+        left = self.evaluations[1] - self.complete
+        if left == 0 and not self.finished:
+            lines.append("every evaluation is generated: scoring, measures and the report remain (minutes)")
+        elif self.pace and self.pace[0] > 0 and not self.finished:
             done, seconds = self.pace
-            left = self.evaluations[1] - self.complete
             lines.append(f"left: {left} evaluations; at the latest attempt's pace ({done} in {_duration(seconds)})"
                          f" about {_duration(left * seconds / done)} (a rough guide: settings differ in cost)")
         return "\n".join(lines)
