@@ -123,3 +123,27 @@ def test_shipped_scorer_finds_an_insult_inside_benign_text() -> None:
     worst = max(whole.score(split_sentences(insult, "en"), "en"))
     assert alone > 0.5 > diluted
     assert by_sentence.score([text], "en")[0] == pytest.approx(worst) and worst > 0.5
+
+
+def test_a_grid_session_wraps_the_scorer_it_already_holds(diluting) -> None:
+    """A run scoring X and sentences:X keeps one X in memory: the session's sentences:X wraps its own X."""
+    from xdetox.grid import Session
+
+    built = []
+
+    class Counted(Diluting):
+        def __init__(self) -> None:
+            super().__init__()
+            built.append(self)
+
+    registry.register_scorer("counted", Counted)
+    session = Session()
+    whole = session.scorer("counted")
+    by_sentence = session.scorer("sentences:counted")
+    assert isinstance(by_sentence, SentenceMaxScorer) and by_sentence.inner is whole and len(built) == 1
+    assert session.scorer("sentences:counted") is by_sentence
+    assert by_sentence.score([TEXTS["en"]], "en") == [0.25]
+    fresh = Session()  # sentences:X first: X is built once and kept for X too
+    assert fresh.scorer("sentences:counted").inner is fresh.scorer("counted") and len(built) == 2
+    with pytest.raises(XdetoxInputError, match="not toxicity"):
+        Session().scorer("sentences:lang-fidelity")

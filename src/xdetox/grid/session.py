@@ -114,11 +114,17 @@ class Session:
         return Generator(self.model_for(setting, adapter), loaded.tokenizer)
 
     def scorer(self, name: str, progress: bool = False):
-        """The scorer of ``name`` (loaded once); a scorer with a ``progress`` attribute gets ``progress``."""
-        from xdetox.scorers.registry import get_scorer
+        """The scorer of ``name`` (loaded once); a scorer with a ``progress`` attribute gets ``progress``.
+        ``sentences:X`` wraps this session's own X (one model in memory, not two: 0.75 GB for offline-tuned)."""
+        from xdetox.scorers.registry import check_scorer, get_scorer
+        from xdetox.scorers.sentences import SENTENCES_PREFIX, SentenceMaxScorer, inner_scorer_name
 
         if name not in self.scorers:
-            self.scorers[name] = get_scorer(name)
+            if name.startswith(SENTENCES_PREFIX):
+                check_scorer(name)
+                self.scorers[name] = SentenceMaxScorer(name, self.scorer(inner_scorer_name(name), progress))
+            else:
+                self.scorers[name] = get_scorer(name)
         scorer = self.scorers[name]
         if hasattr(scorer, "progress"):
             scorer.progress = progress
