@@ -359,11 +359,8 @@ def _with_scorers(summary: dict, frame: pd.DataFrame, info: RunInfo) -> dict:
 def _attach_sentence_level(entries: list[dict], by_sentence: list[dict]) -> None:
     """Each entry's ``reduction_sentence`` (and ``_ci``, ``_q``): its cell's reduction, seed-level CI and q
     read by ``sentences:<the primary scorer>`` (the same cell's entry in ``by_scorer``)."""
-    def key(e: dict) -> tuple:
-        return tuple(e.get(k) for k in ("model", "paradigm", "source", "percent", "split", "target"))
-
-    found = {key(e): e for e in by_sentence}
+    found = {Cell.from_dict(e): e for e in by_sentence}
     for entry in entries:
-        if (other := found.get(key(entry))) is not None and entry["paradigm"] != "zs":
+        if (other := found.get(Cell.from_dict(entry))) is not None and entry["paradigm"] != "zs":
             entry.update(reduction_sentence=other["reduction_abs"], reduction_sentence_ci=other["ci95"],
                          reduction_sentence_q=other["q_value"])

@@ -210,7 +210,7 @@ def scorer_identity(name: str) -> str | None:
     if name == "offline-tuned":
         return f"offline-tuned-{model_digest(shipped_dir())}"
     if name.startswith(SENTENCES_PREFIX):
-        inner = name.removeprefix(SENTENCES_PREFIX).strip()
+        inner = inner_scorer_name(name)
         return f"sentences-{SPLIT_VERSION}-sentencex-{version('sentencex')}:{scorer_identity(inner) or inner}"
     return None
 
